@@ -1,0 +1,23 @@
+# linecube: spatio-spectral representation learning on MaNGA emission-line cubes.
+# Run on the bundled sample:  snakemake --cores 2
+# Real MaNGA DR17:            snakemake --cores 8 --configfile config/manga-dr17.yaml
+# SLURM:                      snakemake --workflow-profile profiles/slurm --configfile ...
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs,

@@ -1,0 +1,3 @@
+"""linecube: spatio-spectral representation learning on MaNGA emission-line cubes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,105 @@
+"""Merge per-plate extraction files into ``results/cubes.h5``.
+
+Rows are sorted by plate-IFU across all plates. Cubes are copied one at a time
+(one HDF5 chunk each), so memory stays flat whatever the survey size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .formats import (
+    CUBE_DATASETS,
+    META_DATASETS,
+    atomic_path,
+    create_cube_file,
+    read_layout,
+    read_strings,
+)
+
+
+def assemble(
+    plate_files: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    drpver: str,
+    config: dict | None = None,
+    compression: str | None = "lzf",
+    progress: bool = True,
+) -> int:
+    """Stream every plate file into one cubes.h5 at ``out`` (atomically).
+
+    All inputs must share one layout and line list; the same plate-IFU in two
+    files is an error naming both. Returns the number of galaxies.
+    """
+    import h5py
+    from tqdm.auto import tqdm
+
+    entries: list[tuple[str, int, int]] = []  # (plateifu, file index, row)
+    layout = lines = None
+    for fi, p in enumerate(plate_files):
+        with h5py.File(p, "r") as h5:
+            lay, lin = read_layout(h5)
+            if layout is None:
+                layout, lines = lay, lin
+            elif (lay, lin.names) != (layout, lines.names) or not np.allclose(lin.rest, lines.rest):
+                raise ValueError(f"{p}: layout or line list differs from {plate_files[0]}; re-extract with one config")
+            for row, pifu in enumerate(read_strings(h5["plateifu"])):
+                entries.append((pifu, fi, row))
+    if layout is None:
+        raise ValueError("no plate files to assemble")
+    seen: dict[str, int] = {}
+    for pifu, fi, _ in entries:
+        if pifu in seen:
+            raise ValueError(f"plate-IFU {pifu} appears in both {plate_files[seen[pifu]]} and {plate_files[fi]}")
+        seen[pifu] = fi
+    entries.sort()
+    n = len(entries)
+    handles = [h5py.File(p, "r") for p in plate_files]
+    try:
+        with atomic_path(out) as tmp:
+            with h5py.File(tmp, "w") as dst:
+                create_cube_file(dst, n, layout, lines, drpver=drpver, config=config, compression=compression)
+                meta = {name: [] for name in META_DATASETS}
+                waves = np.empty((n, layout.n_channels))
+                for i, (_, fi, row) in enumerate(tqdm(entries, desc="assemble cubes", unit="cube", disable=not progress, file=sys.stderr)):
+                    src = handles[fi]
+                    for name in CUBE_DATASETS:
+                        dst[name][i] = src[name][row]
+                    waves[i] = src["wave"][row]
+                    for name in META_DATASETS:
+                        v = src[name][row]
+                        meta[name].append(v.decode() if isinstance(v, bytes) else v)
+                dst["wave"][...] = waves
+                for name, vals in meta.items():
+                    dst[name][...] = np.asarray(vals, dtype=object if name in ("plateifu", "mangaid") else float)
+                dst.attrs["plate_files"] = json.dumps([str(Path(p)) for p in plate_files])
+    finally:
+        for h in handles:
+            h.close()
+    return n
+
+
+def merge_rejects(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> int:
+    """Concatenate reject tables (plateifu, path, reason [, stage]) into one CSV."""
+    import pandas as pd
+
+    from .formats import write_csv_atomic
+
+    frames = []
+    for p in paths:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+        if len(df):
+            stem = Path(p).name.split(".")[0]
+            df["stage"] = f"extract plate {stem}" if stem.isdigit() else stem
+            frames.append(df)
+    cols = ["plateifu", "path", "reason", "stage"]
+    merged = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    write_csv_atomic(merged.sort_values(["plateifu", "stage"], kind="stable"), out)
+    return len(merged)

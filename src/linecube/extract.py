@@ -1,0 +1,529 @@
+"""Cut a MaNGA LOGCUBE down to 19 emission-line windows and a 32x32 crop.
+
+For each cube: the observed centre of each line is rest x (1 + z) with z from the
+drpall; the centre bin ``c`` is the grid bin nearest to it (wavelengths from the
+header WCS through astropy) and the window is bins ``[c - 5, c + 5)``. The crop is
+32x32 spaxels centred on the pixel of (objra, objdec) through the cube's celestial
+WCS; where it leaves the cube, flux and ivar are 0 and the mask flags the voxel.
+
+Speed: a LOGCUBE.fits.gz is one gzip stream, FLUX then IVAR then MASK, each
+(4563, NY, NX). :class:`LogcubeStream` decompresses it once, front to back, with
+ISA-L, parses each header with astropy, copies only the ~190 needed slices of
+each array (cropped) and stops after the last needed MASK slice: nothing else is
+kept, and LSFPOST onwards is never decompressed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .formats import (
+    CD3_3,
+    CRVAL3,
+    DRP_UNUSABLE,
+    NWAVE,
+    CubeLayout,
+    LineList,
+    VoxelFlag,
+    atomic_path,
+    create_cube_file,
+    write_cube_row,
+)
+
+BLOCK = 2880
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class CubeError(Exception):
+    """A cube that cannot be used; the message says why in words."""
+
+
+@dataclass(frozen=True)
+class CubeRequest:
+    """One galaxy to extract: its LOGCUBE and drpall values."""
+
+    plateifu: str
+    path: str
+    mangaid: str
+    z: float
+    objra: float
+    objdec: float
+
+
+# --------------------------------------------------------------------------
+# Geometry: windows and crops (pure functions)
+# --------------------------------------------------------------------------
+
+
+def window_centres(wave: np.ndarray, rest: np.ndarray, z: float) -> np.ndarray:
+    """Index of the grid bin nearest to each observed line centre rest * (1 + z).
+
+    wave: the cube's wavelength grid (A, increasing); rest: rest wavelengths (A).
+    """
+    obs = np.asarray(rest, dtype=float) * (1.0 + z)
+    idx = np.searchsorted(wave, obs)
+    idx = np.clip(idx, 1, len(wave) - 1)
+    left_closer = (obs - wave[idx - 1]) <= (wave[idx] - obs)
+    return np.where(left_closer, idx - 1, idx)
+
+
+def window_indices(centres: np.ndarray, window_bins: int = 10) -> np.ndarray:
+    """Wavelength indices of all windows, (n_lines * window_bins,): for each centre
+    c, bins c - window_bins//2 ... c + window_bins//2 - 1."""
+    half = window_bins // 2
+    return (np.asarray(centres)[:, None] + np.arange(-half, window_bins - half)[None, :]).ravel()
+
+
+def crop_bounds(centre: int, size: int, crop: int) -> tuple[int, int, int, int]:
+    """Source range [s0, s1) on an axis of length ``size`` and its offset d0 in a
+    crop of length ``crop`` centred on pixel ``centre`` (crop//2 before it)."""
+    start = centre - crop // 2
+    s0, s1 = max(start, 0), min(start + crop, size)
+    return s0, s1, s0 - start, s1 - s0
+
+
+_WCS_KEY = re.compile(r"^(NAXIS\d?|WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CD\d_\d|PC\d_\d|CUNIT\d|CROTA\d|RADESYS|EQUINOX|LONPOLE|LATPOLE)$")
+
+
+def cube_wcs(header):
+    """astropy WCS of a cube header, built from its WCS cards only (the DRP's
+    PLATEID and DATE-OBS cards are not WCS and only make astropy warn)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    h = fits.Header([c for c in header.cards if _WCS_KEY.match(c.keyword)])
+    return WCS(h)
+
+
+def centre_pixel(header, objra: float, objdec: float) -> tuple[float, float]:
+    """0-based (x, y) pixel of (objra, objdec) through the celestial WCS of a header."""
+    x, y = cube_wcs(header).celestial.world_to_pixel_values(objra, objdec)
+    return float(x), float(y)
+
+
+def header_wavelengths(header) -> np.ndarray:
+    """Vacuum wavelengths (A) of every bin, from the spectral WCS of a header."""
+    w = cube_wcs(header).spectral
+    n = int(header["NAXIS3"])
+    return np.asarray(w.pixel_to_world_values(np.arange(n)), dtype=float) * 1e10  # m -> A
+
+
+def check_wave_grid(header, where: str) -> None:
+    """Reject a cube whose wavelength axis is not the DR17 LOGCUBE grid."""
+    naxis3 = header.get("NAXIS3")
+    if naxis3 != NWAVE:
+        raise CubeError(f"{where}: wavelength axis has NAXIS3={naxis3}, expected {NWAVE} (the DR17 LOGCUBE grid)")
+    if str(header.get("CTYPE3", "")).strip() != "WAVE-LOG":
+        raise CubeError(f"{where}: CTYPE3={header.get('CTYPE3')!r}, expected 'WAVE-LOG' (is this a LINCUBE?)")
+    crval3 = float(header.get("CRVAL3", np.nan))
+    cd33 = float(header.get("CD3_3", np.nan))
+    if not (abs(crval3 - CRVAL3) < 1e-3 and abs(cd33 - CD3_3) < 1e-4):
+        raise CubeError(
+            f"{where}: wavelength grid starts at CRVAL3={crval3} A with CD3_3={cd33}; "
+            f"expected {CRVAL3} A and {CD3_3} (the DR17 log-lambda grid)"
+        )
+
+
+# --------------------------------------------------------------------------
+# Streaming reader
+# --------------------------------------------------------------------------
+
+
+class LogcubeStream:
+    """Forward-only reader of a (gzipped) FITS file: headers one by one, data by
+    skipping or reading exact byte ranges. Nothing is decompressed twice."""
+
+    def __init__(self, path: str | os.PathLike, chunk: int = 1 << 22):
+        self.path = str(path)
+        raw = open(self.path, "rb")
+        head = raw.read(2)
+        raw.seek(0)
+        if head == _GZIP_MAGIC:
+            from isal import igzip
+
+            self._fh = igzip.IGzipFile(fileobj=raw, mode="rb")
+        else:
+            self._fh = raw
+        self._raw = raw
+        self._scratch = bytearray(chunk)
+        self.pos = 0
+
+    def close(self) -> None:
+        self._fh.close()
+        self._raw.close()
+
+    def __enter__(self) -> LogcubeStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def readinto(self, buf) -> None:
+        """Fill ``buf`` (a writable buffer) exactly, or raise EOFError."""
+        mv = memoryview(buf).cast("B")
+        got = 0
+        while got < len(mv):
+            n = self._fh.readinto(mv[got:])
+            if not n:
+                raise EOFError(f"file ends after {self.pos + got} bytes")
+            got += n
+        self.pos += got
+
+    def skip(self, nbytes: int) -> None:
+        """Decompress and discard ``nbytes``."""
+        scratch = memoryview(self._scratch)
+        while nbytes > 0:
+            k = min(nbytes, len(scratch))
+            self.readinto(scratch[:k])
+            nbytes -= k
+
+    def read_header(self):
+        """Read one FITS header (2880-byte blocks up to END) as an astropy Header,
+        or ``None`` at a clean end of file."""
+        from astropy.io import fits
+
+        blocks = []
+        while True:
+            block = bytearray(BLOCK)
+            try:
+                self.readinto(block)
+            except EOFError:
+                if not blocks:
+                    return None
+                raise
+            blocks.append(bytes(block))
+            text = block.decode("ascii", errors="replace")
+            if any(text[i : i + 8] == "END     " for i in range(0, BLOCK, 80)):
+                break
+            if len(blocks) > 200:
+                raise CubeError("no END card in the first 200 header blocks: not a FITS file")
+        return fits.Header.fromstring(b"".join(blocks).decode("ascii", errors="replace"))
+
+
+def data_nbytes(header) -> int:
+    """Size in bytes of an HDU's data unit, padded to 2880."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        n *= int(header[f"NAXIS{i}"])
+    n = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (n + int(header.get("PCOUNT", 0)))
+    return (n + BLOCK - 1) // BLOCK * BLOCK
+
+
+_BITPIX = {-32: ">f4", -64: ">f8", 8: "u1", 16: ">i2", 32: ">i4", 64: ">i8"}
+
+
+def _runs(sorted_idx: np.ndarray) -> list[tuple[int, int]]:
+    """Split sorted unique indices into contiguous [start, stop) runs."""
+    if sorted_idx.size == 0:
+        return []
+    breaks = np.nonzero(np.diff(sorted_idx) != 1)[0]
+    starts = np.concatenate([[sorted_idx[0]], sorted_idx[breaks + 1]])
+    stops = np.concatenate([sorted_idx[breaks] + 1, [sorted_idx[-1] + 1]])
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+def _read_slices(stream: LogcubeStream, header, plan: dict, fill, out_dtype) -> np.ndarray:
+    """Read the needed wavelength slices of a 3-D image HDU, cropped.
+
+    plan: 'unique' sorted wavelength indices, 'runs', (y0, y1, dy, ny) and
+    (x0, x1, dx, nx) crop bounds. Returns (len(unique), crop, crop) in native order,
+    ``fill`` outside the cube. The stream is left at the end of the data unit.
+    """
+    dtype = np.dtype(_BITPIX[int(header["BITPIX"])])
+    ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
+    slice_bytes = ny * nx * dtype.itemsize
+    crop = plan["crop"]
+    (y0, y1, dy, hy), (x0, x1, dx, hx) = plan["ybounds"], plan["xbounds"]
+    out = np.full((len(plan["unique"]), crop, crop), fill, dtype=out_dtype)
+    cur = 0  # slice the stream is at
+    k = 0
+    for start, stop in plan["runs"]:
+        stream.skip((start - cur) * slice_bytes)
+        buf = np.empty((stop - start) * slice_bytes, dtype=np.uint8)
+        stream.readinto(buf)
+        block = buf.view(dtype).reshape(stop - start, ny, nx)
+        out[k : k + stop - start, dy : dy + hy, dx : dx + hx] = block[:, y0:y1, x0:x1]
+        k += stop - start
+        cur = stop
+    return out
+
+
+def _plan(flux_header, req: CubeRequest, lines: LineList, layout: CubeLayout, where: str) -> dict:
+    check_wave_grid(flux_header, where)
+    wave = header_wavelengths(flux_header)
+    if not np.isfinite(req.z):
+        raise CubeError(f"{where}: redshift z is missing or not a number in the drpall")
+    if req.z <= 0:
+        raise CubeError(f"{where}: redshift z={req.z} is not positive (drpall z; -999 means unknown)")
+    centres = window_centres(wave, lines.rest, req.z)
+    idx = window_indices(centres, layout.window_bins)
+    obs = lines.rest * (1 + req.z)
+    half = layout.window_bins // 2
+    off = (obs < wave[0]) | (obs > wave[-1]) | (centres - half < 0) | (centres + layout.window_bins - half > len(wave))
+    if off.any():
+        bad = ", ".join(f"{n} at {o:.0f} A" for n, o in zip(np.array(lines.names)[off], obs[off]))
+        raise CubeError(
+            f"{where}: at z={req.z:g} the window of {bad} leaves the {wave[0]:.0f}-{wave[-1]:.0f} A grid"
+        )
+    ny, nx = int(flux_header["NAXIS2"]), int(flux_header["NAXIS1"])
+    xc, yc = centre_pixel(flux_header, req.objra, req.objdec)
+    if not (np.isfinite(xc) and np.isfinite(yc)):
+        raise CubeError(f"{where}: galaxy centre (objra, objdec)=({req.objra}, {req.objdec}) has no pixel in the cube WCS")
+    cx, cy = int(np.floor(xc + 0.5)), int(np.floor(yc + 0.5))
+    if not (0 <= cx < nx and 0 <= cy < ny):
+        raise CubeError(
+            f"{where}: galaxy centre (objra, objdec)=({req.objra:.6f}, {req.objdec:.6f}) falls at pixel "
+            f"(x={xc:.1f}, y={yc:.1f}), outside the {nx}x{ny} cube"
+        )
+    unique = np.unique(idx)
+    return {
+        "wave": wave[idx],
+        "index": np.searchsorted(unique, idx),
+        "unique": unique,
+        "runs": _runs(unique),
+        "crop": layout.crop,
+        "ybounds": crop_bounds(cy, ny, layout.crop),
+        "xbounds": crop_bounds(cx, nx, layout.crop),
+        "shape": (ny, nx),
+        "centre": (xc, yc),
+    }
+
+
+def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLayout()) -> dict:
+    """Extract one galaxy's emission-line cube from its LOGCUBE.
+
+    Returns a dict with flux, ivar (float32, (n_lines*window_bins, crop, crop),
+    (wavelength, y, x), flux units of the cube), mask (uint8, VoxelFlag bits),
+    wave (observed wavelength of each channel, A) and the drpall metadata.
+    Raises :class:`CubeError` with a reason a person understands.
+    """
+    where = f"{req.plateifu} ({req.path})"
+    path = Path(req.path)
+    if not path.exists():
+        raise CubeError(f"{where}: file does not exist")
+    if path.stat().st_size == 0:
+        raise CubeError(f"{where}: file is empty (0 bytes)")
+    found: dict[str, np.ndarray] = {}
+    plan = None
+    try:
+        with LogcubeStream(path) as st:
+            primary = st.read_header()
+            if primary is None or "SIMPLE" not in primary:
+                raise CubeError(f"{where}: not a FITS file (no SIMPLE card)")
+            st.skip(data_nbytes(primary))
+            while len(found) < 3:
+                h = st.read_header()
+                if h is None:
+                    missing = [n for n in ("FLUX", "IVAR", "MASK") if n not in found]
+                    raise CubeError(f"{where}: no {', '.join(missing)} HDU in the file")
+                name = str(h.get("EXTNAME", "")).strip().upper()
+                nbytes = data_nbytes(h)
+                if name in ("FLUX", "IVAR", "MASK") and name not in found:
+                    if int(h.get("NAXIS", 0)) != 3:
+                        raise CubeError(f"{where}: HDU {name} has NAXIS={h.get('NAXIS')}, expected a 3-D cube")
+                    if name == "FLUX":
+                        plan = _plan(h, req, lines, layout, where)
+                    elif plan is None:
+                        raise CubeError(f"{where}: HDU {name} comes before FLUX; not a LOGCUBE layout")
+                    elif (int(h["NAXIS2"]), int(h["NAXIS1"])) != plan["shape"] or int(h["NAXIS3"]) != NWAVE:
+                        raise CubeError(f"{where}: HDU {name} shape differs from FLUX")
+                    start = st.pos
+                    fill = {"FLUX": 0.0, "IVAR": 0.0, "MASK": -1}[name]
+                    out_dtype = np.int32 if name == "MASK" else np.float32
+                    found[name] = _read_slices(st, h, plan, fill, out_dtype)
+                    if len(found) < 3:
+                        st.skip(nbytes - (st.pos - start))
+                else:
+                    st.skip(nbytes)
+    except CubeError:
+        raise
+    except EOFError as e:
+        raise CubeError(f"{where}: file is truncated ({e}); download it again") from None
+    except (OSError, ValueError, KeyError, TypeError, io.UnsupportedOperation) as e:
+        msg = str(e) or type(e).__name__
+        if "CRC" in msg or "gzip" in msg.lower() or "compressed" in msg.lower() or "invalid" in msg.lower():
+            raise CubeError(f"{where}: corrupt gzip data ({msg})") from None
+        raise CubeError(f"{where}: cannot read as a LOGCUBE ({type(e).__name__}: {msg})") from None
+    return _finish(found, plan, req, where)
+
+
+def _finish(found: dict, plan: dict, req: CubeRequest, where: str) -> dict:
+    """Gather windows from the unique slices and turn DRP bits into VoxelFlag."""
+    sel = plan["index"]
+    flux = found["FLUX"][sel]
+    ivar = found["IVAR"][sel]
+    drp = found["MASK"][sel]
+    mask = np.zeros(flux.shape, dtype=np.uint8)
+    mask[drp == -1] |= np.uint8(VoxelFlag.OUTSIDE_CUBE)
+    mask[(drp != -1) & ((drp & int(DRP_UNUSABLE)) != 0)] |= np.uint8(VoxelFlag.DRP_UNUSABLE)
+    bad = ~np.isfinite(flux) | ~np.isfinite(ivar)
+    if bad.any():
+        mask[bad] |= np.uint8(VoxelFlag.NONFINITE)
+        flux[bad] = 0.0
+        ivar[bad] = 0.0
+    neg = ivar < 0
+    if neg.any():
+        ivar[neg] = 0.0
+    mask[(ivar <= 0) & (mask == 0)] |= np.uint8(VoxelFlag.BAD_IVAR)
+    if np.all(mask != 0):
+        raise CubeError(
+            f"{where}: no usable voxel in the extracted windows (every spaxel is DONOTUSE, outside the cube or has ivar <= 0)"
+        )
+    return {
+        "flux": flux,
+        "ivar": ivar,
+        "mask": mask,
+        "wave": plan["wave"],
+        "plateifu": req.plateifu,
+        "mangaid": req.mangaid,
+        "z": req.z,
+        "objra": req.objra,
+        "objdec": req.objdec,
+        "nonfinite_voxels": int(bad.sum()),
+        "negative_ivar_voxels": int(neg.sum()),
+    }
+
+
+# --------------------------------------------------------------------------
+# A plate (or any list of cubes) into one HDF5 file
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class ExtractSummary:
+    extracted: int
+    rejected: int
+    seconds: float
+    rejects: list[dict]
+
+
+class TooManyRejects(RuntimeError):
+    """More cubes were rejected than ``max_reject_fraction`` allows."""
+
+
+def extract_to_h5(
+    requests: Sequence[CubeRequest],
+    out: str | os.PathLike,
+    lines: LineList,
+    layout: CubeLayout = CubeLayout(),
+    *,
+    drpver: str,
+    config: dict | None = None,
+    compression: str | None = "lzf",
+    threads: int = 1,
+    max_reject_fraction: float = 1.0,
+    label: str = "",
+    progress: bool = True,
+) -> ExtractSummary:
+    """Extract cubes into a cubes.h5-layout file ``out`` (rows sorted by plate-IFU)
+    and write ``<out stem>.rejects.csv`` (plateifu, path, reason).
+
+    Cubes are processed in parallel up to ``threads``. Both files are written
+    atomically. Raises :class:`TooManyRejects` (after writing the rejects file)
+    when the rejected fraction exceeds ``max_reject_fraction``.
+    """
+    import h5py
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    reqs = sorted(requests, key=lambda r: r.plateifu)
+    rejects: list[dict] = []
+    seen: set[str] = set()
+    todo = []
+    for r in reqs:
+        if r.plateifu in seen:
+            rejects.append({"plateifu": r.plateifu, "path": r.path, "reason": "duplicate plate-IFU in the request list"})
+            continue
+        seen.add(r.plateifu)
+        todo.append(r)
+
+    results: dict[str, dict] = {}
+    bar = tqdm(total=len(todo), desc=f"extract {label}".strip(), unit="cube", disable=not progress, file=sys.stderr)
+
+    def work(r: CubeRequest):
+        try:
+            return r, extract_cube(r, lines, layout), None
+        except CubeError as e:
+            return r, None, str(e)
+
+    if threads > 1 and len(todo) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            outcomes: Iterable = pool.map(work, todo)
+            for r, cube, err in outcomes:
+                _collect(r, cube, err, results, rejects)
+                bar.update()
+    else:
+        for r in todo:
+            _collect(*work(r), results, rejects)
+            bar.update()
+    bar.close()
+
+    rej_path = out.with_name(out.name.removesuffix(".h5") + ".rejects.csv")
+    from .formats import write_csv_atomic
+
+    write_csv_atomic(pd.DataFrame(rejects, columns=["plateifu", "path", "reason"]), rej_path)
+    n_total = len(reqs)
+    if n_total and len(rejects) / n_total > max_reject_fraction:
+        reasons = "\n".join(f"  {r['plateifu']}: {r['reason']}" for r in rejects)
+        raise TooManyRejects(
+            f"{label or out}: {len(rejects)} of {n_total} cubes rejected, above max_reject_fraction="
+            f"{max_reject_fraction}:\n{reasons}"
+        )
+    ok = [results[r.plateifu] for r in todo if r.plateifu in results]
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            create_cube_file(h5, len(ok), layout, lines, drpver=drpver, config=config, compression=compression)
+            for i, cube in enumerate(ok):
+                write_cube_row(h5, i, cube)
+    dt = time.perf_counter() - t0
+    return ExtractSummary(len(ok), len(rejects), dt, rejects)
+
+
+def _collect(r, cube, err, results, rejects) -> None:
+    if err is not None:
+        rejects.append({"plateifu": r.plateifu, "path": r.path, "reason": err})
+    else:
+        results[r.plateifu] = cube
+
+
+def requests_from_drpall(drpall: str | os.PathLike, cubes: Sequence[str | os.PathLike]) -> tuple[list[CubeRequest], list[dict]]:
+    """Match LOGCUBE paths to their drpall rows by plate-IFU.
+
+    Returns the requests and reject rows for paths that are not LOGCUBE names
+    or have no drpall row.
+    """
+    from .formats import plateifu_from_path
+    from .sample import read_drpall
+
+    table = read_drpall(drpall)
+    by_pifu = {str(p): i for i, p in enumerate(table["plateifu"])}
+    reqs, rejects = [], []
+    for c in cubes:
+        try:
+            pifu = plateifu_from_path(c)
+        except ValueError as e:
+            rejects.append({"plateifu": "", "path": str(c), "reason": str(e)})
+            continue
+        i = by_pifu.get(pifu)
+        if i is None:
+            rejects.append({"plateifu": pifu, "path": str(c), "reason": f"{pifu} has no row in {drpall}"})
+            continue
+        row = table.iloc[i]
+        reqs.append(CubeRequest(pifu, str(c), str(row["mangaid"]), float(row["z"]), float(row["objra"]), float(row["objdec"])))
+    return reqs, rejects

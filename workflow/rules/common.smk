@@ -1,0 +1,70 @@
+# Helpers shared by every rule: config validation, paths, wildcard constraints
+# and the input functions that read the sample checkpoint.
+import pandas as pd
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+DATA = config["data"]
+REDUX = DATA["redux_dir"]
+DRPVER = DATA["drpver"]
+DRPALL = DATA["drpall"] or f"{REDUX}/{DRPVER}/drpall-{DRPVER}.fits"
+SIMULATE = config["simulate"]["enabled"]
+DOWNLOAD = config["download"]["enabled"]
+MODELS = config["models"]
+CUBE_PATTERN = f"{REDUX}/{DRPVER}/{{plate}}/stack/manga-{{plate}}-{{ifudsgn}}-LOGCUBE.fits.gz"
+
+if SIMULATE and DATA["drpall"] and DATA["drpall"] != f"{REDUX}/{DRPVER}/drpall-{DRPVER}.fits":
+    raise ValueError("simulate.enabled writes the drpall to {redux_dir}/{drpver}/; leave data.drpall null")
+
+
+wildcard_constraints:
+    plate=r"\d{4,5}",
+    ifudsgn=r"\d{3,5}",
+    model=r"ae|vae",
+
+
+def sample_table():
+    """The selected sample (checkpoint output), one row per galaxy."""
+    path = checkpoints.select_sample.get().output.sample
+    return pd.read_csv(path, dtype={"plateifu": str, "mangaid": str})
+
+
+def plates():
+    return sorted(int(p) for p in sample_table()["plate"].unique())
+
+
+def get_plate_cubes(wildcards):
+    s = sample_table()
+    return sorted(s.loc[s["plate"] == int(wildcards.plate), "path"])
+
+
+def get_plate_galaxies(wildcards):
+    """The drpall values extraction needs, per galaxy of the plate: passed as
+    params so that a changed redshift or position reruns exactly that plate."""
+    s = sample_table()
+    rows = s.loc[s["plate"] == int(wildcards.plate)]
+    return [
+        {
+            "plateifu": r.plateifu,
+            "path": r.path,
+            "mangaid": r.mangaid,
+            "z": float(r.z),
+            "objra": float(r.objra),
+            "objdec": float(r.objdec),
+        }
+        for r in rows.itertuples()
+    ]
+
+
+def get_plate_files(wildcards):
+    return expand("results/extract/{plate}.h5", plate=plates())
+
+
+def get_plate_rejects(wildcards):
+    return expand("results/extract/{plate}.rejects.csv", plate=plates())
+
+
+def get_final_outputs(wildcards):
+    return ["results/cubes.h5", "results/rejects.csv"]

@@ -1,0 +1,108 @@
+# Data layer: (synthetic survey) -> sample selection -> per-plate extraction -> cubes.h5
+
+
+if SIMULATE:
+
+    rule simulate_survey:
+        output:
+            drpall=DRPALL,
+            agn=f"{REDUX}/agn.csv",
+            truth=f"{REDUX}/truth.csv",
+        params:
+            redux_dir=REDUX,
+            drpver=DRPVER,
+            n_galaxies=config["simulate"]["n_galaxies"],
+            seed=config["simulate"]["seed"],
+            anomaly_fraction=config["simulate"]["anomaly_fraction"],
+            compresslevel=config["simulate"]["compresslevel"],
+        log:
+            "logs/simulate_survey.log",
+        benchmark:
+            "results/benchmarks/simulate_survey.tsv"
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        conda:
+            "../../envs/data.yaml"
+        script:
+            "../../scripts/simulate_survey.py"
+
+
+checkpoint select_sample:
+    input:
+        drpall=DRPALL,
+    output:
+        sample="results/sample.csv",
+        rejects="results/sample.rejects.csv",
+        dropped="results/sample.dropped.csv",
+    params:
+        redux_dir=REDUX,
+        drpver=DRPVER,
+        plateifus=config["sample"]["plateifus"],
+        max_galaxies=config["sample"]["max_galaxies"],
+        require_files=not DOWNLOAD,
+    log:
+        "logs/select_sample.log",
+    benchmark:
+        "results/benchmarks/select_sample.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../../scripts/select_sample.py"
+
+
+rule extract_plate:
+    input:
+        cubes=get_plate_cubes,
+        lines=DATA["lines"],
+    output:
+        h5="results/extract/{plate}.h5",
+        rejects="results/extract/{plate}.rejects.csv",
+    params:
+        galaxies=get_plate_galaxies,
+        drpver=DRPVER,
+        window_bins=config["extract"]["window_bins"],
+        crop=config["extract"]["crop"],
+        max_reject_fraction=config["extract"]["max_reject_fraction"],
+        compression=config["extract"]["hdf5_compression"],
+    log:
+        "logs/extract_plate/{plate}.log",
+    benchmark:
+        "results/benchmarks/extract_plate/{plate}.tsv"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../../scripts/extract_plate.py"
+
+
+rule assemble_cubes:
+    input:
+        plates=get_plate_files,
+        plate_rejects=get_plate_rejects,
+        sample_rejects="results/sample.rejects.csv",
+    output:
+        cubes="results/cubes.h5",
+        rejects="results/rejects.csv",
+    params:
+        drpver=DRPVER,
+        compression=config["extract"]["hdf5_compression"],
+        config={k: config[k] for k in ("data", "sample", "extract")},
+    log:
+        "logs/assemble_cubes.log",
+    benchmark:
+        "results/benchmarks/assemble_cubes.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../../envs/data.yaml"
+    script:
+        "../../scripts/assemble_cubes.py"
