@@ -8,4 +8,6 @@ with rule_log(sm.log[0]) as log:
     p = sm.params
     n = assemble(sm.input.plates, sm.output.cubes, drpver=p.drpver, config=p.config, compression=p.compression)
     n_rej = merge_rejects([sm.input.sample_rejects, *sm.input.plate_rejects], sm.output.rejects)
-    log.info("cubes.h5: %d galaxies from %d plates; %d rejected cubes listed in %s", n, len(sm.input.plates), n_rej, sm.output.rejects)
+    log.info(
+        "cubes.h5: %d galaxies from %d plates; %d rejected cubes listed in %s", n, len(sm.input.plates), n_rej, sm.output.rejects
+    )

@@ -68,7 +68,9 @@ def assemble(
                 create_cube_file(dst, n, layout, lines, drpver=drpver, config=config, compression=compression)
                 meta = {name: [] for name in META_DATASETS}
                 waves = np.empty((n, layout.n_channels))
-                for i, (_, fi, row) in enumerate(tqdm(entries, desc="assemble cubes", unit="cube", disable=not progress, file=sys.stderr)):
+                for i, (_, fi, row) in enumerate(
+                    tqdm(entries, desc="assemble cubes", unit="cube", disable=not progress, file=sys.stderr)
+                ):
                     src = handles[fi]
                     for name in CUBE_DATASETS:
                         dst[name][i] = src[name][row]

@@ -91,7 +91,9 @@ def crop_bounds(centre: int, size: int, crop: int) -> tuple[int, int, int, int]:
     return s0, s1, s0 - start, s1 - s0
 
 
-_WCS_KEY = re.compile(r"^(NAXIS\d?|WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CD\d_\d|PC\d_\d|CUNIT\d|CROTA\d|RADESYS|EQUINOX|LONPOLE|LATPOLE)$")
+_WCS_KEY = re.compile(
+    r"^(NAXIS\d?|WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CD\d_\d|PC\d_\d|CUNIT\d|CROTA\d|RADESYS|EQUINOX|LONPOLE|LATPOLE)$"
+)
 
 
 def cube_wcs(header):
@@ -274,9 +276,7 @@ def _plan(flux_header, req: CubeRequest, lines: LineList, layout: CubeLayout, wh
     off = (obs < wave[0]) | (obs > wave[-1]) | (centres - half < 0) | (centres + layout.window_bins - half > len(wave))
     if off.any():
         bad = ", ".join(f"{n} at {o:.0f} A" for n, o in zip(np.array(lines.names)[off], obs[off]))
-        raise CubeError(
-            f"{where}: at z={req.z:g} the window of {bad} leaves the {wave[0]:.0f}-{wave[-1]:.0f} A grid"
-        )
+        raise CubeError(f"{where}: at z={req.z:g} the window of {bad} leaves the {wave[0]:.0f}-{wave[-1]:.0f} A grid")
     ny, nx = int(flux_header["NAXIS2"]), int(flux_header["NAXIS1"])
     xc, yc = centre_pixel(flux_header, req.objra, req.objdec)
     if not (np.isfinite(xc) and np.isfinite(yc)):

@@ -111,9 +111,7 @@ def select_sample(
     z = pd.to_numeric(df["z"], errors="coerce")
     drop(~(z > 0), "no redshift (z <= 0 or missing in the drpall)")
     # one plate-IFU per mangaid: biggest bundle, then most exposures
-    keep = df[reasons == ""].sort_values(
-        ["mangaid", "ifudesignsize", "nexp", "plateifu"], ascending=[True, False, False, True]
-    )
+    keep = df[reasons == ""].sort_values(["mangaid", "ifudesignsize", "nexp", "plateifu"], ascending=[True, False, False, True])
     repeat = keep["mangaid"].duplicated(keep="first")
     reasons[keep.index[repeat.to_numpy()]] = "repeat observation of a mangaid (a larger or deeper IFU is kept)"
     sel = df[reasons == ""].sort_values("plateifu")
@@ -166,7 +164,13 @@ def build_sample(
     if require_files:
         exists = np.array([Path(p).exists() for p in sel["path"]], dtype=bool)
         for _, row in sel[~exists].iterrows():
-            rejects.append({"plateifu": row["plateifu"], "path": row["path"], "reason": "selected in the drpall but no LOGCUBE file at this path"})
+            rejects.append(
+                {
+                    "plateifu": row["plateifu"],
+                    "path": row["path"],
+                    "reason": "selected in the drpall but no LOGCUBE file at this path",
+                }
+            )
         sel = sel[exists].reset_index(drop=True)
     sample = sel[list(SAMPLE_COLUMNS)].copy()
     rej = pd.DataFrame(rejects, columns=["plateifu", "path", "reason"])
@@ -179,6 +183,5 @@ def plate_requests(sample: pd.DataFrame, plate: int):
 
     rows = sample[sample["plate"].astype(int) == int(plate)]
     return [
-        CubeRequest(r.plateifu, r.path, str(r.mangaid), float(r.z), float(r.objra), float(r.objdec))
-        for r in rows.itertuples()
+        CubeRequest(r.plateifu, r.path, str(r.mangaid), float(r.z), float(r.objra), float(r.objdec)) for r in rows.itertuples()
     ]

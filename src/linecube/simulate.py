@@ -284,9 +284,7 @@ def draw_galaxy(
     if cls in ("composite", "seyfert", "liner"):
         nuc_sigma = rng.uniform(1.0, 2.0) if cls != "liner" else rng.uniform(2.0, 4.0)
         nuc_peak = hb_peak * (rng.uniform(0.8, 2.0) if cls == "seyfert" else rng.uniform(0.4, 1.0))
-        comps.append(
-            Component(cls, "gauss", nuc_sigma, nuc_peak, rng.uniform(80, 180), 0.3 * vmax, ratios=draw_ratios(cls, rng))
-        )
+        comps.append(Component(cls, "gauss", nuc_sigma, nuc_peak, rng.uniform(80, 180), 0.3 * vmax, ratios=draw_ratios(cls, rng)))
     g = GalaxyParams(
         index=index,
         plate=plate,
@@ -346,7 +344,14 @@ def _apply_anomaly(g: GalaxyParams, rng: np.random.Generator) -> None:
         sep = rng.uniform(200, 500)
         base.v_offset_kms = -sep / 2
         twin = Component(
-            base.kind, base.profile, base.scale_arcsec, base.hbeta_peak, base.sigma_kms, -base.vmax_kms, sep / 2, ratios=base.ratios
+            base.kind,
+            base.profile,
+            base.scale_arcsec,
+            base.hbeta_peak,
+            base.sigma_kms,
+            -base.vmax_kms,
+            sep / 2,
+            ratios=base.ratios,
         )
         g.components.append(twin)
     elif a == "off_centre":
@@ -369,7 +374,15 @@ def _apply_anomaly(g: GalaxyParams, rng: np.random.Generator) -> None:
     elif a == "shock":
         g.cls = "liner"
         g.components = [
-            Component("shock", "disc", c.scale_arcsec, c.hbeta_peak * 1.5, rng.uniform(150, 250), c.vmax_kms, ratios=draw_ratios("shock", rng))
+            Component(
+                "shock",
+                "disc",
+                c.scale_arcsec,
+                c.hbeta_peak * 1.5,
+                rng.uniform(150, 250),
+                c.vmax_kms,
+                ratios=draw_ratios("shock", rng),
+            )
             for c in g.components[:1]
         ]
     elif a == "foreground_star":
@@ -474,7 +487,13 @@ def render_model(
         # a G-type star at rest: its own continuum (no redshift), Ca H&K, Mg b, Na D
         sw = wave
         star_spec = (sw / 5500.0) ** -0.5 * (1.0 - 0.5 / (1.0 + np.exp((sw - 4000.0) / 30.0)))
-        for lam, depth, sg in ((3934.8, 0.5, 4.0), (3969.6, 0.4, 4.0), (5175.0, 0.2, 8.0), (5894.0, 0.3, 4.0), (6564.6, 0.2, 5.0)):
+        for lam, depth, sg in (
+            (3934.8, 0.5, 4.0),
+            (3969.6, 0.4, 4.0),
+            (5175.0, 0.2, 8.0),
+            (5894.0, 0.3, 4.0),
+            (6564.6, 0.2, 5.0),
+        ):
             star_spec = star_spec * (1 - depth * np.exp(-0.5 * ((sw - lam) / sg) ** 2))
         flux += (st["amp"] * star_spec).astype(np.float32)[:, None, None] * psf.astype(np.float32)[None]
         star_map = rr < st["radius"]
@@ -729,31 +748,48 @@ def galaxy_pixel_offsets(g: GalaxyParams, n: int) -> tuple[np.ndarray, np.ndarra
     return (xx - xc) * SPAXEL_ARCSEC, (yy - yc) * SPAXEL_ARCSEC, xc, yc
 
 
-def build_logcube(g: GalaxyParams, lines: LineList, rng: np.random.Generator, *, drp3qual: int = 0):
+def build_logcube(
+    g: GalaxyParams,
+    lines: LineList,
+    rng: np.random.Generator,
+    *,
+    drp3qual: int = 0,
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+):
     """Render galaxy ``g`` into an ``astropy.io.fits.HDUList`` laid out exactly as a
-    DR17 LOGCUBE (24 HDUs in order, DRP header keys, (4563, NY, NX) arrays)."""
+    DR17 LOGCUBE (24 HDUs in order, DRP header keys, (4563, NY, NX) arrays).
+
+    ``arrays`` = (flux, ivar, mask) replaces the rendered FLUX/IVAR/MASK (e.g. to
+    put real MaNGA spectra into a cube with the real headers); each must be
+    (4563, n, n) for the IFU size of ``g``.
+    """
     from astropy.io import fits
 
     n = IFU_CUBE_SIZE[g.ifusize]
     wave = log_wave_grid()
-    dx, dy, _, _ = galaxy_pixel_offsets(g, n)
-    model, star_map = render_model(g, wave, dx, dy, lines)
     inside = hexagon_mask(n, n, IFU_DIAMETER_ARCSEC[g.ifusize])
-    # coverage: fewer fibre-exposures on the rim of the footprint (LOWCOV there)
-    from scipy.ndimage import binary_erosion
+    if arrays is None:
+        dx, dy, _, _ = galaxy_pixel_offsets(g, n)
+        model, star_map = render_model(g, wave, dx, dy, lines)
+        # coverage: fewer fibre-exposures on the rim of the footprint (LOWCOV there)
+        from scipy.ndimage import binary_erosion
 
-    core = binary_erosion(inside, iterations=2)
-    coverage = np.where(core, 1.0, np.where(inside, 0.5, 0.0)).astype(np.float32)
-    flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), coverage, g.gain, rng)
-    del model
-    outside = ~inside
-    flux[:, outside] = 0.0
-    ivar[:, outside] = 0.0
-    mask2d = np.zeros((n, n), dtype=np.int32)
-    mask2d[outside] = DRP3PixMask.NOCOV | DRP3PixMask.DONOTUSE
-    mask2d[inside & ~core] |= DRP3PixMask.LOWCOV
-    mask2d[star_map & inside] |= DRP3PixMask.FORESTAR | DRP3PixMask.DONOTUSE
-    mask = np.broadcast_to(mask2d, flux.shape).copy()
+        core = binary_erosion(inside, iterations=2)
+        coverage = np.where(core, 1.0, np.where(inside, 0.5, 0.0)).astype(np.float32)
+        flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), coverage, g.gain, rng)
+        del model
+        outside = ~inside
+        flux[:, outside] = 0.0
+        ivar[:, outside] = 0.0
+        mask2d = np.zeros((n, n), dtype=np.int32)
+        mask2d[outside] = DRP3PixMask.NOCOV | DRP3PixMask.DONOTUSE
+        mask2d[inside & ~core] |= DRP3PixMask.LOWCOV
+        mask2d[star_map & inside] |= DRP3PixMask.FORESTAR | DRP3PixMask.DONOTUSE
+        mask = np.broadcast_to(mask2d, flux.shape).copy()
+    else:
+        flux, ivar, mask = arrays
+        if flux.shape != (NWAVE, n, n):
+            raise ValueError(f"arrays must be ({NWAVE}, {n}, {n}) for a {g.ifusize}-fibre IFU, got {flux.shape}")
 
     keys = _obs_keys(g, rng)
     nexp = int(dict((k, v) for k, v, _ in keys)["NEXP"])
@@ -847,11 +883,12 @@ def build_logcube(g: GalaxyParams, lines: LineList, rng: np.random.Generator, *,
 
 def write_fits_gz(hdul, path: str | os.PathLike, level: int = 1) -> None:
     """Write an HDUList as ``.fits.gz`` (single-member gzip, like the DRP's files)
-    with ISA-L's fast deflate, atomically (temporary name, then rename)."""
+    with ISA-L's fast deflate, atomically (temporary name, then rename). The gzip
+    header's mtime is 0, so the same galaxy gives the same bytes."""
     from isal import igzip
 
     with atomic_path(path) as tmp:
-        with igzip.open(tmp, "wb", compresslevel=level) as fh:
+        with open(tmp, "wb") as raw, igzip.IGzipFile(filename="", fileobj=raw, mode="wb", compresslevel=level, mtime=0) as fh:
             hdul.writeto(fh)
 
 
@@ -1052,12 +1089,25 @@ def simulate_survey(
         last_plate = max(g.plate for g in galaxies) + 7
         rows.append(drpall_row(g0, plate=last_plate, ifudsgn="1901", plateifu=f"{last_plate}-1901", ifudesignsize=19))
         rows.append(
-            drpall_row(g0, plate=last_plate, ifudsgn="1902", plateifu=f"{last_plate}-1902", mangaid="1-999001", mngtarg1=0, mngtarg2=64)
+            drpall_row(
+                g0, plate=last_plate, ifudsgn="1902", plateifu=f"{last_plate}-1902", mangaid="1-999001", mngtarg1=0, mngtarg2=64
+            )
         )
         rows.append(
-            drpall_row(g0, plate=last_plate, ifudsgn="3701", plateifu=f"{last_plate}-3701", mangaid="1-999002", drp3qual=DRP3QUAL_CRITICAL)
+            drpall_row(
+                g0,
+                plate=last_plate,
+                ifudsgn="3701",
+                plateifu=f"{last_plate}-3701",
+                mangaid="1-999002",
+                drp3qual=DRP3QUAL_CRITICAL,
+            )
         )
-        rows.append(drpall_row(g0, plate=last_plate, ifudsgn="3702", plateifu=f"{last_plate}-3702", mangaid="1-999003", z=-999.0, nsa_z=-999.0))
+        rows.append(
+            drpall_row(
+                g0, plate=last_plate, ifudsgn="3702", plateifu=f"{last_plate}-3702", mangaid="1-999003", z=-999.0, nsa_z=-999.0
+            )
+        )
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(g, out, drpver, lines_path, compresslevel) for g in galaxies]
     bar = tqdm(total=len(jobs), desc="simulate LOGCUBEs", unit="cube", disable=not progress, file=sys.stderr)
@@ -1079,10 +1129,7 @@ def simulate_survey(
         columns=["mangaid", "plateifu", "wise_agn", "bat_agn", "radio_agn", "broad_agn"],
     )
     truth = pd.DataFrame(
-        [
-            {"plateifu": g.plateifu, "class": g.cls, "is_anomaly": bool(g.anomaly), "anomaly_type": g.anomaly}
-            for g in galaxies
-        ],
+        [{"plateifu": g.plateifu, "class": g.cls, "is_anomaly": bool(g.anomaly), "anomaly_type": g.anomaly} for g in galaxies],
         columns=["plateifu", "class", "is_anomaly", "anomaly_type"],
     )
     from .formats import write_csv_atomic

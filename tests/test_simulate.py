@@ -1,0 +1,101 @@
+"""The simulator writes exactly the real DR17 formats (read back with astropy)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from linecube.formats import BUNIT, LOGCUBE_HDUS, DRP3PixMask, drpall_path, logcube_path
+from linecube.simulate import ANOMALY_TYPES, CLASSES, DRPALL_COLUMNS, plan_survey
+
+PRIMARY_KEYS = ["PLATEIFU", "MANGAID", "OBJRA", "OBJDEC", "IFURA", "IFUDEC", "DRP3QUAL", "MNGTARG1", "MNGTARG2",
+                "MNGTARG3", "BUNIT", "MASKNAME", "VERSDRP3", "NEXP", "EXPTIME", "IFUDSGN", "PLATEID", "EBVGAL"]  # fmt: skip
+FLUX_WCS = {"CTYPE3": "WAVE-LOG", "CRPIX3": 1, "CRVAL3": 3621.59598486, "CD3_3": 0.833903304339, "CUNIT3": "Angstrom",
+            "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CD1_1": -0.000138889, "CD2_2": 0.000138889}  # fmt: skip
+
+
+def test_logcube_hdus_headers_and_arrays(tiny_survey):
+    out, gals = tiny_survey
+    g = gals[0]
+    path = logcube_path(out, "v3_1_1", g.plate, g.ifudsgn)
+    assert path.name == f"manga-{g.plate}-{g.ifudsgn}-LOGCUBE.fits.gz"
+    with fits.open(path) as hl:
+        assert [h.name for h in hl] == list(LOGCUBE_HDUS)
+        p = hl["PRIMARY"].header
+        for k in PRIMARY_KEYS:
+            assert k in p, k
+        assert p["PLATEIFU"] == g.plateifu and p["MANGAID"] == g.mangaid
+        assert p["BUNIT"] == BUNIT and p["MASKNAME"] == "MANGA_DRP3PIXMASK"
+        f = hl["FLUX"].header
+        for k, v in FLUX_WCS.items():
+            assert f[k] == v, k
+        n = {19: 34, 37: 44, 61: 54, 91: 64, 127: 74}[g.ifusize]
+        assert f["CRPIX1"] == n / 2 + 1
+        for name, dt in (("FLUX", ">f4"), ("IVAR", ">f4"), ("MASK", ">i4"), ("LSFPOST", ">f4"), ("LSFPRE", ">f4")):
+            d = hl[name].data
+            assert d.shape == (4563, n, n), name
+            assert d.dtype == np.dtype(dt), name
+        assert hl["WAVE"].data.shape == (4563,)
+        np.testing.assert_allclose(hl["WAVE"].data[[0, -1]], [3621.59598486, 10353.805], rtol=1e-7)
+        assert isinstance(hl["OBSINFO"], fits.BinTableHDU) and len(hl["OBSINFO"].columns) == 65
+        for b in "GRIZ":
+            assert hl[f"{b}IMG"].data.shape == (n, n)
+            assert hl[f"{b}PSF"].header["BUNIT"] == "nanomaggies/pixel"
+            assert hl[f"{b}CORREL"].columns.names == ["INDXI_C1", "INDXI_C2", "INDXJ_C1", "INDXJ_C2", "RHOIJ"]
+        mask, ivar, flux = hl["MASK"].data, hl["IVAR"].data, hl["FLUX"].data
+        nocov = (mask[0] & DRP3PixMask.NOCOV) != 0
+        # hexagonal footprint: corners uncovered, centre covered, DONOTUSE with NOCOV, ivar 0 there
+        assert nocov[0, 0] and nocov[-1, -1] and not nocov[n // 2, n // 2]
+        assert np.all(mask[:, nocov] & DRP3PixMask.DONOTUSE)
+        assert np.all(ivar[:, nocov] == 0) and np.all(flux[:, nocov] == 0)
+        assert np.all(ivar[:, ~nocov] > 0)
+
+
+def test_drpall_columns_and_dtypes(tiny_survey):
+    out, gals = tiny_survey
+    with fits.open(drpall_path(out, "v3_1_1")) as hl:
+        assert [h.name for h in hl] == ["PRIMARY", "MANGA", "MASTAR"]
+        cols = hl["MANGA"].columns
+        assert cols.names == [c for c, _ in DRPALL_COLUMNS]
+        assert len(cols.names) == 99
+        fmt = {c.name: c.format for c in cols}
+        assert fmt["plate"] == "K" and fmt["ifudsgn"] == "21A" and fmt["plateifu"] == "11A" and fmt["z"] == "D"
+        assert fmt["nsa_elpetro_absmag"] == "7D"
+        data = hl["MANGA"].data
+        for g in gals:
+            row = data[list(data["plateifu"]).index(g.plateifu)]
+            assert row["mangaid"] == g.mangaid
+            assert row["z"] == pytest.approx(g.z)
+            assert row["objra"] == pytest.approx(g.objra)
+
+
+def test_catalogues(tiny_survey):
+    out, gals = tiny_survey
+    agn = pd.read_csv(out / "agn.csv")
+    assert list(agn.columns) == ["mangaid", "plateifu", "wise_agn", "bat_agn", "radio_agn", "broad_agn"]
+    assert agn[["wise_agn", "bat_agn", "radio_agn", "broad_agn"]].any(axis=1).all()
+    truth = pd.read_csv(out / "truth.csv", keep_default_na=False)
+    assert list(truth.columns) == ["plateifu", "class", "is_anomaly", "anomaly_type"]
+    assert sorted(truth.plateifu) == sorted(g.plateifu for g in gals)
+    assert set(truth["class"]) <= set(CLASSES)
+
+
+def test_plan_is_deterministic_and_injects_every_anomaly_type():
+    a = plan_survey(100, seed=42)
+    b = plan_survey(100, seed=42)
+    assert [(g.plateifu, g.z, g.cls, g.anomaly) for g in a] == [(g.plateifu, g.z, g.cls, g.anomaly) for g in b]
+    assert {g.anomaly for g in a if g.anomaly} == set(ANOMALY_TYPES)
+    assert len({g.plateifu for g in a}) == 100 and len({g.mangaid for g in a}) == 100
+    c = plan_survey(100, seed=43)
+    assert [g.z for g in a] != [g.z for g in c]
+    zs = np.array([g.z for g in a])
+    assert 0.01 <= zs.min() and zs.max() <= 0.15 and 0.02 < np.median(zs) < 0.05
+
+
+def test_same_seed_same_cube_bytes(tmp_path, lines):
+    from linecube.simulate import build_logcube, write_fits_gz
+
+    g = plan_survey(3, seed=5)[0]
+    for name in ("a", "b"):
+        write_fits_gz(build_logcube(g, lines, np.random.default_rng([g.seed, 1])), tmp_path / f"{name}.fits.gz")
+    assert (tmp_path / "a.fits.gz").read_bytes() == (tmp_path / "b.fits.gz").read_bytes()

@@ -1,0 +1,61 @@
+"""Run the real Snakefile in a scratch copy of the workflow (as a user's clone)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPY = ("Snakefile", "workflow", "config", "resources", "scripts", "envs", "profiles")
+
+
+def snakemake_bin() -> str:
+    exe = Path(sys.executable).with_name("snakemake")
+    return str(exe) if exe.exists() else "snakemake"
+
+
+def make_workdir(dest: Path, config: dict) -> Path:
+    """Copy the workflow into ``dest`` and write ``dest/test-config.yaml``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dest / name)
+    (dest / "test-config.yaml").write_text(yaml.safe_dump(config))
+    return dest
+
+
+def run(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    cmd = [snakemake_bin(), *args, "--cores", "2", "--configfile", "test-config.yaml"]
+    p = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        logs = ""
+        for f in sorted((workdir / "logs").rglob("*.log")) if (workdir / "logs").exists() else []:
+            logs += f"\n--- {f}\n" + f.read_text()[-3000:]
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({p.returncode}):\n{p.stdout[-4000:]}\n{p.stderr[-6000:]}{logs}")
+    return p
+
+
+def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
+    """Jobs a dry run would execute, by rule (the 'Job stats' table)."""
+    p = run(workdir, "-n", "--quiet", "rules", *targets)
+    counts: dict[str, int] = {}
+    started = False
+    for line in (p.stdout + p.stderr).splitlines():
+        parts = line.split()
+        if line.startswith("job") and "count" in line:
+            started = True
+            continue
+        if started and len(parts) == 2 and parts[1].isdigit() and not line.startswith("-"):
+            if parts[0] == "total":
+                break
+            counts[parts[0]] = int(parts[1])
+    return counts
