@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bpt import kauffmann03, kewley01, kewley06_seyfert_liner
 from .formats import (
     BUNIT,
     C_KMS,
@@ -65,7 +66,7 @@ ANOMALY_TYPES: tuple[str, ...] = (
 #: IFU sizes of the bundled sample and how often each is drawn (small bundles
 #: dominate so the sample stays within its disk budget).
 IFU_SIZES: tuple[int, ...] = (19, 37, 61, 91, 127)
-IFU_PROBS: tuple[float, ...] = (0.4, 0.3, 0.17, 0.09, 0.04)
+IFU_PROBS: tuple[float, ...] = (0.5, 0.3, 0.12, 0.05, 0.03)
 
 SIGMA_INST_KMS = 70.0  #: instrumental dispersion (R ~ 2000)
 PSF_FWHM_ARCSEC = 2.5
@@ -75,26 +76,6 @@ CASE_B = {"Halpha": 2.86, "Hgamma": 0.47, "Hdelta": 0.26}
 # --------------------------------------------------------------------------
 # Line ratios
 # --------------------------------------------------------------------------
-
-
-def kauffmann03(n2: np.ndarray | float) -> np.ndarray | float:
-    """Kauffmann et al. (2003) star-forming limit, log [OIII]/Hb vs log [NII]/Ha."""
-    return 0.61 / (n2 - 0.05) + 1.30
-
-
-def kewley01(n2: np.ndarray | float) -> np.ndarray | float:
-    """Kewley et al. (2001) maximum-starburst line in the [NII] diagram."""
-    return 0.61 / (n2 - 0.47) + 1.19
-
-
-def kewley01_s2(s2: np.ndarray | float) -> np.ndarray | float:
-    """Kewley et al. (2001) maximum-starburst line in the [SII] diagram."""
-    return 0.72 / (s2 - 0.32) + 1.30
-
-
-def kewley06_seyfert_liner(s2: np.ndarray | float) -> np.ndarray | float:
-    """Kewley et al. (2006) Seyfert/LINER division in the [SII] diagram."""
-    return 1.89 * s2 + 0.76
 
 
 @dataclass

@@ -3,7 +3,6 @@
 import pandas as pd
 from snakemake.utils import validate
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 
 DATA = config["data"]
@@ -13,10 +12,19 @@ DRPALL = DATA["drpall"] or f"{REDUX}/{DRPVER}/drpall-{DRPVER}.fits"
 SIMULATE = config["simulate"]["enabled"]
 DOWNLOAD = config["download"]["enabled"]
 MODELS = config["models"]
-CUBE_PATTERN = f"{REDUX}/{DRPVER}/{{plate}}/stack/manga-{{plate}}-{{ifudsgn}}-LOGCUBE.fits.gz"
+FORMATS = ["png", "pdf"]
+CUBE_PATTERN = (
+    f"{REDUX}/{DRPVER}/{{plate}}/stack/manga-{{plate}}-{{ifudsgn}}-LOGCUBE.fits.gz"
+)
 
-if SIMULATE and DATA["drpall"] and DATA["drpall"] != f"{REDUX}/{DRPVER}/drpall-{DRPVER}.fits":
-    raise ValueError("simulate.enabled writes the drpall to {redux_dir}/{drpver}/; leave data.drpall null")
+if (
+    SIMULATE
+    and DATA["drpall"]
+    and DATA["drpall"] != f"{REDUX}/{DRPVER}/drpall-{DRPVER}.fits"
+):
+    raise ValueError(
+        "simulate.enabled writes the drpall to {redux_dir}/{drpver}/; leave data.drpall null"
+    )
 
 
 wildcard_constraints:
@@ -66,5 +74,29 @@ def get_plate_rejects(wildcards):
     return expand("results/extract/{plate}.rejects.csv", plate=plates())
 
 
+def get_agn_catalog(wildcards):
+    return DATA["agn_catalog"] or []
+
+
 def get_final_outputs(wildcards):
-    return ["results/cubes.h5", "results/rejects.csv"]
+    out = ["results/cubes.h5", "results/rejects.csv", "results/explorer.html"]
+    out += expand(
+        "results/figures/{name}.{ext}",
+        name=["umap_scores", "umap_agn", "score_distributions", "pca_variance"],
+        ext=FORMATS,
+    )
+    for m in MODELS:
+        out += [
+            f"results/{m}/scores.csv",
+            f"results/{m}/embedding.csv",
+            f"results/{m}/neighbors.csv",
+        ]
+        out += expand(
+            "results/figures/{model}/{name}.{ext}",
+            model=m,
+            name=["gallery", "bpt", "neighbors", "line_heatmap"],
+            ext=FORMATS,
+        )
+        if DATA["truth"]:
+            out += [f"results/{m}/validation.json"]
+    return out

@@ -8,6 +8,16 @@ if SIMULATE:
             drpall=DRPALL,
             agn=f"{REDUX}/agn.csv",
             truth=f"{REDUX}/truth.csv",
+        log:
+            "logs/simulate_survey.log",
+        benchmark:
+            "results/benchmarks/simulate_survey.tsv"
+        conda:
+            "../../envs/data.yaml"
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=60,
         params:
             redux_dir=REDUX,
             drpver=DRPVER,
@@ -15,16 +25,6 @@ if SIMULATE:
             seed=config["simulate"]["seed"],
             anomaly_fraction=config["simulate"]["anomaly_fraction"],
             compresslevel=config["simulate"]["compresslevel"],
-        log:
-            "logs/simulate_survey.log",
-        benchmark:
-            "results/benchmarks/simulate_survey.tsv"
-        threads: 2
-        resources:
-            mem_mb=4000,
-            runtime=60,
-        conda:
-            "../../envs/data.yaml"
         script:
             "../../scripts/simulate_survey.py"
 
@@ -36,21 +36,21 @@ checkpoint select_sample:
         sample="results/sample.csv",
         rejects="results/sample.rejects.csv",
         dropped="results/sample.dropped.csv",
+    log:
+        "logs/select_sample.log",
+    benchmark:
+        "results/benchmarks/select_sample.tsv"
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         redux_dir=REDUX,
         drpver=DRPVER,
         plateifus=config["sample"]["plateifus"],
         max_galaxies=config["sample"]["max_galaxies"],
         require_files=not DOWNLOAD,
-    log:
-        "logs/select_sample.log",
-    benchmark:
-        "results/benchmarks/select_sample.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
-    conda:
-        "../../envs/data.yaml"
     script:
         "../../scripts/select_sample.py"
 
@@ -62,6 +62,16 @@ rule extract_plate:
     output:
         h5="results/extract/{plate}.h5",
         rejects="results/extract/{plate}.rejects.csv",
+    log:
+        "logs/extract_plate/{plate}.log",
+    benchmark:
+        "results/benchmarks/extract_plate/{plate}.tsv"
+    conda:
+        "../../envs/data.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         galaxies=get_plate_galaxies,
         drpver=DRPVER,
@@ -69,16 +79,6 @@ rule extract_plate:
         crop=config["extract"]["crop"],
         max_reject_fraction=config["extract"]["max_reject_fraction"],
         compression=config["extract"]["hdf5_compression"],
-    log:
-        "logs/extract_plate/{plate}.log",
-    benchmark:
-        "results/benchmarks/extract_plate/{plate}.tsv"
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../../envs/data.yaml"
     script:
         "../../scripts/extract_plate.py"
 
@@ -91,18 +91,18 @@ rule assemble_cubes:
     output:
         cubes="results/cubes.h5",
         rejects="results/rejects.csv",
-    params:
-        drpver=DRPVER,
-        compression=config["extract"]["hdf5_compression"],
-        config={k: config[k] for k in ("data", "sample", "extract")},
     log:
         "logs/assemble_cubes.log",
     benchmark:
         "results/benchmarks/assemble_cubes.tsv"
+    conda:
+        "../../envs/data.yaml"
     resources:
         mem_mb=2000,
         runtime=60,
-    conda:
-        "../../envs/data.yaml"
+    params:
+        drpver=DRPVER,
+        compression=config["extract"]["hdf5_compression"],
+        config={k: config[k] for k in ("data", "sample", "extract")},
     script:
         "../../scripts/assemble_cubes.py"

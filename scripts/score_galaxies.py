@@ -1,0 +1,19 @@
+"""Rule score_galaxies: model + cubes.h5 -> scores.csv, latents.h5, reconstructions.h5 (thin wrapper)."""
+
+from pathlib import Path
+
+from linecube.runlog import rule_log
+from linecube.score import score_galaxies
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with rule_log(sm.log[0]):
+    score_galaxies(
+        sm.input.cubes,
+        sm.input.model,
+        dict(sm.params.model),
+        Path(sm.output.scores).parent,
+        batch_size=sm.params.batch_size,
+        top_k=sm.params.top_k,
+        agn_catalog=sm.input.agn or None,
+        extra_plateifus=list(sm.params.extra),
+    )

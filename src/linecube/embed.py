@@ -1,0 +1,87 @@
+"""PCA then UMAP of the latent vectors.
+
+PCA to ``pca_components`` (the paper: 50, ~90 % of the variance), then UMAP
+(McInnes et al. 2018) to 3 dimensions, seeded (``random_state``: deterministic,
+single-threaded). With fewer galaxies than components, PCA keeps n - 1 and says
+so. UMAP's first call in a process compiles its numba code (~30 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import numpy as np
+
+log = logging.getLogger("linecube")
+
+
+def pca_reduce(latents: np.ndarray, n_components: int, seed: int):
+    """(scores (N, k), explained_variance_ratio (k,)); k = min(n_components, N-1, d)."""
+    from sklearn.decomposition import PCA
+
+    n, d = latents.shape
+    k = max(1, min(n_components, n - 1, d))
+    if k < n_components:
+        log.warning("PCA: %d galaxies and %d latent dimensions allow %d of the %d components asked for", n, d, k, n_components)
+    pca = PCA(n_components=k, random_state=seed, svd_solver="full")
+    return pca.fit_transform(latents.astype(np.float64)), pca.explained_variance_ratio_
+
+
+def umap_reduce(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
+    """Seeded UMAP; n_neighbors capped at N - 1 for small samples."""
+    import umap
+
+    n = len(x)
+    nn = max(2, min(n_neighbors, n - 1))
+    if nn < n_neighbors:
+        log.warning("UMAP: %d galaxies: n_neighbors lowered from %d to %d", n, n_neighbors, nn)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+        warnings.filterwarnings("ignore", message=".*Graph is not fully connected.*")
+        reducer = umap.UMAP(
+            n_components=n_components,
+            n_neighbors=nn,
+            min_dist=min_dist,
+            random_state=seed,
+            init="spectral" if n > n_components + 1 else "random",
+            metric="euclidean",
+        )
+        return reducer.fit_transform(x).astype(np.float64)
+
+
+def embed(latents: np.ndarray, plateifus, *, pca_components=50, umap_components=3, umap_neighbors=15, umap_min_dist=0.1, seed=42):
+    """DataFrame (plateifu, pc1..pck, umap1..umapm) and the PCA variance table."""
+    import pandas as pd
+
+    pcs, evr = pca_reduce(latents, pca_components, seed)
+    emb = umap_reduce(pcs, umap_components, umap_neighbors, umap_min_dist, seed)
+    df = pd.DataFrame({"plateifu": list(plateifus)})
+    for i in range(pcs.shape[1]):
+        df[f"pc{i + 1}"] = pcs[:, i]
+    for i in range(emb.shape[1]):
+        df[f"umap{i + 1}"] = emb[:, i]
+    var = pd.DataFrame({"component": np.arange(1, len(evr) + 1), "explained_variance_ratio": evr, "cumulative": np.cumsum(evr)})
+    return df, var
+
+
+def embed_file(latents_h5: str | os.PathLike, out_csv, out_variance, **kw) -> dict:
+    import h5py
+
+    from .formats import read_strings, write_csv_atomic
+
+    with h5py.File(latents_h5, "r") as h5:
+        z = h5["latent"][()]
+        p = read_strings(h5["plateifu"])
+    df, var = embed(z, p, **kw)
+    write_csv_atomic(df, out_csv)
+    write_csv_atomic(var, out_variance)
+    total = float(var["cumulative"].iloc[-1])
+    log.info(
+        "PCA: %d components explain %.1f %% of the latent variance; UMAP to %d dimensions",
+        len(var),
+        100 * total,
+        kw.get("umap_components", 3),
+    )
+    return {"components": len(var), "explained": total}

@@ -1,0 +1,188 @@
+"""``results/explorer.html``: one self-contained page (plotly.js inlined, no server,
+opens from disk) to explore the UMAP embedding.
+
+3-D UMAP of every galaxy; colour by anomaly score, AGN or class; hover shows
+plate-IFU, score and AGN flags; a click (or ``#PLATEIFU`` in the address) opens
+that galaxy's panel: H-alpha map, central spectrum (input, and the
+reconstruction where stored), per-line score shares, and its neighbours in
+the UMAP space (clickable). Panel data are embedded for at most
+``max_panels`` galaxies (the most anomalous and the AGN first) to bound the size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .formats import atomic_path, read_strings
+
+
+def _round(a: np.ndarray, sig: int = 4) -> list:
+    a = np.asarray(a, dtype=float)
+    out = np.where(np.isfinite(a), a, 0.0)
+    return [float(f"{v:.{sig}g}") for v in out.ravel()]
+
+
+def _panels(cubes_h5, recon_h5s: dict, keep: list[str]) -> dict:
+    import h5py
+
+    from .bpt import window_flux
+
+    panels: dict = {}
+    with h5py.File(cubes_h5, "r") as h5:
+        pos = {p: i for i, p in enumerate(read_strings(h5["plateifu"]))}
+        names = [s.decode() if isinstance(s, bytes) else str(s) for s in h5.attrs["line_names"]]
+        wb = int(h5.attrs["window_bins"])
+        ha = names.index("Halpha")
+        for p in keep:
+            i = pos[p]
+            flux, mask, wave = h5["flux"][i], h5["mask"][i], h5["wave"][i]
+            f, _ = window_flux(flux, np.ones_like(flux), np.zeros_like(mask), wave, ha, wb)
+            cy, cx = flux.shape[1] // 2, flux.shape[2] // 2
+            panels[p] = {
+                "ha": _round(f, 3),
+                "side": int(f.shape[0]),
+                "spec": _round(flux[:, cy - 1 : cy + 1, cx - 1 : cx + 1].mean(axis=(1, 2)), 4),
+            }
+    for model, path in recon_h5s.items():
+        if not path or not Path(path).exists():
+            continue
+        with h5py.File(path, "r") as h5:
+            for j, p in enumerate(read_strings(h5["plateifu"])):
+                if p in panels:
+                    r = h5["recon"][j]
+                    cy, cx = r.shape[1] // 2, r.shape[2] // 2
+                    panels[p].setdefault("recon", {})[model] = _round(r[:, cy - 1 : cy + 1, cx - 1 : cx + 1].mean(axis=(1, 2)), 4)
+    return panels, names, wb
+
+
+def build_explorer(
+    out_html: str | os.PathLike,
+    embeddings: dict,
+    scores: dict,
+    neighbors: dict,
+    cubes_h5: str | os.PathLike,
+    recon_h5s: dict | None = None,
+    truth: str | os.PathLike | None = None,
+    k: int = 5,
+    max_panels: int = 2000,
+) -> int:
+    """Write the explorer page; returns the number of galaxies plotted."""
+    import plotly
+
+    from .neighbors import knn, space_columns
+
+    models = list(embeddings)
+    data: dict = {"models": {}, "lines": None}
+    first = scores[models[0]]
+    order = first.sort_values("rank")
+    keep = list(order["plateifu"].iloc[:max_panels])
+    if "agn" in first:
+        keep = list(dict.fromkeys(list(order.loc[order["agn"].astype(bool), "plateifu"]) + keep))[:max_panels]
+    panels, names, wb = _panels(cubes_h5, recon_h5s or {}, keep)
+    classes = None
+    if truth and Path(truth).exists():
+        t = pd.read_csv(truth, dtype={"plateifu": str}, keep_default_na=False)
+        classes = dict(
+            zip(
+                t["plateifu"],
+                t["class"] + np.where(t["is_anomaly"].astype(str).str.lower() == "true", " + " + t["anomaly_type"], ""),
+            )
+        )
+    for m in models:
+        df = embeddings[m].merge(scores[m], on="plateifu")
+        cols = space_columns(df, "umap")
+        coords = df[cols].to_numpy(float)
+        _, idx = knn(coords, np.arange(len(df)), k)
+        flags = [c for c in ("wise_agn", "bat_agn", "radio_agn", "broad_agn") if c in df]
+        data["models"][m] = {
+            "plateifu": list(df["plateifu"]),
+            "xyz": [_round(coords[:, j], 5) for j in range(coords.shape[1])],
+            "score": _round(df["score"], 5),
+            "rank": [int(v) for v in df["rank"]],
+            "agn": [",".join(f.removesuffix("_agn") for f in flags if bool(r[f])) for _, r in df.iterrows()]
+            if flags
+            else [""] * len(df),
+            "shares": [_round(r, 3) for r in df[[f"share_{n}" for n in names]].to_numpy()],
+            "neighbors": [[int(j) for j in row] for row in idx],
+            "class": [classes.get(p, "") for p in df["plateifu"]] if classes else None,
+        }
+    data["lines"] = names
+    data["window_bins"] = wb
+    data["panels"] = panels
+    js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    html = _TEMPLATE.replace("/*PLOTLY*/", js.read_text()).replace("/*DATA*/", json.dumps(data, separators=(",", ":")))
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(html)
+    return len(first)
+
+
+_TEMPLATE = r"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>linecube explorer</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:0;display:flex;height:100vh}
+#left{flex:3;display:flex;flex-direction:column}#bar{padding:6px 10px;background:#f3f3f3;font-size:14px}
+#umap{flex:1}#panel{flex:2;overflow:auto;padding:10px;border-left:1px solid #ccc;font-size:13px}
+table{border-collapse:collapse}td,th{padding:2px 6px;border-bottom:1px solid #eee;text-align:left}
+a{color:#1a5fb4;cursor:pointer}
+</style>
+<script>/*PLOTLY*/</script>
+</head><body>
+<div id="left"><div id="bar">
+model <select id="model"></select>
+colour by <select id="colour"><option value="score">anomaly score</option><option value="agn">AGN</option><option value="class">class (simulation truth)</option></select>
+<span id="count"></span> &middot; click a galaxy, or open <code>explorer.html#PLATE-IFU</code>
+</div><div id="umap"></div></div>
+<div id="panel"><h3>linecube explorer</h3><p>Anomaly scores are the mean absolute error between a galaxy's emission-line cube and its reconstruction, in 10<sup>-17</sup> erg/s/cm<sup>2</sup>/&Aring;/spaxel (rank 1 = most anomalous).</p></div>
+<script>
+const DATA = /*DATA*/;
+const gd = document.getElementById('umap');
+const sel = document.getElementById('model'), col = document.getElementById('colour');
+Object.keys(DATA.models).forEach(m => { const o = document.createElement('option'); o.value = m; o.text = m.toUpperCase(); sel.appendChild(o); });
+if (!Object.values(DATA.models)[0].class) col.querySelector('option[value=class]').disabled = true;
+function cur() { return DATA.models[sel.value]; }
+function palette(vals) { const u = [...new Set(vals)].sort(); const c = ['#bbbbbb','#d62728','#1f77b4','#ff7f0e','#9467bd','#2ca02c','#8c564b','#e377c2','#17becf','#bcbd22'];
+  return vals.map(v => c[u.indexOf(v) % c.length]); }
+function draw() {
+  const d = cur(), n = d.plateifu.length;
+  const text = d.plateifu.map((p, i) => `${p}<br>score ${d.score[i]} (rank ${d.rank[i]})<br>AGN: ${d.agn[i] || 'no'}` + (d.class ? `<br>${d.class[i]}` : ''));
+  let marker;
+  if (col.value === 'score') marker = {size: 4, color: d.score.map(s => Math.log10(Math.max(s, 1e-12))), colorscale: 'Viridis', colorbar: {title: 'log10 score'}};
+  else if (col.value === 'agn') marker = {size: 4, color: palette(d.agn.map(a => a ? a : 'not AGN'))};
+  else marker = {size: 4, color: palette(d.class)};
+  const tr = {type: 'scatter3d', mode: 'markers', x: d.xyz[0], y: d.xyz[1], z: d.xyz[2] || d.xyz[0].map(() => 0), text: text, hoverinfo: 'text', marker: marker};
+  Plotly.react(gd, [tr], {margin: {l: 0, r: 0, t: 0, b: 0}, scene: {xaxis: {title: 'UMAP 1'}, yaxis: {title: 'UMAP 2'}, zaxis: {title: 'UMAP 3'}}});
+  document.getElementById('count').textContent = `${n} galaxies`;
+  gd.dataset.npoints = n;
+}
+function show(i) {
+  const d = cur(), p = d.plateifu[i], P = DATA.panels[p];
+  let h = `<h3>${p}</h3><p>score <b>${d.score[i]}</b> (rank ${d.rank[i]} of ${d.plateifu.length}) &middot; AGN: ${d.agn[i] || 'no'}` + (d.class ? ` &middot; ${d.class[i]}` : '') + `</p>`;
+  h += `<div id="pha" style="height:260px"></div><div id="pspec" style="height:220px"></div><div id="pshare" style="height:300px"></div>`;
+  h += `<h4>Nearest neighbours (UMAP, ${sel.value.toUpperCase()})</h4><table id="nbtable"><tr><th>#</th><th>plate-IFU</th><th>score</th><th>rank</th><th>AGN</th></tr>`;
+  d.neighbors[i].forEach((j, r) => { h += `<tr><td>${r + 1}</td><td><a onclick="show(${j})">${d.plateifu[j]}</a></td><td>${d.score[j]}</td><td>${d.rank[j]}</td><td>${d.agn[j] || ''}</td></tr>`; });
+  h += `</table>`;
+  const panel = document.getElementById('panel'); panel.innerHTML = h; panel.dataset.selected = p;
+  location.hash = p;
+  if (P) {
+    const s = P.side, z = []; for (let r = 0; r < s; r++) z.push(P.ha.slice(r * s, (r + 1) * s));
+    Plotly.newPlot('pha', [{type: 'heatmap', z: z, colorscale: 'Magma'}], {title: {text: 'H-alpha window-integrated flux (input)', font: {size: 12}}, margin: {t: 30, b: 20, l: 30, r: 10}, yaxis: {scaleanchor: 'x'}});
+    const tr = [{y: P.spec, name: 'input', line: {color: 'black', width: 1}}];
+    if (P.recon && P.recon[sel.value]) tr.push({y: P.recon[sel.value], name: 'reconstruction', line: {color: 'red', width: 1}});
+    Plotly.newPlot('pspec', tr, {title: {text: 'central spectrum, 19 line windows x ' + DATA.window_bins + ' bins', font: {size: 12}}, margin: {t: 30, b: 30, l: 40, r: 10}});
+  } else { document.getElementById('pha').textContent = '(no panel data stored for this galaxy)'; }
+  Plotly.newPlot('pshare', [{type: 'bar', orientation: 'h', x: d.shares[i], y: DATA.lines}], {title: {text: 'share of the score by line', font: {size: 12}}, margin: {t: 30, b: 30, l: 90, r: 10}, yaxis: {autorange: 'reversed'}});
+}
+sel.onchange = () => { draw(); const p = document.getElementById('panel').dataset.selected; if (p) { const i = cur().plateifu.indexOf(p); if (i >= 0) show(i); } };
+col.onchange = draw;
+draw();
+gd.on('plotly_click', ev => { if (ev.points && ev.points.length) show(ev.points[0].pointNumber); });
+function fromHash() { const p = decodeURIComponent(location.hash.slice(1)); const i = cur().plateifu.indexOf(p); if (i >= 0 && document.getElementById('panel').dataset.selected !== p) show(i); }
+window.addEventListener('hashchange', fromHash); fromHash();
+</script></body></html>
+"""

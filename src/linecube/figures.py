@@ -1,0 +1,422 @@
+"""The paper's figures and ours (matplotlib, PNG and PDF, no TensorFlow).
+
+* Fig. 2 analogue: 3-D UMAP coloured by anomaly score with an inset score
+  histogram, AE and VAE side by side; the same with AGN by selection method.
+* Fig. 3 analogue: gallery of the most anomalous AGN (H-alpha, [OIII] 5008 and
+  [NII] 6585 window-integrated maps, central spectrum input vs reconstruction,
+  residual map, per-line score shares) and nearest-neighbour panels.
+* Per-spaxel BPT diagrams of the gallery galaxies.
+* Score distributions of AE vs VAE; per-line share heat map of the top 50.
+* Validation (ROC curves, scores by anomaly type, AGN vs non-AGN); PCA variance.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .agn import METHOD_LABELS, METHODS  # noqa: E402
+from .bpt import bpt_ratios, kauffmann03, kewley01, kewley01_s2, kewley06_seyfert_liner, window_flux  # noqa: E402
+from .formats import BUNIT, atomic_path  # noqa: E402
+
+FLUX_LABEL = r"$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ $\AA^{-1}$ spaxel$^{-1}$"
+SCORE_LABEL = "anomaly score (MAE, " + r"$10^{-17}$ erg/s/cm$^2$/$\AA$/spaxel)"
+METHOD_STYLE = {
+    "wise_agn": ("tab:red", "^"),
+    "bat_agn": ("tab:purple", "s"),
+    "radio_agn": ("tab:blue", "o"),
+    "broad_agn": ("tab:orange", "D"),
+}
+
+
+def save_figure(fig, out_base: str | os.PathLike, formats: Sequence[str] = ("png", "pdf"), dpi: int = 130) -> list[Path]:
+    """Save ``fig`` as ``out_base.<fmt>`` for each format, atomically; close it."""
+    paths = []
+    for fmt in formats:
+        p = Path(f"{out_base}.{fmt}")
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def _umap_cols(emb: pd.DataFrame) -> list[str]:
+    return [c for c in ("umap1", "umap2", "umap3") if c in emb]
+
+
+def _merge(emb: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    return emb.merge(scores, on="plateifu", how="inner")
+
+
+def _scatter3d(ax, df: pd.DataFrame, c, **kw):
+    cols = _umap_cols(df)
+    if len(cols) == 3:
+        return ax.scatter(df[cols[0]], df[cols[1]], df[cols[2]], c=c, **kw)
+    return ax.scatter(df[cols[0]], df[cols[1]], c=c, **kw)
+
+
+def plot_umap_scores(embeddings: dict, scores: dict, out_base, formats=("png", "pdf")):
+    """Fig. 2 analogue: UMAP of each model coloured by log anomaly score, with an
+    inset histogram of the scores (median and 90th percentile marked)."""
+    models = list(embeddings)
+    fig = plt.figure(figsize=(6.5 * len(models), 6))
+    for i, m in enumerate(models):
+        df = _merge(embeddings[m], scores[m])
+        three = len(_umap_cols(df)) == 3
+        ax = fig.add_subplot(1, len(models), i + 1, projection="3d" if three else None)
+        logs = np.log10(np.maximum(df["score"], 1e-12))
+        order = np.argsort(logs.to_numpy())
+        sc = (
+            _scatter3d(ax, df.iloc[order], logs.iloc[order], cmap="viridis", s=14, alpha=0.9, depthshade=False)
+            if three
+            else _scatter3d(ax, df.iloc[order], logs.iloc[order], cmap="viridis", s=14)
+        )
+        ax.set_title(f"{m.upper()}: {len(df)} galaxies")
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+        if three:
+            ax.set_zlabel("UMAP 3")
+        cb = fig.colorbar(sc, ax=ax, shrink=0.6, pad=0.1)
+        cb.set_label("log10 anomaly score")
+        ins = fig.add_axes([0.06 + i / len(models), 0.72, 0.12, 0.14])
+        s = df["score"].to_numpy()
+        ins.hist(np.log10(np.maximum(s, 1e-12)), bins=25, color="0.4")
+        for q, ls in ((50, "-"), (90, "--")):
+            ins.axvline(np.log10(np.percentile(s, q)), color="tab:red", ls=ls, lw=1)
+        ins.set_xlabel("log10 score", fontsize=7)
+        ins.tick_params(labelsize=6)
+        ins.set_title(f"median {np.median(s):.3g}, p90 {np.percentile(s, 90):.3g}", fontsize=7)
+    fig.suptitle(f"UMAP of the latent space, coloured by anomaly score ({BUNIT})", fontsize=10)
+    return save_figure(fig, out_base, formats)
+
+
+def plot_umap_agn(embeddings: dict, scores: dict, out_base, formats=("png", "pdf")):
+    """Fig. 2 analogue with AGN overlaid by selection method on grey galaxies."""
+    models = list(embeddings)
+    fig = plt.figure(figsize=(6.5 * len(models), 6))
+    for i, m in enumerate(models):
+        df = _merge(embeddings[m], scores[m])
+        three = len(_umap_cols(df)) == 3
+        ax = fig.add_subplot(1, len(models), i + 1, projection="3d" if three else None)
+        _scatter3d(ax, df, "0.75", s=8, alpha=0.5, label=f"all galaxies ({len(df)})")
+        for meth in METHODS:
+            if meth in df and df[meth].astype(bool).any():
+                sub = df[df[meth].astype(bool)]
+                col, mk = METHOD_STYLE[meth]
+                _scatter3d(
+                    ax, sub, col, marker=mk, s=40, edgecolors="k", linewidths=0.4, label=f"{METHOD_LABELS[meth]} ({len(sub)})"
+                )
+        ax.set_title(f"{m.upper()}: AGN by selection method")
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2")
+        if three:
+            ax.set_zlabel("UMAP 3")
+        ax.legend(loc="upper left", fontsize=7)
+    return save_figure(fig, out_base, formats)
+
+
+def _line_slice(names, name, window_bins=10):
+    k = list(names).index(name)
+    return slice(k * window_bins, (k + 1) * window_bins)
+
+
+def _map_panel(ax, img, title, cmap="magma"):
+    finite = img[np.isfinite(img)]
+    vmax = np.percentile(finite, 99) if finite.size else 1
+    im = ax.imshow(img, origin="lower", cmap=cmap, vmin=0 if cmap != "RdBu_r" else -vmax, vmax=vmax)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
+def plot_gallery(recon_h5, scores: pd.DataFrame, out_base, n: int = 6, formats=("png", "pdf"), model: str = ""):
+    """Fig. 3 analogue: the ``n`` most anomalous AGN (or galaxies, without a
+    catalogue) that have a stored reconstruction."""
+    import h5py
+
+    from .formats import read_strings
+
+    with h5py.File(recon_h5, "r") as h5:
+        have = read_strings(h5["plateifu"])
+        names = [s.decode() if isinstance(s, bytes) else str(s) for s in h5.attrs["line_names"]]
+        wb = int(h5.attrs["window_bins"])
+        pool = scores[scores["plateifu"].isin(have)].sort_values("rank")
+        title = "most anomalous galaxies"
+        if "agn" in pool and pool["agn"].astype(bool).any():
+            pool = pool[pool["agn"].astype(bool)]
+            title = "most anomalous AGN"
+        pick = list(pool["plateifu"].iloc[:n])
+        pos = {p: i for i, p in enumerate(have)}
+        fig, axes = plt.subplots(max(len(pick), 1), 6, figsize=(19, 2.9 * max(len(pick), 1)), squeeze=False)
+        for r, p in enumerate(pick):
+            i = pos[p]
+            flux, recon, mask, wave, res = h5["flux"][i], h5["recon"][i], h5["mask"][i], h5["wave"][i], h5["residual"][i]
+            ivar = np.where(mask == 0, 1.0, 0.0).astype(np.float32)
+            row = scores.set_index("plateifu").loc[p]
+            for c, ln in enumerate(("Halpha", "[OIII]5008", "[NII]6585")):
+                f, _ = window_flux(flux, ivar, np.zeros_like(mask), wave, names.index(ln), wb)
+                im = _map_panel(axes[r, c], f, f"{ln} (input)")
+                if c == 0:
+                    flags = ",".join(m.removesuffix("_agn") for m in METHODS if m in row and bool(row[m])) or "no AGN flag"
+                    axes[r, c].set_ylabel(f"{p}\nrank {int(row['rank'])}, score {row['score']:.3g}\n{flags}", fontsize=8)
+            fig.colorbar(im, ax=axes[r, 2], shrink=0.8).set_label(r"flux ($10^{-17}$ erg/s/cm$^2$)", fontsize=6)
+            ax = axes[r, 3]
+            x = np.arange(flux.shape[0])
+            cy, cx = flux.shape[1] // 2, flux.shape[2] // 2
+            ax.plot(x, flux[:, cy - 1 : cy + 1, cx - 1 : cx + 1].mean(axis=(1, 2)), lw=0.8, color="k", label="input")
+            ax.plot(
+                x, recon[:, cy - 1 : cy + 1, cx - 1 : cx + 1].mean(axis=(1, 2)), lw=0.8, color="tab:red", label="reconstruction"
+            )
+            for k in range(1, len(names)):
+                ax.axvline(k * wb - 0.5, color="0.85", lw=0.5)
+            ax.set_title("central 2x2 spaxels, 19 line windows", fontsize=8)
+            ax.set_xlabel("channel (line window x bin)", fontsize=7)
+            ax.set_ylabel("flux density", fontsize=7)
+            ax.legend(fontsize=6)
+            ax.tick_params(labelsize=6)
+            im = _map_panel(axes[r, 4], res, "residual |I - I'| (mean over wavelength)", cmap="viridis")
+            fig.colorbar(im, ax=axes[r, 4], shrink=0.8)
+            shares = [row.get(f"share_{ln}", np.nan) for ln in names]
+            ax = axes[r, 5]
+            ax.barh(np.arange(len(names)), shares, color="tab:blue")
+            ax.set_yticks(np.arange(len(names)))
+            ax.set_yticklabels(names, fontsize=5)
+            ax.invert_yaxis()
+            ax.set_title("share of the score by line", fontsize=8)
+            ax.tick_params(axis="x", labelsize=6)
+        if not pick:
+            axes[0, 0].text(0.5, 0.5, "no reconstructed galaxy to show", ha="center", transform=axes[0, 0].transAxes)
+    fig.suptitle(f"{model.upper()}: {title} (flux in {BUNIT})", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, out_base, formats), pick
+
+
+def plot_bpt(recon_h5, plateifus: Sequence[str], out_base, formats=("png", "pdf"), model: str = ""):
+    """Per-spaxel BPT diagrams ([OIII]/Hb vs [NII]/Ha and vs [SII]/Ha) of galaxies
+    with stored cubes (window-integrated fluxes, S/N >= 3 in every line)."""
+    import h5py
+
+    from .formats import read_strings
+
+    n = max(len(plateifus), 1)
+    fig, axes = plt.subplots(n, 2, figsize=(9, 3.6 * n), squeeze=False)
+    with h5py.File(recon_h5, "r") as h5:
+        have = {p: i for i, p in enumerate(read_strings(h5["plateifu"]))}
+        names = [s.decode() if isinstance(s, bytes) else str(s) for s in h5.attrs["line_names"]]
+        wb = int(h5.attrs["window_bins"])
+        for r, p in enumerate(plateifus):
+            i = have[p]
+            flux, mask, wave = h5["flux"][i], h5["mask"][i], h5["wave"][i]
+            # without stored ivar, S/N uses the local scatter: errors from the window edges
+            ivar = _edge_ivar(flux, wb)
+            n2, s2, o3 = bpt_ratios(flux, ivar, mask, wave, names, wb)
+            yy, xx = np.mgrid[: flux.shape[1], : flux.shape[2]]
+            rad = np.hypot(yy - flux.shape[1] / 2, xx - flux.shape[2] / 2)
+            for c, (xv, lab) in enumerate(((n2, "log [NII]6585/Ha"), (s2, "log [SII]6718+6733/Ha"))):
+                ax = axes[r, c]
+                ok = np.isfinite(xv) & np.isfinite(o3)
+                sc = ax.scatter(xv[ok], o3[ok], c=rad[ok] * 0.5, s=6, cmap="plasma", vmin=0, vmax=8)
+                if c == 0:
+                    g = np.linspace(-2.0, 0.04, 100)
+                    ax.plot(g, kauffmann03(g), "k--", lw=1, label="Kauffmann+03")
+                    g = np.linspace(-2.0, 0.46, 100)
+                    ax.plot(g, kewley01(g), "k-", lw=1, label="Kewley+01")
+                    ax.set_ylabel(f"{p}\nlog [OIII]5008/Hb", fontsize=8)
+                else:
+                    g = np.linspace(-2.0, 0.31, 100)
+                    ax.plot(g, kewley01_s2(g), "k-", lw=1, label="Kewley+01")
+                    g = np.linspace(-0.31, 0.6, 50)
+                    ax.plot(g, kewley06_seyfert_liner(g), "k:", lw=1, label="Seyfert/LINER (Kewley+06)")
+                    fig.colorbar(sc, ax=ax).set_label("radius (arcsec)", fontsize=7)
+                ax.set_xlim(-2.0, 0.8)
+                ax.set_ylim(-1.5, 1.5)
+                ax.set_xlabel(lab, fontsize=8)
+                ax.legend(fontsize=6, loc="lower left")
+                ax.text(0.98, 0.95, f"{int(ok.sum())} spaxels", ha="right", va="top", transform=ax.transAxes, fontsize=7)
+    fig.suptitle(f"{model.upper()}: per-spaxel BPT diagrams of the gallery galaxies", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out_base, formats)
+
+
+def _edge_ivar(flux: np.ndarray, wb: int) -> np.ndarray:
+    """A per-window, per-spaxel noise estimate from the scatter of the window's
+    outer bins, as inverse variance, broadcast over the window."""
+    n = flux.shape[0] // wb
+    f = flux.reshape(n, wb, *flux.shape[1:])
+    edges = np.concatenate([f[:, :2], f[:, -2:]], axis=1)
+    var = np.maximum(np.var(edges, axis=1), 1e-6)
+    return np.repeat(1.0 / var, wb, axis=0).astype(np.float32)
+
+
+def plot_neighbors(
+    cubes_h5, neighbors: pd.DataFrame, scores: pd.DataFrame, out_base, n_queries: int = 2, formats=("png", "pdf"), model: str = ""
+):
+    """Nearest-neighbour panels: for each of two queries, the query and its
+    neighbours as H-alpha maps with their [OIII]/Hb-coloured central spectra."""
+    import h5py
+
+    from .formats import read_strings
+
+    queries = list(dict.fromkeys(neighbors["query"]))[:n_queries]
+    k = int(neighbors["rank"].max()) if len(neighbors) else 0
+    fig, axes = plt.subplots(2 * max(len(queries), 1), k + 1, figsize=(2.4 * (k + 1), 4.6 * max(len(queries), 1)), squeeze=False)
+    sc = scores.set_index("plateifu")
+    with h5py.File(cubes_h5, "r") as h5:
+        pos = {p: i for i, p in enumerate(read_strings(h5["plateifu"]))}
+        names = [s.decode() if isinstance(s, bytes) else str(s) for s in h5.attrs["line_names"]]
+        wb = int(h5.attrs["window_bins"])
+        for qi, q in enumerate(queries):
+            nb = neighbors[neighbors["query"] == q].sort_values("rank")
+            members = [(q, 0.0)] + list(zip(nb["neighbor"], nb["distance"]))
+            for c, (p, d) in enumerate(members):
+                i = pos[p]
+                flux, mask, wave = h5["flux"][i], h5["mask"][i], h5["wave"][i]
+                f, _ = window_flux(flux, np.ones_like(flux), np.zeros_like(mask), wave, names.index("Halpha"), wb)
+                ax = axes[2 * qi, c]
+                _map_panel(ax, f, ("query " if c == 0 else f"#{c} d={d:.2f} ") + p)
+                s = sc.loc[p]
+                ax.set_xlabel(
+                    f"score {s['score']:.3g} (rank {int(s['rank'])})" + (" AGN" if "agn" in s and bool(s["agn"]) else ""),
+                    fontsize=7,
+                )
+                ax2 = axes[2 * qi + 1, c]
+                cy, cx = flux.shape[1] // 2, flux.shape[2] // 2
+                ax2.plot(flux[:, cy - 1 : cy + 1, cx - 1 : cx + 1].mean(axis=(1, 2)), lw=0.7, color="k")
+                ax2.set_yticks([])
+                ax2.set_xticks([])
+                ax2.set_title("central spectrum (19 windows)", fontsize=6)
+    fig.suptitle(f"{model.upper()}: nearest neighbours in the UMAP space (H-alpha maps)", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out_base, formats)
+
+
+def plot_score_distributions(scores: dict, out_base, formats=("png", "pdf")):
+    """Score distributions of the models (log-spaced bins), medians and 90th percentiles."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    allv = np.concatenate([s["score"].to_numpy() for s in scores.values()])
+    bins = np.logspace(np.log10(max(allv.min(), 1e-6)), np.log10(allv.max()), 40)
+    for (m, s), col in zip(scores.items(), ("tab:blue", "tab:orange", "tab:green")):
+        v = s["score"].to_numpy()
+        ax.hist(
+            v,
+            bins=bins,
+            histtype="step",
+            lw=1.6,
+            color=col,
+            label=f"{m.upper()}: median {np.median(v):.3g}, p90 {np.percentile(v, 90):.3g}",
+        )
+        ax.axvline(np.median(v), color=col, ls="-", lw=0.8)
+        ax.axvline(np.percentile(v, 90), color=col, ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(SCORE_LABEL)
+    ax.set_ylabel("galaxies")
+    ax.legend(fontsize=8)
+    ax.set_title("Anomaly score distributions (solid: median, dashed: 90th percentile)", fontsize=9)
+    return save_figure(fig, out_base, formats)
+
+
+def plot_line_heatmap(scores: pd.DataFrame, out_base, top: int = 50, formats=("png", "pdf"), model: str = ""):
+    """Which lines drive the score: share of the error per line for the top galaxies."""
+    cols = [c for c in scores.columns if c.startswith("share_")]
+    df = scores.sort_values("rank").iloc[:top]
+    fig, ax = plt.subplots(figsize=(9, 0.18 * len(df) + 2))
+    im = ax.imshow(df[cols].to_numpy(), aspect="auto", cmap="viridis", vmin=0)
+    ax.set_xticks(np.arange(len(cols)))
+    ax.set_xticklabels([c.removeprefix("share_") for c in cols], rotation=60, fontsize=7)
+    labels = [
+        f"{p} ({s:.3g})" + (" *" if "agn" in df and bool(a) else "")
+        for p, s, a in zip(df["plateifu"], df["score"], df["agn"] if "agn" in df else [False] * len(df))
+    ]
+    ax.set_yticks(np.arange(len(df)))
+    ax.set_yticklabels(labels, fontsize=6)
+    fig.colorbar(im, ax=ax).set_label("share of the galaxy's absolute error")
+    ax.set_title(f"{model.upper()}: per-line share of the score, top {len(df)} galaxies (* AGN)", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, out_base, formats)
+
+
+def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, out_base, formats=("png", "pdf"), model: str = ""):
+    """ROC curves (overall, per type), score by anomaly type, AGN vs non-AGN."""
+    from sklearn.metrics import roc_curve
+
+    df = scores.merge(truth, on="plateifu")
+    anom = df["is_anomaly"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+    types = df["anomaly_type"].fillna("").astype(str).to_numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    ax = axes[0]
+    if anom.any() and (~anom).any():
+        fpr, tpr, _ = roc_curve(anom, df["score"])
+        ax.plot(fpr, tpr, "k-", lw=2, label=f"all anomalies: AUC {metrics['overall']['roc_auc']:.2f}")
+        for t, v in metrics["per_type"].items():
+            sub = (types == t) | ~anom
+            if v["roc_auc"] is not None:
+                f2, t2, _ = roc_curve(types[sub] == t, df["score"].to_numpy()[sub])
+                ax.plot(f2, t2, lw=1, label=f"{t} (n={v['n']}): {v['roc_auc']:.2f}")
+    ax.plot([0, 1], [0, 1], color="0.7", ls=":")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.set_title(f"{model.upper()}: injected anomalies vs normal galaxies", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax = axes[1]
+    cats = ["normal"] + sorted(set(types[anom]))
+    data = [df["score"][~anom].to_numpy()] + [df["score"][types == t].to_numpy() for t in cats[1:]]
+    ax.boxplot(data, showfliers=False)
+    for j, d in enumerate(data, start=1):
+        ax.scatter(np.full(len(d), j) + np.random.default_rng(j).uniform(-0.15, 0.15, len(d)), d, s=8, color="k", alpha=0.6)
+    ax.set_xticks(np.arange(1, len(cats) + 1))
+    ax.set_xticklabels(cats, rotation=30, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("anomaly score")
+    r = metrics["overall"]
+    ax.set_title(
+        f"recall in top 1/5/10 %: {_fmt(r['recall_top_1pct'])} / {_fmt(r['recall_top_5pct'])} / {_fmt(r['recall_top_10pct'])}",
+        fontsize=9,
+    )
+    ax = axes[2]
+    if "agn" in df:
+        a = df["agn"].astype(bool).to_numpy()
+        bins = np.logspace(np.log10(df["score"].min()), np.log10(df["score"].max()), 25)
+        ax.hist(df["score"][~a], bins=bins, density=True, histtype="stepfilled", alpha=0.5, label=f"non-AGN ({(~a).sum()})")
+        ax.hist(df["score"][a], bins=bins, density=True, histtype="step", lw=2, label=f"AGN ({a.sum()})")
+        ax.set_xscale("log")
+        ag = metrics.get("agn", {})
+        ax.set_title(f"AGN vs non-AGN: AUC {_fmt(ag.get('roc_auc_agn_vs_non'))}, KS p={_fmt(ag.get('ks_pvalue'))}", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.set_xlabel("anomaly score")
+    else:
+        ax.text(0.5, 0.5, "no AGN catalogue", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return save_figure(fig, out_base, formats)
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def plot_pca_variance(variance: dict, out_base, formats=("png", "pdf")):
+    """Cumulative explained variance of the PCA of each model's latents."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, v in variance.items():
+        ax.plot(
+            v["component"],
+            100 * v["cumulative"],
+            "o-",
+            ms=3,
+            label=f"{m.upper()}: {100 * v['cumulative'].iloc[-1]:.1f} % at {len(v)}",
+        )
+    ax.axhline(90, color="0.6", ls=":", label="90 % (the paper at 50 components)")
+    ax.set_xlabel("PCA components of the latent vectors")
+    ax.set_ylabel("cumulative explained variance (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, out_base, formats)

@@ -1,0 +1,58 @@
+"""Flux scaling for the models; scores are always reported in the cube's units.
+
+* ``none`` (the paper): the models see native flux, 1e-17 erg/s/cm^2/A/spaxel.
+* ``asinh``: y = asinh(flux / a), a = ``asinh_softening`` (flux units): linear
+  for faint voxels, logarithmic for bright lines, so a few very bright galaxies
+  do not dominate the loss.
+* ``per_galaxy``: y = flux / s, s = the 99th percentile of |flux| over the
+  galaxy's usable voxels (floor 1e-3): every galaxy on one scale.
+
+Arrays are (..., wavelength, y, x) numpy; ``inverse`` maps reconstructions back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KINDS = ("none", "asinh", "per_galaxy")
+
+
+@dataclass(frozen=True)
+class FluxScaler:
+    kind: str = "none"
+    softening: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"flux_scaling must be one of {KINDS}, got {self.kind!r}")
+
+    def galaxy_scale(self, flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Per-galaxy scale s (shape flux.shape[:-3]); 1 unless kind is per_galaxy."""
+        lead = flux.shape[:-3]
+        if self.kind != "per_galaxy":
+            return np.ones(lead, dtype=np.float32)
+        f = np.abs(flux).reshape(*lead, -1)
+        m = (mask == 0).reshape(*lead, -1)
+        out = np.empty(int(np.prod(lead, dtype=int)), dtype=np.float32)
+        for i, (fi, mi) in enumerate(zip(f.reshape(-1, f.shape[-1]), m.reshape(-1, m.shape[-1]))):
+            vals = fi[mi]
+            out[i] = max(float(np.percentile(vals, 99)) if vals.size else 1.0, 1e-3)
+        return out.reshape(lead)
+
+    def forward(self, flux: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+        if self.kind == "none":
+            return flux.astype(np.float32, copy=False)
+        if self.kind == "asinh":
+            return np.arcsinh(flux / np.float32(self.softening)).astype(np.float32)
+        s = np.asarray(scale, dtype=np.float32)[..., None, None, None]
+        return (flux / s).astype(np.float32)
+
+    def inverse(self, y: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+        if self.kind == "none":
+            return y.astype(np.float32, copy=False)
+        if self.kind == "asinh":
+            return (np.float32(self.softening) * np.sinh(y)).astype(np.float32)
+        s = np.asarray(scale, dtype=np.float32)[..., None, None, None]
+        return (y * s).astype(np.float32)

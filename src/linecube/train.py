@@ -1,0 +1,295 @@
+"""Training: HDF5 -> tf.data -> ConvLSTM2D AE/VAE, resumable and deterministic.
+
+Outputs (``out_dir``): ``model.keras``, ``history.csv`` (epoch, loss, test_loss,
+... one row per epoch), ``loss.png``, ``split.csv``; ``checkpoint.keras`` after
+every epoch. A Keras ``BackupAndRestore`` directory keyed by a hash of the
+configuration and the input file sits next to ``out_dir``: a killed or preempted
+job, rerun with the same configuration, resumes after its last finished epoch;
+a changed configuration never resumes a stale run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .data import AugmentConfig, CubeSource, split_galaxies, split_table
+from .formats import atomic_path, read_layout, read_strings, write_csv_atomic
+from .scaling import FluxScaler
+
+log = logging.getLogger("linecube")
+
+
+def configure_tensorflow(seed: int, *, deterministic: bool = True, threads: int | None = None):
+    """Seeds (Python, numpy, TF), op determinism and CPU thread pools."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        except RuntimeError:
+            pass  # already initialised in this process
+    return tf
+
+
+def run_hash(model_cfg: dict, train_cfg: dict, kind: str, cubes_h5: str | os.PathLike) -> str:
+    """Key of a training run: configuration + identity of the input file."""
+    st = Path(cubes_h5).stat()
+    blob = json.dumps(
+        {"model": model_cfg, "train": train_cfg, "kind": kind, "input": [st.st_size, st.st_mtime_ns]}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, with_weights: bool):
+    """tf.data pipeline over a :class:`CubeSource`: model layout, scaling, batches,
+    prefetch. Only one cube per sample is ever in flight per stage."""
+    import tensorflow as tf
+
+    from .models import to_model_layout
+
+    shape = mcfg.input_shape
+
+    def gen():
+        for f, _, m in source:
+            s = scaler.galaxy_scale(f[None], m[None])
+            x = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
+            if with_weights:
+                yield {"x": x, "w": to_model_layout((m[None] == 0).astype(np.float32), mcfg)[0]}
+            else:
+                yield {"x": x}
+
+    sig = {"x": tf.TensorSpec(shape, tf.float32)}
+    if with_weights:
+        sig["w"] = tf.TensorSpec(shape, tf.float32)
+    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
+    n_batches = -(-len(source) // batch_size)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(n_batches))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _optimizer(name: str, lr: float):
+    import keras
+
+    return {
+        "adagrad": keras.optimizers.Adagrad,
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }[name](learning_rate=lr)
+
+
+def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir: Path, train_cfg: dict):
+    import keras
+
+    class SetEpoch(keras.callbacks.Callback):
+        """Tell the data source which epoch is starting (seeds its augmentation)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            source.epoch = epoch
+
+    class HistoryFile(keras.callbacks.Callback):
+        """history rows 1..E exactly once each, across interruptions."""
+
+        def __init__(self):
+            super().__init__()
+            self.first = True
+            self.t0 = 0.0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+            if self.first:
+                self.first = False
+                rows = _read_history(history_path)
+                _write_history(history_path, [r for r in rows if int(r["epoch"]) <= epoch])
+                if epoch > 0:
+                    log.info("resuming after epoch %d (from %s)", epoch, backup_dir)
+
+        def on_epoch_end(self, epoch, logs=None):
+            rows = [r for r in _read_history(history_path) if int(r["epoch"]) <= epoch]
+            row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.t0, 3)}
+            for k, v in (logs or {}).items():
+                row[k.replace("val_", "test_")] = float(v)
+            rows.append(row)
+            _write_history(history_path, rows)
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            save_model_atomic(self.model, out_dir / "checkpoint.keras")
+
+    cbs = [
+        SetEpoch(),
+        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=True),
+        HistoryFile(),
+        Checkpoint(),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    patience = train_cfg.get("early_stopping_patience")
+    if patience:
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True))
+    return cbs
+
+
+def _read_history(path: Path) -> list[dict]:
+    import pandas as pd
+
+    if not path.exists() or path.stat().st_size < 4:
+        return []
+    return pd.read_csv(path).to_dict("records")
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    write_csv_atomic(pd.DataFrame(rows), path)
+
+
+def save_model_atomic(model, path: str | os.PathLike) -> None:
+    """model.save to a temporary ``.keras`` next to ``path``, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def plot_history(history_csv: str | os.PathLike, out_png: str | os.PathLike, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    h = pd.read_csv(history_csv)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(h["epoch"], h["loss"], "o-", label="train")
+    if "test_loss" in h:
+        ax.plot(h["epoch"], h["test_loss"], "s--", label="test (held-out galaxies)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (Eq. 1" + (" + beta KL" if "kl" in h else "") + ")")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def train(
+    cubes_h5: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    kind: str,
+    model_cfg: dict,
+    train_cfg: dict,
+    *,
+    threads: int | None = None,
+    verbose: int = 2,
+) -> dict:
+    """Train an AE or VAE on cubes.h5; write the outputs listed in the module doc.
+
+    Returns a summary dict (epochs run, final losses, samples per second).
+    """
+    import h5py
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed = int(train_cfg.get("seed", 42))
+    tf = configure_tensorflow(seed, threads=threads)
+    import keras
+
+    from .models import ModelConfig, build_model
+
+    with h5py.File(cubes_h5, "r") as h5:
+        layout, _ = read_layout(h5)
+        plateifus = read_strings(h5["plateifu"])
+    mcfg = ModelConfig.from_config(model_cfg, layout.n_lines, layout.window_bins, layout.crop)
+    train_idx, test_idx = split_galaxies(plateifus, float(train_cfg.get("test_fraction", 1 / 6)), seed)
+    write_csv_atomic(split_table(plateifus, train_idx, test_idx), out_dir / "split.csv")
+    log.info(
+        "%s: %d galaxies, %d train / %d test (split by galaxy, before augmentation)",
+        kind,
+        len(plateifus),
+        len(train_idx),
+        len(test_idx),
+    )
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if train_cfg.get("mixed_precision"):
+        if gpus:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        else:
+            log.warning("mixed_precision requested but no GPU is visible: training in float32")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    log.info("devices: %s; replicas: %d", [d.name for d in gpus] or ["CPU"], strategy.num_replicas_in_sync)
+
+    aug = AugmentConfig(
+        copies=int(train_cfg.get("augment_copies", 3)),
+        noise_sigma=float(train_cfg.get("noise_sigma", 1.0)),
+        noise_from_ivar=bool(train_cfg.get("noise_from_ivar", True)),
+        max_shift=int(train_cfg.get("max_shift", 5)),
+    )
+    scaler = FluxScaler(model_cfg.get("flux_scaling", "none"), float(model_cfg.get("asinh_softening", 1.0)))
+    bs = int(train_cfg.get("batch_size", 16)) * strategy.num_replicas_in_sync
+    train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True)
+    test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False)
+    with_w = bool(model_cfg.get("loss_mask", False))
+    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w)
+    test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None
+
+    with strategy.scope():
+        model = build_model(mcfg, kind, seed=seed)
+        model.compile(
+            optimizer=_optimizer(train_cfg.get("optimizer", "adagrad"), float(train_cfg.get("learning_rate", 0.01))),
+            jit_compile=bool(train_cfg.get("xla", False)),
+        )
+        model.optimizer.build(model.trainable_variables)
+
+    key = run_hash(model_cfg, train_cfg, kind, cubes_h5)
+    backup_dir = out_dir.parent / f".backup-{out_dir.name}-{key}"
+    history_path = out_dir.parent / f".history-{out_dir.name}-{key}.csv"
+    epochs = int(train_cfg.get("epochs", 30))
+    t0 = time.perf_counter()
+    model.fit(
+        train_ds,
+        validation_data=test_ds,
+        epochs=epochs,
+        callbacks=_callbacks(train_src, history_path, backup_dir, out_dir, train_cfg),
+        verbose=verbose,
+        shuffle=False,  # the source shuffles, seeded per epoch
+    )
+    wall = time.perf_counter() - t0
+    save_model_atomic(model, out_dir / "model.keras")
+    rows = _read_history(history_path)
+    _write_history(out_dir / "history.csv", rows)
+    history_path.unlink(missing_ok=True)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    plot_history(out_dir / "history.csv", out_dir / "loss.png", f"{kind.upper()} ({mcfg.layout} layout, {mcfg.steps} steps)")
+    n_epochs_run = len(rows)
+    summary = {
+        "kind": kind,
+        "epochs": n_epochs_run,
+        "final_loss": rows[-1].get("loss") if rows else None,
+        "final_test_loss": rows[-1].get("test_loss") if rows else None,
+        "wall_seconds": wall,
+        "parameters": int(model.count_params()),
+    }
+    log.info("trained %s: %s", kind, summary)
+    return summary

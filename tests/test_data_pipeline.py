@@ -1,0 +1,101 @@
+"""Split and augmentation properties (pure numpy)."""
+
+import numpy as np
+import pytest
+
+from linecube.data import AugmentConfig, CubeSource, apply_ops, augment, draw_ops, shift_zero_fill, split_galaxies
+from linecube.formats import VoxelFlag
+
+
+def cube(seed=0):
+    rng = np.random.default_rng(seed)
+    f = rng.normal(1, 0.1, (190, 32, 32)).astype(np.float32)
+    iv = rng.uniform(50, 150, (190, 32, 32)).astype(np.float32)
+    m = (rng.random((190, 32, 32)) < 0.05).astype(np.uint8)
+    return f, iv, m
+
+
+def test_split_is_by_galaxy_and_seeded():
+    p = [f"8000-{1900 + i}" for i in range(60)]
+    tr, te = split_galaxies(p, 1 / 6, seed=1)
+    assert len(te) == 10 and len(tr) == 50
+    assert not set(tr) & set(te) and sorted(np.r_[tr, te]) == list(range(60))
+    tr2, te2 = split_galaxies(p, 1 / 6, seed=1)
+    assert list(te) == list(te2)
+    assert list(split_galaxies(p, 1 / 6, seed=2)[1]) != list(te)
+
+
+def test_no_galaxy_on_both_sides_after_augmentation(tmp_path):
+    """Every sample a CubeSource yields (originals and copies) comes from its own side."""
+    aug = AugmentConfig(copies=3)
+    tr, te = split_galaxies([str(i) for i in range(12)], 0.25, 0)
+    a = CubeSource("unused.h5", tr, 0, aug)
+    b = CubeSource("unused.h5", te, 1, aug, shuffle=False, augment_epochs=False)
+    rows_a = {int(r) for r, _ in a.order(0)}
+    rows_b = {int(r) for r, _ in b.order(0)}
+    assert rows_a == set(tr) and rows_b == set(te) and not rows_a & rows_b
+    assert len(a) == 4 * len(tr)
+
+
+def test_flip_and_rotation_are_exact():
+    f, iv, m = cube()
+    rng = np.random.default_rng(0)
+    cfg = AugmentConfig()
+    f2, iv2, m2 = apply_ops(f, iv, m, {"flip": True}, rng, cfg)
+    np.testing.assert_array_equal(f2, f[:, :, ::-1])
+    np.testing.assert_array_equal(m2, m[:, :, ::-1])
+    f3, iv3, m3 = apply_ops(f, iv, m, {"rotate": 1}, rng, cfg)
+    np.testing.assert_array_equal(f3, np.rot90(f, 1, axes=(1, 2)))
+    np.testing.assert_array_equal(iv3, np.rot90(iv, 1, axes=(1, 2)))
+    np.testing.assert_array_equal(m3, np.rot90(m, 1, axes=(1, 2)))
+    f4, _, _ = apply_ops(f, iv, m, {"rotate": 2, "flip": True}, rng, cfg)
+    np.testing.assert_array_equal(f4, np.rot90(f[:, :, ::-1], 2, axes=(1, 2)))
+
+
+def test_shift_moves_mask_with_flux_and_zero_fills():
+    f, iv, m = cube()
+    f2, iv2, m2 = apply_ops(f, iv, m, {"shift": (3, -5)}, np.random.default_rng(0), AugmentConfig())
+    np.testing.assert_array_equal(f2[:, 3:, :27], f[:, :29, 5:])
+    np.testing.assert_array_equal(m2[:, 3:, :27], m[:, :29, 5:])
+    assert np.all(f2[:, :3] == 0) and np.all(iv2[:, :, 27:] == 0)
+    assert np.all(m2[:, :3] & VoxelFlag.OUTSIDE_CUBE) and np.all(m2[:, :, 27:] & VoxelFlag.OUTSIDE_CUBE)
+    np.testing.assert_array_equal(shift_zero_fill(np.arange(4.0).reshape(1, 2, 2), 0, 0, 0.0), np.arange(4.0).reshape(1, 2, 2))
+
+
+def test_drawn_shifts_stay_within_five_spaxels_and_ops_nonempty():
+    rng = np.random.default_rng(7)
+    seen = set()
+    for _ in range(2000):
+        ops = draw_ops(rng, 5)
+        assert ops
+        seen |= set(ops)
+        if "shift" in ops:
+            dy, dx = ops["shift"]
+            assert max(abs(dy), abs(dx)) <= 5 and (dy or dx)
+    assert seen == {"flip", "rotate", "noise", "shift"}
+
+
+def test_noise_level_follows_ivar():
+    f = np.ones((190, 32, 32), np.float32)
+    iv = np.full_like(f, 100.0)  # sigma = 0.1
+    iv[:, :16] = 4.0  # sigma = 0.5
+    m = np.zeros(f.shape, np.uint8)
+    f2, iv2, _ = apply_ops(f, iv, m, {"noise": True}, np.random.default_rng(0), AugmentConfig(noise_sigma=1.0))
+    d = f2 - f
+    assert np.std(d[:, 16:]) == pytest.approx(0.1, rel=0.02)
+    assert np.std(d[:, :16]) == pytest.approx(0.5, rel=0.02)
+    np.testing.assert_allclose(iv2, iv / 2)  # variance doubled where noise was added
+    iv[:, 0, 0] = 0
+    f3, _, _ = apply_ops(f, iv, m, {"noise": True}, np.random.default_rng(0), AugmentConfig())
+    assert np.all(f3[:, 0, 0] == 1)  # no ivar, no noise
+
+
+def test_augmentation_is_seeded_by_epoch_galaxy_copy():
+    f, iv, m = cube()
+    cfg = AugmentConfig()
+    (a, _, _), ops_a = augment(f, iv, m, 1, 3, 10, 2, cfg)
+    (b, _, _), ops_b = augment(f, iv, m, 1, 3, 10, 2, cfg)
+    np.testing.assert_array_equal(a, b)
+    assert ops_a == ops_b
+    differ = [augment(f, iv, m, 1, e, 10, 2, cfg)[1] != ops_a for e in range(4, 12)]
+    assert any(differ)

@@ -1,0 +1,37 @@
+# Models: train a ConvLSTM2D AE and VAE on results/cubes.h5
+
+
+rule train_model:
+    input:
+        cubes="results/cubes.h5",
+    output:
+        model="results/models/{model}/model.keras",
+        history=report(
+            "results/models/{model}/history.csv",
+            caption="../report/history.rst",
+            category="Training",
+            labels={"model": "{model}", "table": "loss per epoch"},
+        ),
+        loss_png=report(
+            "results/models/{model}/loss.png",
+            caption="../report/loss.rst",
+            category="Training",
+            labels={"model": "{model}", "figure": "loss curve"},
+        ),
+        split="results/models/{model}/split.csv",
+    log:
+        "logs/train_model/{model}.log",
+    benchmark:
+        "results/benchmarks/train_model/{model}.tsv"
+    conda:
+        "../../envs/ml.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=720,
+    params:
+        model=config["model"],
+        train=config["train"],
+    script:
+        "../../scripts/train_model.py"
