@@ -99,3 +99,17 @@ def test_augmentation_is_seeded_by_epoch_galaxy_copy():
     assert ops_a == ops_b
     differ = [augment(f, iv, m, 1, e, 10, 2, cfg)[1] != ops_a for e in range(4, 12)]
     assert any(differ)
+
+
+def test_noise_bank_draws_have_the_right_level_and_are_seeded():
+    from linecube.data import NoiseBank
+
+    f = np.zeros((190, 32, 32), np.float32)
+    iv = np.full_like(f, 25.0)  # sigma = 0.2
+    bank = NoiseBank(3, f.size)
+    outs = [apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(k), AugmentConfig(), bank)[0] for k in range(4)]
+    for o in outs:
+        assert np.std(o) == pytest.approx(0.2, rel=0.02) and abs(np.mean(o)) < 0.005
+    assert not np.allclose(outs[0], outs[1])
+    again = apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(0), AugmentConfig(), NoiseBank(3, f.size))[0]
+    np.testing.assert_array_equal(again, outs[0])

@@ -100,31 +100,80 @@ def shift_zero_fill(a: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
     return out
 
 
-def apply_ops(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, ops: dict, rng: np.random.Generator, cfg: AugmentConfig):
-    """Apply drawn operations to one cube (wavelength, y, x); returns new arrays."""
+class NoiseBank:
+    """A few cubes of standard-normal deviates drawn once from a seed; a draw is one
+    of them circularly shifted by a random offset. ~10x cheaper than fresh
+    deviates per copy (1.5 ms per 190x32x32 cube on this CPU), which keeps the
+    input pipeline off the training step's critical path; every draw is still
+    N(0, 1) in every voxel."""
+
+    def __init__(self, seed: int, size: int, n: int = 8):
+        self.bank = np.random.default_rng([seed, 4242]).standard_normal((n, size), dtype=np.float32)
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        k = int(rng.integers(len(self.bank)))
+        off = int(rng.integers(self.bank.shape[1]))
+        row = self.bank[k]
+        return np.concatenate((row[off:], row[:off])).reshape(shape)
+
+
+def _sigma_from_ivar(iv: np.ndarray) -> np.ndarray:
+    """1/sqrt(ivar), 0 where ivar <= 0 (float32)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.sqrt(np.maximum(iv, 0), dtype=np.float32)
+        np.divide(np.float32(1.0), s, out=s)
+    s[~(iv > 0)] = 0.0
+    return s
+
+
+def apply_ops(
+    flux: np.ndarray,
+    ivar: np.ndarray | None,
+    mask: np.ndarray | None,
+    ops: dict,
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    noise_bank: NoiseBank | None = None,
+):
+    """Apply drawn operations to one cube (wavelength, y, x); returns new arrays.
+
+    ``ivar`` or ``mask`` may be None when the caller does not need them back
+    (ivar is required for noise scaled by ivar, mask for noise in flux units).
+    Noise deviates come from ``noise_bank`` when given, else fresh from ``rng``.
+    """
     f, iv, m = flux, ivar, mask
+
+    def each(fn, *arrays):
+        return tuple(None if a is None else fn(a) for a in arrays)
+
     if ops.get("flip"):
-        f, iv, m = f[..., ::-1], iv[..., ::-1], m[..., ::-1]
+        f, iv, m = each(lambda a: a[..., ::-1], f, iv, m)
     if ops.get("rotate"):
         k = ops["rotate"]
-        f, iv, m = (np.rot90(a, k, axes=(-2, -1)) for a in (f, iv, m))
-    f, iv, m = (np.ascontiguousarray(a) for a in (f, iv, m))
+        f, iv, m = each(lambda a: np.rot90(a, k, axes=(-2, -1)), f, iv, m)
+    f, iv, m = each(np.ascontiguousarray, f, iv, m)
     if ops.get("noise"):
         if cfg.noise_from_ivar:
-            sigma = np.where(iv > 0, 1.0 / np.sqrt(np.maximum(iv, 1e-30)), 0.0).astype(np.float32) * np.float32(cfg.noise_sigma)
+            if iv is None:
+                raise ValueError("noise scaled by ivar needs ivar")
+            sigma = _sigma_from_ivar(iv)
+            sigma *= np.float32(cfg.noise_sigma)
         else:
+            if m is None:
+                raise ValueError("noise in flux units needs the mask")
             sigma = np.float32(cfg.noise_sigma) * (m == 0)
-        f = f + rng.standard_normal(f.shape, dtype=np.float32) * sigma
-        # the copy now holds twice the variance where noise was added
-        iv = (
-            np.where(iv > 0, iv / (1.0 + np.float32(cfg.noise_sigma) ** 2), 0.0).astype(np.float32) if cfg.noise_from_ivar else iv
-        )
+        z = noise_bank.draw(rng, f.shape) if noise_bank is not None else rng.standard_normal(f.shape, dtype=np.float32)
+        z *= sigma
+        z += f
+        f = z
+        if cfg.noise_from_ivar:  # the copy now holds (1 + noise_sigma^2) times the variance
+            iv = np.where(iv > 0, iv / (1.0 + np.float32(cfg.noise_sigma) ** 2), 0.0).astype(np.float32)
     if "shift" in ops:
         dy, dx = ops["shift"]
         f = shift_zero_fill(f, dy, dx, 0.0)
-        iv = shift_zero_fill(iv, dy, dx, 0.0)
-        m = shift_zero_fill(m, dy, dx, np.uint8(VoxelFlag.OUTSIDE_CUBE))
-    return f.astype(np.float32, copy=False), iv.astype(np.float32, copy=False), m
+        iv = None if iv is None else shift_zero_fill(iv, dy, dx, 0.0)
+        m = None if m is None else shift_zero_fill(m, dy, dx, np.uint8(VoxelFlag.OUTSIDE_CUBE))
+    return f.astype(np.float32, copy=False), (None if iv is None else iv.astype(np.float32, copy=False)), m
 
 
 def augment(flux, ivar, mask, seed: int, epoch: int, index: int, copy: int, cfg: AugmentConfig):
@@ -132,6 +181,13 @@ def augment(flux, ivar, mask, seed: int, epoch: int, index: int, copy: int, cfg:
     rng = np.random.default_rng([seed, epoch, index, copy])
     ops = draw_ops(rng, cfg.max_shift)
     return apply_ops(flux, ivar, mask, ops, rng, cfg), ops
+
+
+def copy_ops(seed: int, epoch: int, index: int, copy: int, cfg: AugmentConfig) -> tuple[dict, np.random.Generator]:
+    """The operations of one copy and the generator positioned for its noise
+    (what :func:`augment` uses), so a reader can skip arrays it will not need."""
+    rng = np.random.default_rng([seed, epoch, index, copy])
+    return draw_ops(rng, cfg.max_shift), rng
 
 
 # --------------------------------------------------------------------------
@@ -154,6 +210,7 @@ class CubeSource:
         *,
         shuffle: bool = True,
         augment_epochs: bool = True,
+        need_mask: bool = False,
     ):
         self.path = str(path)
         self.indices = np.asarray(indices, dtype=int)
@@ -161,7 +218,9 @@ class CubeSource:
         self.aug = aug
         self.shuffle = shuffle
         self.augment_epochs = augment_epochs
+        self.need_mask = need_mask
         self.epoch = 0
+        self._bank: NoiseBank | None = None
 
     def __len__(self) -> int:
         return len(self.indices) * (1 + self.aug.copies)
@@ -173,17 +232,29 @@ class CubeSource:
             pairs = pairs[np.random.default_rng([self.seed, epoch, 7]).permutation(len(pairs))]
         return pairs
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """(flux, ivar, mask) per sample; ivar and mask are read only when needed
+        (``need_mask``, or noise scaled by ivar) and are None otherwise."""
         import h5py
 
         epoch = self.epoch if self.augment_epochs else 0
         with h5py.File(self.path, "r") as h5:
             fl, iv, mk = h5["flux"], h5["ivar"], h5["mask"]
             for row, copy in self.order(epoch):
-                f, i, m = fl[row], iv[row], mk[row]
-                if copy:
-                    (f, i, m), _ = augment(f, i, m, self.seed, epoch, int(row), int(copy), self.aug)
-                yield f, i, m
+                row = int(row)
+                f = fl[row]
+                if not copy:
+                    yield f, None, (mk[row] if self.need_mask else None)
+                    continue
+                ops, rng = copy_ops(self.seed, epoch, row, int(copy), self.aug)
+                need_ivar = "noise" in ops and self.aug.noise_from_ivar
+                need_mask = self.need_mask or ("noise" in ops and not self.aug.noise_from_ivar)
+                if self._bank is None:
+                    self._bank = NoiseBank(self.seed, f.size)
+                f, i, m = apply_ops(
+                    f, iv[row] if need_ivar else None, mk[row] if need_mask else None, ops, rng, self.aug, self._bank
+                )
+                yield f, i, (m if self.need_mask else None)
 
 
 def read_rows(path: str | os.PathLike, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

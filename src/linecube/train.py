@@ -64,7 +64,7 @@ def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, 
 
     def gen():
         for f, _, m in source:
-            s = scaler.galaxy_scale(f[None], m[None])
+            s = scaler.galaxy_scale(f[None], m[None]) if scaler.kind == "per_galaxy" else None
             x = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
             if with_weights:
                 yield {"x": x, "w": to_model_layout((m[None] == 0).astype(np.float32), mcfg)[0]}
@@ -248,9 +248,10 @@ def train(
     )
     scaler = FluxScaler(model_cfg.get("flux_scaling", "none"), float(model_cfg.get("asinh_softening", 1.0)))
     bs = int(train_cfg.get("batch_size", 16)) * strategy.num_replicas_in_sync
-    train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True)
-    test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False)
     with_w = bool(model_cfg.get("loss_mask", False))
+    need_mask = with_w or scaler.kind == "per_galaxy"
+    train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, need_mask=need_mask)
+    test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, need_mask=need_mask)
     train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w)
     test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None
 

@@ -78,7 +78,7 @@ rule extract_plate:
         window_bins=config["extract"]["window_bins"],
         crop=config["extract"]["crop"],
         max_reject_fraction=config["extract"]["max_reject_fraction"],
-        compression=config["extract"]["hdf5_compression"],
+        compression="lzf",  # intermediate, read once by assemble_cubes
     script:
         "../../scripts/extract_plate.py"
 
