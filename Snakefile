@@ -20,6 +20,10 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 
 
+localrules:
+    all,
+
+
 rule all:
     default_target: True
     input:

@@ -23,6 +23,7 @@ rule score_galaxies:
         "../../envs/ml.yaml"
     threads: 2
     resources:
+        gpu=1,
         mem_mb=8000,
         runtime=120,
     params:

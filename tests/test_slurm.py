@@ -1,0 +1,101 @@
+"""The workflow through a real one-node SLURM (tests/slurm/start-cluster.sh),
+with profiles/slurm plus test-only overrides; outputs must match a local run."""
+
+import re
+import shutil
+import subprocess
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from wf import REPO, make_workdir, run
+
+TINY = {
+    "simulate": {"enabled": True, "n_galaxies": 8, "seed": 21},
+    "model": {"filters": [4, 8], "latent_dim": 8},
+    "train": {"epochs": 2},
+    "embed": {"pca_components": 4},
+    "models": ["ae"],
+}
+
+
+def cluster_up() -> bool:
+    if not shutil.which("sinfo") or not shutil.which("sbatch"):
+        return False
+    p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return p.returncode == 0 and any(s in p.stdout for s in ("idle", "mixed", "allocated"))
+
+
+def test_profile_keys_are_commented_and_valid():
+    text = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
+    prof = yaml.safe_load(text)
+    assert prof["executor"] == "slurm"
+    for key in ("jobs", "max-jobs-per-second", "latency-wait", "retries", "default-resources", "set-resources"):
+        assert key in prof
+    tm = prof["set-resources"]["train_model"]
+    assert tm["gpu"] == 1 and "slurm_partition" in tm and "cpus_per_gpu" in tm and "runtime" in tm
+    assert "gres" in text and "slurm-status-command: squeue" in text  # documented alternatives
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    top = [ln for ln in lines if not ln.startswith(" ")]
+    # every top-level key has a comment line right above it (or inline)
+    all_lines = text.splitlines()
+    for ln in top:
+        i = all_lines.index(ln)
+        assert "#" in ln or all_lines[i - 1].strip().startswith("#"), ln
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.skipif(not cluster_up(), reason="no local SLURM (run tests/slurm/start-cluster.sh as root)")
+def test_workflow_on_slurm_matches_local(tmp_path):
+    local = make_workdir(tmp_path / "local", TINY)
+    run(local)
+
+    wd = make_workdir(tmp_path / "slurm", TINY)
+    prof = yaml.safe_load((wd / "profiles" / "slurm" / "config.yaml").read_text())
+    # test-only overrides: this cluster has no accounting, 2 CPUs, ~18 GB
+    prof["slurm-status-command"] = "squeue"
+    prof["slurm-init-seconds-before-status-checks"] = 1
+    prof["latency-wait"] = 5
+    prof["jobs"] = 4
+    for rule, res in prof["set-resources"].items():
+        if "cpus_per_gpu" in res:
+            res["cpus_per_gpu"] = 1
+        if "cpus_per_task" in res:
+            res["cpus_per_task"] = 1
+        res["mem_mb"] = 2000
+    prof["set-threads"] = {k: 1 for k in prof["set-threads"]}
+    (wd / "profiles" / "slurm" / "config.yaml").write_text(yaml.safe_dump(prof))
+    p = run(wd, "--workflow-profile", "profiles/slurm", timeout=1500)
+    out = p.stdout + p.stderr
+
+    # every non-local job went through sbatch: one SLURM log per rule (grouped extraction: per group)
+    logs = wd / ".snakemake" / "slurm_logs"
+    ran = {d.name for d in logs.iterdir()}
+    for rule in ("rule_simulate_survey", "rule_select_sample", "rule_assemble_cubes", "rule_train_model", "rule_score_galaxies",
+                 "rule_embed_latents", "rule_find_neighbors", "rule_validate_scores", "rule_plot_umap", "rule_plot_gallery", "rule_build_explorer"):  # fmt: skip
+        assert rule in ran, f"{rule} was not submitted to SLURM: {sorted(ran)}"
+    assert any(r.startswith("group_extract") for r in ran) or "rule_extract_plate" in ran
+    assert not any("rule_all" in r for r in ran)
+    # the jobs SLURM saw (kept MinJobAge=300 s): train_model asked for a GPU on the gpu partition
+    show = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True).stdout
+    train = [ln for ln in show.splitlines() if "Comment=rule_train_model" in ln]
+    assert train, "no train_model job in scontrol"
+    assert all(re.search(r"TresPerJob=gres[:/]gpu:1", ln) for ln in train), train
+    assert all("Partition=gpu" in ln for ln in train)
+    others = [ln for ln in show.splitlines() if "Comment=rule_" in ln and "train_model" not in ln and "score_galaxies" not in ln]
+    assert others and not any(re.search(r"gres[:/]gpu", ln) for ln in others)
+    assert "Finished" in out or "steps (100%) done" in out
+
+    # the outputs match a local run
+    with h5py.File(local / "results" / "cubes.h5") as a, h5py.File(wd / "results" / "cubes.h5") as b:
+        for name in ("flux", "ivar", "mask", "wave", "z"):
+            np.testing.assert_array_equal(a[name][()], b[name][()])
+    sa = pd.read_csv(local / "results" / "ae" / "scores.csv")
+    sb = pd.read_csv(wd / "results" / "ae" / "scores.csv")
+    assert list(sa["plateifu"]) == list(sb["plateifu"])
+    np.testing.assert_allclose(sa["score"], sb["score"], rtol=1e-5)
+    for f in ("results/explorer.html", "results/figures/ae/gallery.png", "results/ae/neighbors.csv"):
+        assert (wd / f).exists(), f
