@@ -32,9 +32,9 @@ def make_workdir(dest: Path, config: dict) -> Path:
     return dest
 
 
-def run(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def run(workdir: Path, *args: str, check: bool = True, timeout: int = 900, configfile: str = "test-config.yaml") -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    cmd = [snakemake_bin(), *args, "--cores", "2", "--configfile", "test-config.yaml"]
+    cmd = [snakemake_bin(), *args, "--cores", "2", "--configfile", configfile]
     p = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         logs = ""
@@ -44,9 +44,16 @@ def run(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> su
     return p
 
 
-def planned_jobs(workdir: Path, *targets: str) -> dict[str, int]:
+def write_config(workdir: Path, name: str, config: dict) -> str:
+    (workdir / name).write_text(yaml.safe_dump(config))
+    return name
+
+
+def planned_jobs(workdir: Path, *targets: str, configfile: str = "test-config.yaml") -> dict[str, int]:
     """Jobs a dry run would execute, by rule (the 'Job stats' table)."""
-    p = run(workdir, "-n", "--quiet", "rules", *targets)
+    p = run(workdir, "-n", "--quiet", "rules", *targets, configfile=configfile)
+    if "Nothing to be done" in p.stdout + p.stderr:
+        return {}
     counts: dict[str, int] = {}
     started = False
     for line in (p.stdout + p.stderr).splitlines():
