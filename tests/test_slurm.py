@@ -60,7 +60,7 @@ def test_workflow_on_slurm_matches_local(tmp_path):
     prof["slurm-init-seconds-before-status-checks"] = 1
     prof["latency-wait"] = 5
     prof["jobs"] = 4
-    for rule, res in prof["set-resources"].items():
+    for res in prof["set-resources"].values():
         if "cpus_per_gpu" in res:
             res["cpus_per_gpu"] = 1
         if "cpus_per_task" in res:

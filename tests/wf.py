@@ -32,7 +32,9 @@ def make_workdir(dest: Path, config: dict) -> Path:
     return dest
 
 
-def run(workdir: Path, *args: str, check: bool = True, timeout: int = 900, configfile: str = "test-config.yaml") -> subprocess.CompletedProcess:
+def run(
+    workdir: Path, *args: str, check: bool = True, timeout: int = 900, configfile: str = "test-config.yaml"
+) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     cmd = [snakemake_bin(), *args, "--cores", "2", "--configfile", configfile]
     p = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)

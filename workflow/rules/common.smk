@@ -33,6 +33,11 @@ wildcard_constraints:
     model=r"ae|vae",
 
 
+def get_redux_dir(wildcards):
+    """The MANGA_SPECTRO_REDUX root (cubes are found below it)."""
+    return REDUX
+
+
 def sample_table():
     """The selected sample (checkpoint output), one row per galaxy."""
     path = checkpoints.select_sample.get().output.sample

@@ -19,7 +19,6 @@ if SIMULATE:
             mem_mb=4000,
             runtime=60,
         params:
-            redux_dir=REDUX,
             drpver=DRPVER,
             n_galaxies=config["simulate"]["n_galaxies"],
             seed=config["simulate"]["seed"],
@@ -46,7 +45,7 @@ checkpoint select_sample:
         mem_mb=2000,
         runtime=10,
     params:
-        redux_dir=REDUX,
+        redux_dir=get_redux_dir,
         drpver=DRPVER,
         plateifus=config["sample"]["plateifus"],
         max_galaxies=config["sample"]["max_galaxies"],
