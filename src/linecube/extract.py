@@ -43,6 +43,15 @@ BLOCK = 2880
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+def _decompress_errors() -> tuple[type[BaseException], ...]:
+    """Exception types a broken deflate stream raises (ISA-L's are not OSErrors)."""
+    import zlib
+
+    from isal.isal_zlib import IsalError
+
+    return (IsalError, zlib.error)
+
+
 class CubeError(Exception):
     """A cube that cannot be used; the message says why in words."""
 
@@ -194,6 +203,7 @@ class LogcubeStream:
         from astropy.io import fits
 
         blocks = []
+        start = self.pos
         while True:
             block = bytearray(BLOCK)
             try:
@@ -202,13 +212,18 @@ class LogcubeStream:
                 if not blocks:
                     return None
                 raise
+            if not blocks and start == 0 and not block.startswith(b"SIMPLE  ="):
+                raise CubeError(f"not a FITS file (it starts with {bytes(block[:20])!r})")
             blocks.append(bytes(block))
             text = block.decode("ascii", errors="replace")
             if any(text[i : i + 8] == "END     " for i in range(0, BLOCK, 80)):
                 break
             if len(blocks) > 200:
-                raise CubeError("no END card in the first 200 header blocks: not a FITS file")
-        return fits.Header.fromstring(b"".join(blocks).decode("ascii", errors="replace"))
+                raise CubeError(f"no END card in 200 header blocks from byte {start}: the data are corrupt")
+        try:
+            return fits.Header.fromstring(b"".join(blocks).decode("ascii", errors="replace"))
+        except Exception as e:  # astropy raises several types for a garbled header
+            raise CubeError(f"unreadable FITS header at byte {start} ({e}): the data are corrupt") from None
 
 
 def data_nbytes(header) -> int:
@@ -336,7 +351,7 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
                     if name == "FLUX":
                         plan = _plan(h, req, lines, layout, where)
                     elif plan is None:
-                        raise CubeError(f"{where}: HDU {name} comes before FLUX; not a LOGCUBE layout")
+                        raise CubeError(f"{where}: no FLUX HDU before {name}: not a LOGCUBE layout")
                     elif (int(h["NAXIS2"]), int(h["NAXIS1"])) != plan["shape"] or int(h["NAXIS3"]) != NWAVE:
                         raise CubeError(f"{where}: HDU {name} shape differs from FLUX")
                     start = st.pos
@@ -347,10 +362,15 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
                         st.skip(nbytes - (st.pos - start))
                 else:
                     st.skip(nbytes)
-    except CubeError:
-        raise
+    except CubeError as e:
+        msg = str(e)
+        if msg.startswith(where):
+            raise
+        raise CubeError(f"{where}: {msg}") from None
     except EOFError as e:
         raise CubeError(f"{where}: file is truncated ({e}); download it again") from None
+    except _decompress_errors() as e:
+        raise CubeError(f"{where}: corrupt gzip data ({e}); download it again") from None
     except (OSError, ValueError, KeyError, TypeError, io.UnsupportedOperation) as e:
         msg = str(e) or type(e).__name__
         if "CRC" in msg or "gzip" in msg.lower() or "compressed" in msg.lower() or "invalid" in msg.lower():

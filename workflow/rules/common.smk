@@ -1,9 +1,19 @@
 # Helpers shared by every rule: config validation, paths, wildcard constraints
 # and the input functions that read the sample checkpoint.
 import pandas as pd
-from snakemake.utils import validate
 
-validate(config, schema="../schemas/config.schema.yaml")
+from linecube.config import ConfigError, validate_config
+
+# Validate against workflow/schemas/config.schema.yaml (JSON Schema, defaults filled
+# in); every error is listed with its key, not only the first.
+try:
+    config.update(
+        validate_config(
+            config, source="configuration (config/*.yaml, --configfile, --config)"
+        )
+    )
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 
 DATA = config["data"]
 REDUX = DATA["redux_dir"]

@@ -105,3 +105,28 @@ rule assemble_cubes:
         config={k: config[k] for k in ("data", "sample", "extract")},
     script:
         "../../scripts/assemble_cubes.py"
+
+
+if DOWNLOAD:
+
+    rule download_cube:
+        output:
+            CUBE_PATTERN,
+        log:
+            "logs/download_cube/{plate}-{ifudsgn}.log",
+        benchmark:
+            "results/benchmarks/download_cube/{plate}-{ifudsgn}.tsv"
+        conda:
+            "../../envs/data.yaml"
+        resources:
+            downloads=1,
+            mem_mb=500,
+            runtime=60,
+        params:
+            base_url=config["download"]["base_url"],
+            drpver=DRPVER,
+            retries=config["download"]["retries"],
+            backoff_s=config["download"]["backoff_s"],
+            timeout_s=config["download"]["timeout_s"],
+        script:
+            "../../scripts/download_cube.py"
