@@ -61,30 +61,33 @@ def assemble(
         seen[pifu] = fi
     entries.sort()
     n = len(entries)
-    handles = [h5py.File(p, "r") for p in plate_files]
-    try:
-        with atomic_path(out) as tmp:
-            with h5py.File(tmp, "w") as dst:
-                create_cube_file(dst, n, layout, lines, drpver=drpver, config=config, compression=compression)
-                meta = {name: [] for name in META_DATASETS}
-                waves = np.empty((n, layout.n_channels))
-                for i, (_, fi, row) in enumerate(
-                    tqdm(entries, desc="assemble cubes", unit="cube", disable=not progress, file=sys.stderr)
-                ):
-                    src = handles[fi]
+    # rows of one plate file are contiguous in plate-IFU order: open one file at a
+    # time (a survey has ~600 plate files; each open file holds an HDF5 cache)
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as dst:
+            create_cube_file(dst, n, layout, lines, drpver=drpver, config=config, compression=compression)
+            meta = {name: [] for name in META_DATASETS}
+            waves = np.empty((n, layout.n_channels))
+            cur, src = None, None
+            try:
+                for i, (_, fi, row) in enumerate(tqdm(entries, desc="assemble cubes", unit="cube", disable=not progress, file=sys.stderr)):
+                    if fi != cur:
+                        if src is not None:
+                            src.close()
+                        src, cur = h5py.File(plate_files[fi], "r"), fi
                     for name in CUBE_DATASETS:
                         dst[name][i] = src[name][row]
                     waves[i] = src["wave"][row]
                     for name in META_DATASETS:
                         v = src[name][row]
                         meta[name].append(v.decode() if isinstance(v, bytes) else v)
-                dst["wave"][...] = waves
-                for name, vals in meta.items():
-                    dst[name][...] = np.asarray(vals, dtype=object if name in ("plateifu", "mangaid") else float)
-                dst.attrs["plate_files"] = json.dumps([str(Path(p)) for p in plate_files])
-    finally:
-        for h in handles:
-            h.close()
+            finally:
+                if src is not None:
+                    src.close()
+            dst["wave"][...] = waves
+            for name, vals in meta.items():
+                dst[name][...] = np.asarray(vals, dtype=object if name in ("plateifu", "mangaid") else float)
+            dst.attrs["plate_files"] = json.dumps([str(Path(p)) for p in plate_files])
     return n
 
 

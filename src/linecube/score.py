@@ -80,23 +80,30 @@ class Reconstructor:
 
 
 def iter_batches(path: str | os.PathLike, batch: int, rows: np.ndarray | None = None):
-    """Yield (start, flux, ivar, mask) batches of cubes.h5, read one batch ahead in
-    a background thread so reading overlaps inference."""
+    """Yield (start, flux, ivar, mask) batches of cubes.h5 in file order, read one
+    batch ahead by a background thread (into two alternating preallocated buffers)
+    so reading overlaps inference. A yielded batch is valid until the next one."""
     import h5py
 
     with h5py.File(path, "r") as h5:
-        n = h5["flux"].shape[0]
+        ds = [h5["flux"], h5["ivar"], h5["mask"]]
+        n = ds[0].shape[0]
         starts = list(range(0, n, batch))
+        bufs = [[np.empty((batch, *d.shape[1:]), d.dtype) for d in ds] for _ in range(2)]
 
-        def read(s):
-            sl = slice(s, min(s + batch, n))
-            return s, h5["flux"][sl], h5["ivar"][sl], h5["mask"][sl]
+        def read(k):
+            s = starts[k]
+            m = min(batch, n - s)
+            out = bufs[k % 2]
+            for d, b in zip(ds, out):
+                d.read_direct(b, np.s_[s : s + m], np.s_[0:m])
+            return s, *(b[:m] for b in out)
 
         with ThreadPoolExecutor(max_workers=1) as pool:
-            fut = pool.submit(read, starts[0]) if starts else None
+            fut = pool.submit(read, 0) if starts else None
             for k in range(len(starts)):
                 cur = fut.result()
-                fut = pool.submit(read, starts[k + 1]) if k + 1 < len(starts) else None
+                fut = pool.submit(read, k + 1) if k + 1 < len(starts) else None
                 yield cur
 
 

@@ -91,7 +91,7 @@ def _optimizer(name: str, lr: float):
     }[name](learning_rate=lr)
 
 
-def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir: Path, train_cfg: dict):
+def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir: Path, train_cfg: dict, batch_size: int):
     import keras
 
     class SetEpoch(keras.callbacks.Callback):
@@ -107,9 +107,14 @@ def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir
             super().__init__()
             self.first = True
             self.t0 = 0.0
+            self.samples = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.samples += batch_size
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
+            self.samples = 0
             if self.first:
                 self.first = False
                 rows = _read_history(history_path)
@@ -119,7 +124,7 @@ def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir
 
         def on_epoch_end(self, epoch, logs=None):
             rows = [r for r in _read_history(history_path) if int(r["epoch"]) <= epoch]
-            row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.t0, 3)}
+            row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.t0, 3), "samples": self.samples}
             for k, v in (logs or {}).items():
                 row[k.replace("val_", "test_")] = float(v)
             rows.append(row)
@@ -202,10 +207,12 @@ def train(
     *,
     threads: int | None = None,
     verbose: int = 2,
+    steps_per_epoch: int | None = None,
 ) -> dict:
     """Train an AE or VAE on cubes.h5; write the outputs listed in the module doc.
 
     Returns a summary dict (epochs run, final losses, samples per second).
+    ``steps_per_epoch`` caps the batches per epoch (benchmarks only).
     """
     import h5py
 
@@ -253,6 +260,8 @@ def train(
     train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, need_mask=need_mask)
     test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, need_mask=need_mask)
     train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w)
+    if steps_per_epoch:
+        train_ds = train_ds.repeat()
     test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None
 
     with strategy.scope():
@@ -272,9 +281,10 @@ def train(
         train_ds,
         validation_data=test_ds,
         epochs=epochs,
-        callbacks=_callbacks(train_src, history_path, backup_dir, out_dir, train_cfg),
+        callbacks=_callbacks(train_src, history_path, backup_dir, out_dir, train_cfg, bs),
         verbose=verbose,
         shuffle=False,  # the source shuffles, seeded per epoch
+        steps_per_epoch=steps_per_epoch,
     )
     wall = time.perf_counter() - t0
     save_model_atomic(model, out_dir / "model.keras")
@@ -291,6 +301,7 @@ def train(
         "final_test_loss": rows[-1].get("test_loss") if rows else None,
         "wall_seconds": wall,
         "parameters": int(model.count_params()),
+        "samples_per_second": sum(float(r.get("samples", 0)) for r in rows) / max(sum(float(r["seconds"]) for r in rows), 1e-9),
     }
     log.info("trained %s: %s", kind, summary)
     return summary

@@ -1,0 +1,238 @@
+"""Survey-scale synthetic data without 2 TB of LOGCUBEs.
+
+``simulate_cubes_h5`` evaluates the simulator's galaxy models (the same
+:func:`linecube.simulate.render_model`) only on the 190 wavelengths extraction
+keeps (the 10-bin windows of the DRP log grid around each redshifted line) and
+on the 32x32 crop around each galaxy, adds the same noise model, and streams the
+cubes into the cubes.h5 layout, or into one file per plate in the layout that
+``extract_plate`` writes (for benchmarking assembly). Rows are in plate-IFU
+order. 9,000 galaxies take a few minutes on 2 cores.
+
+``python -m linecube.scale stage ...`` runs one stage of the pipeline and prints
+its wall time and peak RSS as JSON (used by benchmarks/scale.py and the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .extract import window_centres, window_indices
+from .formats import (
+    DR17_DRPVER,
+    IFU_CUBE_SIZE,
+    IFU_DIAMETER_ARCSEC,
+    SPAXEL_ARCSEC,
+    CubeLayout,
+    VoxelFlag,
+    atomic_path,
+    create_cube_file,
+    load_lines,
+    log_wave_grid,
+    write_csv_atomic,
+)
+from .simulate import galaxy_pixel_offsets, hexagon_mask, plan_survey, realise_noise, render_model, sky_sigma
+
+PAD = 8  # spaxels rendered beyond the crop on each side (PSF smoothing edge)
+
+
+def emission_line_cube(g, lines, layout: CubeLayout, grid: np.ndarray, rng: np.random.Generator) -> dict:
+    """One galaxy's (190, 32, 32) flux/ivar/mask/wave as extraction would produce
+    them from its LOGCUBE (same windows, same crop centre, same flags)."""
+    wave_idx = window_indices(window_centres(grid, lines.rest, g.z), layout.window_bins)
+    wave = grid[wave_idx]
+    n = IFU_CUBE_SIZE[g.ifusize]
+    dx_full, dy_full, xc, yc = galaxy_pixel_offsets(g, n)
+    cx, cy = int(np.floor(xc + 0.5)), int(np.floor(yc + 0.5))
+    c0 = layout.crop // 2
+    size = layout.crop + 2 * PAD
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    px = xx - PAD + (cx - c0)  # cube pixel of every rendered spaxel
+    py = yy - PAD + (cy - c0)
+    dx = (px - xc) * SPAXEL_ARCSEC
+    dy = (py - yc) * SPAXEL_ARCSEC
+    model, star = render_model(g, wave, dx, dy, lines)
+    sl = (slice(None), slice(PAD, PAD + layout.crop), slice(PAD, PAD + layout.crop))
+    model = np.ascontiguousarray(model[sl])
+    star = star[PAD : PAD + layout.crop, PAD : PAD + layout.crop]
+    pxc, pyc = px[PAD : PAD + layout.crop, PAD : PAD + layout.crop], py[PAD : PAD + layout.crop, PAD : PAD + layout.crop]
+    in_cube = (pxc >= 0) & (pxc < n) & (pyc >= 0) & (pyc < n)
+    from scipy.ndimage import binary_erosion
+
+    hexm = hexagon_mask(n, n, IFU_DIAMETER_ARCSEC[g.ifusize])
+    core_full = binary_erosion(hexm, iterations=2)  # LOWCOV rim, as in build_logcube
+    inside = np.zeros_like(in_cube)
+    core = np.zeros_like(in_cube)
+    iy, ix = pyc[in_cube].astype(int), pxc[in_cube].astype(int)
+    inside[in_cube] = hexm[iy, ix]
+    core[in_cube] = core_full[iy, ix]
+    coverage = np.where(core, 1.0, np.where(inside, 0.5, 0.0)).astype(np.float32)
+    flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), coverage, g.gain, rng)
+    flux[:, ~inside] = 0.0
+    ivar[:, ~inside] = 0.0
+    m2 = np.zeros(inside.shape, np.uint8)
+    m2[~in_cube] = VoxelFlag.OUTSIDE_CUBE
+    m2[in_cube & ~inside] = VoxelFlag.DRP_UNUSABLE  # NOCOV | DONOTUSE
+    m2[star & inside] = VoxelFlag.DRP_UNUSABLE  # FORESTAR | DONOTUSE
+    return {
+        "flux": flux,
+        "ivar": ivar,
+        "mask": np.broadcast_to(m2, flux.shape).copy(),
+        "wave": wave,
+        "plateifu": g.plateifu,
+        "mangaid": g.mangaid,
+        "z": g.z,
+        "objra": g.objra,
+        "objdec": g.objdec,
+    }
+
+
+def _render(args):
+    g, lines_path = args
+    lines = load_lines(lines_path)
+    return emission_line_cube(g, lines, CubeLayout(len(lines)), log_wave_grid(), np.random.default_rng([g.seed, 1]))
+
+
+def simulate_cubes_h5(
+    out: str | os.PathLike,
+    n_galaxies: int,
+    seed: int,
+    *,
+    anomaly_fraction: float = 0.06,
+    per_plate: bool = False,
+    threads: int = 1,
+    lines_path=None,
+    compression: str | None = "none",
+    progress: bool = True,
+) -> int:
+    """Write ``n_galaxies`` emission-line cubes to ``out`` (a cubes.h5) or, with
+    ``per_plate``, to ``out/{plate}.h5`` files; plus truth.csv and agn.csv next to it."""
+    import h5py
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    lines = load_lines(lines_path)
+    layout = CubeLayout(len(lines))
+    gals = sorted(plan_survey(n_galaxies, seed, anomaly_fraction), key=lambda g: g.plateifu)
+    out = Path(out)
+    meta_dir = out if per_plate else out.parent
+    meta_dir.mkdir(parents=True, exist_ok=True)
+    by_plate: dict[int, list] = {}
+    for g in gals:
+        by_plate.setdefault(g.plate, []).append(g)
+    jobs = [(g, lines_path) for g in gals]
+    bar = tqdm(total=len(gals), desc="simulate emission-line cubes", unit="cube", disable=not progress, file=sys.stderr)
+
+    def rows():
+        if threads > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(threads, mp_context=mp.get_context("fork")) as pool:
+                yield from pool.map(_render, jobs, chunksize=8)
+        else:
+            for j in jobs:
+                yield _render(j)
+
+    it = rows()
+
+    def fill(path, group, comp):
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as h5:
+                create_cube_file(h5, len(group), layout, lines, drpver=DR17_DRPVER, compression=comp, config={"simulated": "scale mode"})
+                for i in range(len(group)):
+                    cube = next(it)
+                    for name in ("flux", "ivar", "mask"):
+                        h5[name][i] = cube[name]
+                    h5["wave"][i] = cube["wave"]
+                    for name in ("plateifu", "mangaid", "z", "objra", "objdec"):
+                        h5[name][i] = cube[name]
+                    bar.update()
+
+    if per_plate:
+        for plate, group in by_plate.items():
+            fill(out / f"{plate}.h5", group, "lzf")
+    else:
+        fill(out, gals, compression)
+    bar.close()
+    write_csv_atomic(
+        pd.DataFrame([{"plateifu": g.plateifu, "class": g.cls, "is_anomaly": bool(g.anomaly), "anomaly_type": g.anomaly} for g in gals]),
+        meta_dir / "truth.csv",
+    )
+    write_csv_atomic(
+        pd.DataFrame(
+            [{"mangaid": g.mangaid, "plateifu": g.plateifu, **g.agn} for g in gals if any(g.agn.values())],
+            columns=["mangaid", "plateifu", "wise_agn", "bat_agn", "radio_agn", "broad_agn"],
+        ),
+        meta_dir / "agn.csv",
+    )
+    return len(gals)
+
+
+# --------------------------------------------------------------------------
+# One stage per process, for wall time and peak RSS
+# --------------------------------------------------------------------------
+
+
+def _stage(name: str, a: dict) -> dict:
+    if name == "simulate":
+        n = simulate_cubes_h5(a["out"], a["n"], a.get("seed", 1), per_plate=a.get("per_plate", False), threads=a.get("threads", 1), progress=False)
+        return {"n": n}
+    if name == "assemble":
+        from .assemble import assemble
+
+        files = sorted(Path(a["plates"]).glob("*.h5"))
+        return {"n": assemble(files, a["out"], drpver=DR17_DRPVER, compression=a.get("compression", "none"), progress=False)}
+    if name == "train":
+        from .train import train
+
+        s = train(a["cubes"], a["out"], "ae", a.get("model", {}), {"epochs": 1, **a.get("train", {})}, verbose=0, steps_per_epoch=a["steps"])
+        return {"samples_per_second": s["samples_per_second"]}
+    if name == "score":
+        from .score import score_galaxies
+
+        return score_galaxies(a["cubes"], a["model"], a.get("model_cfg", {}), a["out"], batch_size=a.get("batch", 32), top_k=a.get("top_k", 20), progress=False)
+    if name == "embed":
+        from .embed import embed_file
+
+        return embed_file(a["latents"], a["out"], a["variance"], pca_components=50, umap_components=3, umap_neighbors=15, umap_min_dist=0.1, seed=1)
+    if name == "neighbors":
+        import pandas as pd
+
+        from .neighbors import neighbors_frame
+
+        emb = pd.read_csv(a["embedding"], dtype={"plateifu": str})
+        q = list(emb["plateifu"].iloc[:: max(1, len(emb) // 200)])
+        nb = neighbors_frame(emb, q, 5, "umap")
+        write_csv_atomic(nb, a["out"])
+        return {"queries": len(q)}
+    raise ValueError(f"unknown stage {name!r}")
+
+
+def run_stage(name: str, args: dict) -> dict:
+    t0 = time.perf_counter()
+    info = _stage(name, args)
+    info = {k: v for k, v in (info or {}).items() if isinstance(v, int | float | str)}
+    info["seconds"] = time.perf_counter() - t0
+    info["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] != "stage":
+        print("usage: python -m linecube.scale stage NAME JSON-ARGS", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print("STAGE " + json.dumps(run_stage(argv[1], json.loads(argv[2]))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
