@@ -66,8 +66,6 @@ def assemble(
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as dst:
             create_cube_file(dst, n, layout, lines, drpver=drpver, config=config, compression=compression)
-            meta = {name: [] for name in META_DATASETS}
-            waves = np.empty((n, layout.n_channels))
             cur, src = None, None
             try:
                 for i, (_, fi, row) in enumerate(tqdm(entries, desc="assemble cubes", unit="cube", disable=not progress, file=sys.stderr)):
@@ -75,18 +73,11 @@ def assemble(
                         if src is not None:
                             src.close()
                         src, cur = h5py.File(plate_files[fi], "r"), fi
-                    for name in CUBE_DATASETS:
+                    for name in (*CUBE_DATASETS, "wave", *META_DATASETS):
                         dst[name][i] = src[name][row]
-                    waves[i] = src["wave"][row]
-                    for name in META_DATASETS:
-                        v = src[name][row]
-                        meta[name].append(v.decode() if isinstance(v, bytes) else v)
             finally:
                 if src is not None:
                     src.close()
-            dst["wave"][...] = waves
-            for name, vals in meta.items():
-                dst[name][...] = np.asarray(vals, dtype=object if name in ("plateifu", "mangaid") else float)
             dst.attrs["plate_files"] = json.dumps([str(Path(p)) for p in plate_files])
     return n
 

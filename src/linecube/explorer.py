@@ -27,7 +27,7 @@ def _round(a: np.ndarray, sig: int = 4) -> list:
     return [float(f"{v:.{sig}g}") for v in out.ravel()]
 
 
-def _panels(cubes_h5, recon_h5s: dict, keep: list[str]) -> dict:
+def _panels(cubes_h5, recon_h5s: dict, keep: list[str]) -> tuple[dict, list[str], int]:
     import h5py
 
     from .bpt import window_flux

@@ -130,12 +130,21 @@ def simulate_cubes_h5(
     bar = tqdm(total=len(gals), desc="simulate emission-line cubes", unit="cube", disable=not progress, file=sys.stderr)
 
     def rows():
+        """Rendered cubes in order; at most 4 per worker in flight, so memory
+        does not grow with the number of galaxies."""
         if threads > 1:
             import multiprocessing as mp
+            from collections import deque
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(threads, mp_context=mp.get_context("fork")) as pool:
-                yield from pool.map(_render, jobs, chunksize=8)
+                pending: deque = deque()
+                for j in jobs:
+                    pending.append(pool.submit(_render, j))
+                    if len(pending) >= 4 * threads:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
         else:
             for j in jobs:
                 yield _render(j)

@@ -79,7 +79,7 @@ class Reconstructor:
         return np.asarray(z, dtype=np.float32), recon
 
 
-def iter_batches(path: str | os.PathLike, batch: int, rows: np.ndarray | None = None):
+def iter_batches(path: str | os.PathLike, batch: int):
     """Yield (start, flux, ivar, mask) batches of cubes.h5 in file order, read one
     batch ahead by a background thread (into two alternating preallocated buffers)
     so reading overlaps inference. A yielded batch is valid until the next one."""

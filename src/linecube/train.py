@@ -260,9 +260,10 @@ def train(
     train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, need_mask=need_mask)
     test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, need_mask=need_mask)
     train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w)
-    if steps_per_epoch:
-        train_ds = train_ds.repeat()
     test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None
+    if steps_per_epoch:  # benchmarks: a fixed number of batches whatever the sample size
+        train_ds = train_ds.repeat()
+        test_ds = test_ds.repeat() if test_ds is not None else None
 
     with strategy.scope():
         model = build_model(mcfg, kind, seed=seed)
@@ -285,6 +286,7 @@ def train(
         verbose=verbose,
         shuffle=False,  # the source shuffles, seeded per epoch
         steps_per_epoch=steps_per_epoch,
+        validation_steps=steps_per_epoch,
     )
     wall = time.perf_counter() - t0
     save_model_atomic(model, out_dir / "model.keras")
