@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -197,7 +198,7 @@ def plot_gallery(recon_h5, scores: pd.DataFrame, out_base, n: int = 6, formats=(
         if not pick:
             axes[0, 0].text(0.5, 0.5, "no reconstructed galaxy to show", ha="center", transform=axes[0, 0].transAxes)
     fig.suptitle(f"{model.upper()}: {title} (flux in {BUNIT})", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
     return save_figure(fig, out_base, formats), pick
 
 
@@ -244,7 +245,7 @@ def plot_bpt(recon_h5, plateifus: Sequence[str], out_base, formats=("png", "pdf"
                 ax.legend(fontsize=6, loc="lower left")
                 ax.text(0.98, 0.95, f"{int(ok.sum())} spaxels", ha="right", va="top", transform=ax.transAxes, fontsize=7)
     fig.suptitle(f"{model.upper()}: per-spaxel BPT diagrams of the gallery galaxies", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
     return save_figure(fig, out_base, formats)
 
 
@@ -296,7 +297,7 @@ def plot_neighbors(
                 ax2.set_xticks([])
                 ax2.set_title("central spectrum (19 windows)", fontsize=6)
     fig.suptitle(f"{model.upper()}: nearest neighbours in the UMAP space (H-alpha maps)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_size_inches()[1]))
     return save_figure(fig, out_base, formats)
 
 
@@ -318,6 +319,7 @@ def plot_score_distributions(scores: dict, out_base, formats=("png", "pdf")):
         ax.axvline(np.median(v), color=col, ls="-", lw=0.8)
         ax.axvline(np.percentile(v, 90), color=col, ls="--", lw=0.8)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(SCORE_LABEL)
     ax.set_ylabel("galaxies")
     ax.legend(fontsize=8)
@@ -376,6 +378,7 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
     ax.set_xticks(np.arange(1, len(cats) + 1))
     ax.set_xticklabels(cats, rotation=30, fontsize=7)
     ax.set_yscale("log")
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylabel("anomaly score")
     r = metrics["overall"]
     ax.set_title(
@@ -389,6 +392,7 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
         ax.hist(df["score"][~a], bins=bins, density=True, histtype="stepfilled", alpha=0.5, label=f"non-AGN ({(~a).sum()})")
         ax.hist(df["score"][a], bins=bins, density=True, histtype="step", lw=2, label=f"AGN ({a.sum()})")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ag = metrics.get("agn", {})
         ax.set_title(f"AGN vs non-AGN: AUC {_fmt(ag.get('roc_auc_agn_vs_non'))}, KS p={_fmt(ag.get('ks_pvalue'))}", fontsize=9)
         ax.legend(fontsize=8)
