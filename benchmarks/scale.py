@@ -25,7 +25,9 @@ from pathlib import Path
 
 def stage(name: str, **args) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    p = subprocess.run([sys.executable, "-m", "linecube.scale", "stage", name, json.dumps(args)], capture_output=True, text=True, env=env)
+    p = subprocess.run(
+        [sys.executable, "-m", "linecube.scale", "stage", name, json.dumps(args)], capture_output=True, text=True, env=env
+    )
     if p.returncode != 0:
         raise RuntimeError(f"stage {name} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("STAGE ")][-1]
@@ -41,7 +43,9 @@ def run_size(n: int, root: Path, threads: int) -> dict:
     shutil.rmtree(d / "plates")
     res["train"] = stage("train", cubes=str(d / "cubes.h5"), out=str(d / "models" / "ae"), steps=20)
     res["score"] = stage("score", cubes=str(d / "cubes.h5"), model=str(d / "models" / "ae" / "model.keras"), out=str(d / "ae"))
-    res["embed"] = stage("embed", latents=str(d / "ae" / "latents.h5"), out=str(d / "ae" / "embedding.csv"), variance=str(d / "ae" / "pca.csv"))
+    res["embed"] = stage(
+        "embed", latents=str(d / "ae" / "latents.h5"), out=str(d / "ae" / "embedding.csv"), variance=str(d / "ae" / "pca.csv")
+    )
     res["neighbors"] = stage("neighbors", embedding=str(d / "ae" / "embedding.csv"), out=str(d / "ae" / "neighbors.csv"))
     size_gb = (d / "cubes.h5").stat().st_size / 1e9
     shutil.rmtree(d)
@@ -62,20 +66,32 @@ def main() -> None:
         r = run_size(n, root, args.threads)
         for st in ("simulate", "assemble", "train", "score", "embed", "neighbors"):
             rows.append({"n": n, "stage": st, "seconds": r[st]["seconds"], "peak_rss_mb": r[st]["peak_rss_mb"]})
-        print(f"n={n}: done (cubes.h5 {r['cubes_h5_gb']:.1f} GB, scoring {r['score'].get('cubes_per_second', 0):.1f} cubes/s)", flush=True)
+        print(
+            f"n={n}: done (cubes.h5 {r['cubes_h5_gb']:.1f} GB, scoring {r['score'].get('cubes_per_second', 0):.1f} cubes/s)",
+            flush=True,
+        )
     ns = args.sizes
     print(f"\nStage wall time (s) and peak RSS (MB) per N, {os.cpu_count()} CPU cores")
-    print(f"{'stage':>10} " + " ".join(f"{'t@' + str(n):>9} {'RSS@' + str(n):>9}" for n in ns) + f" {'t ratio':>8} {'N ratio':>8} {'RSS ratio':>9}")
+    print(
+        f"{'stage':>10} "
+        + " ".join(f"{'t@' + str(n):>9} {'RSS@' + str(n):>9}" for n in ns)
+        + f" {'t ratio':>8} {'N ratio':>8} {'RSS ratio':>9}"
+    )
     for st in ("simulate", "assemble", "train", "score", "embed", "neighbors"):
         rr = [next(r for r in rows if r["n"] == n and r["stage"] == st) for n in ns]
         cells = " ".join(f"{r['seconds']:9.1f} {r['peak_rss_mb']:9.0f}" for r in rr)
-        print(f"{st:>10} {cells} {rr[-1]['seconds'] / rr[0]['seconds']:8.2f} {ns[-1] / ns[0]:8.1f} {rr[-1]['peak_rss_mb'] / rr[0]['peak_rss_mb']:9.2f}")
+        print(
+            f"{st:>10} {cells} {rr[-1]['seconds'] / rr[0]['seconds']:8.2f} {ns[-1] / ns[0]:8.1f} {rr[-1]['peak_rss_mb'] / rr[0]['peak_rss_mb']:9.2f}"
+        )
     peak = max(r["peak_rss_mb"] for r in rows if r["n"] == ns[-1])
     flat = all(
-        next(r for r in rows if r["n"] == ns[-1] and r["stage"] == st)["peak_rss_mb"] <= 1.2 * next(r for r in rows if r["n"] == ns[0] and r["stage"] == st)["peak_rss_mb"]
+        next(r for r in rows if r["n"] == ns[-1] and r["stage"] == st)["peak_rss_mb"]
+        <= 1.2 * next(r for r in rows if r["n"] == ns[0] and r["stage"] == st)["peak_rss_mb"]
         for st in ("assemble", "score")
     )
-    print(f"\npeak RSS at N={ns[-1]}: {peak:.0f} MB (goal <= 2048); assembly and scoring flat in N (<= 1.2x): {'yes' if flat else 'NO'}")
+    print(
+        f"\npeak RSS at N={ns[-1]}: {peak:.0f} MB (goal <= 2048); assembly and scoring flat in N (<= 1.2x): {'yes' if flat else 'NO'}"
+    )
     if args.out:
         import csv
 

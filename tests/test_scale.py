@@ -49,7 +49,13 @@ def test_cli_cubes_h5_mode(tmp_path):
 
 def _stage(name, **args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    p = subprocess.run([sys.executable, "-m", "linecube.scale", "stage", name, json.dumps(args)], capture_output=True, text=True, env=env, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-m", "linecube.scale", "stage", name, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("STAGE ")][-1][6:])
 
@@ -64,8 +70,21 @@ def test_memory_flat_in_n_for_assembly_and_scoring(tmp_path):
         _stage("simulate", out=str(d / "plates"), n=n, seed=1, per_plate=True, threads=2)
         a = _stage("assemble", plates=str(d / "plates"), out=str(d / "cubes.h5"))
         if n == 60:
-            _stage("train", cubes=str(d / "cubes.h5"), out=str(tmp_path / "models" / "ae"), steps=2, model={"filters": [4, 8], "latent_dim": 8})
-        s = _stage("score", cubes=str(d / "cubes.h5"), model=str(tmp_path / "models" / "ae" / "model.keras"), model_cfg={"filters": [4, 8], "latent_dim": 8}, out=str(d / "ae"), top_k=5)
+            _stage(
+                "train",
+                cubes=str(d / "cubes.h5"),
+                out=str(tmp_path / "models" / "ae"),
+                steps=2,
+                model={"filters": [4, 8], "latent_dim": 8},
+            )
+        s = _stage(
+            "score",
+            cubes=str(d / "cubes.h5"),
+            model=str(tmp_path / "models" / "ae" / "model.keras"),
+            model_cfg={"filters": [4, 8], "latent_dim": 8},
+            out=str(d / "ae"),
+            top_k=5,
+        )
         peaks[n] = (a["peak_rss_mb"], s["peak_rss_mb"])
     assert peaks[300][0] <= 1.15 * peaks[60][0], peaks
     assert peaks[300][1] <= 1.15 * peaks[60][1], peaks

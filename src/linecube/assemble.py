@@ -68,7 +68,9 @@ def assemble(
             create_cube_file(dst, n, layout, lines, drpver=drpver, config=config, compression=compression)
             cur, src = None, None
             try:
-                for i, (_, fi, row) in enumerate(tqdm(entries, desc="assemble cubes", unit="cube", disable=not progress, file=sys.stderr)):
+                for i, (_, fi, row) in enumerate(
+                    tqdm(entries, desc="assemble cubes", unit="cube", disable=not progress, file=sys.stderr)
+                ):
                     if fi != cur:
                         if src is not None:
                             src.close()

@@ -221,40 +221,57 @@ class CubeSource:
         self.need_mask = need_mask
         self.epoch = 0
         self._bank: NoiseBank | None = None
+        self._order: tuple[int, np.ndarray] | None = None
+        self._h5 = None
 
     def __len__(self) -> int:
         return len(self.indices) * (1 + self.aug.copies)
 
     def order(self, epoch: int) -> np.ndarray:
         """(galaxy row, copy) pairs of one epoch; copy 0 is the original."""
+        if self._order is not None and self._order[0] == epoch:
+            return self._order[1]
         pairs = np.array([(i, c) for i in self.indices for c in range(1 + self.aug.copies)], dtype=int).reshape(-1, 2)
         if self.shuffle:
             pairs = pairs[np.random.default_rng([self.seed, epoch, 7]).permutation(len(pairs))]
+        self._order = (epoch, pairs)
         return pairs
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
-        """(flux, ivar, mask) per sample; ivar and mask are read only when needed
-        (``need_mask``, or noise scaled by ivar) and are None otherwise."""
-        import h5py
+    def current_epoch(self) -> int:
+        return self.epoch if self.augment_epochs else 0
 
-        epoch = self.epoch if self.augment_epochs else 0
-        with h5py.File(self.path, "r") as h5:
-            fl, iv, mk = h5["flux"], h5["ivar"], h5["mask"]
-            for row, copy in self.order(epoch):
-                row = int(row)
-                f = fl[row]
-                if not copy:
-                    yield f, None, (mk[row] if self.need_mask else None)
-                    continue
-                ops, rng = copy_ops(self.seed, epoch, row, int(copy), self.aug)
-                need_ivar = "noise" in ops and self.aug.noise_from_ivar
-                need_mask = self.need_mask or ("noise" in ops and not self.aug.noise_from_ivar)
-                if self._bank is None:
-                    self._bank = NoiseBank(self.seed, f.size)
-                f, i, m = apply_ops(
-                    f, iv[row] if need_ivar else None, mk[row] if need_mask else None, ops, rng, self.aug, self._bank
-                )
-                yield f, i, (m if self.need_mask else None)
+    def _file(self):
+        if self._h5 is None:
+            import h5py
+
+            self._h5 = h5py.File(self.path, "r")
+        return self._h5
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def sample(self, row: int, copy: int, epoch: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(flux, ivar, mask) of one sample; ivar and mask are read only when
+        needed (``need_mask``, or noise scaled by ivar) and are None otherwise."""
+        h5 = self._file()
+        fl, iv, mk = h5["flux"], h5["ivar"], h5["mask"]
+        f = fl[row]
+        if not copy:
+            return f, None, (mk[row] if self.need_mask else None)
+        ops, rng = copy_ops(self.seed, epoch, row, int(copy), self.aug)
+        need_ivar = "noise" in ops and self.aug.noise_from_ivar
+        need_mask = self.need_mask or ("noise" in ops and not self.aug.noise_from_ivar)
+        if self._bank is None:
+            self._bank = NoiseBank(self.seed, f.size)
+        f, i, m = apply_ops(f, iv[row] if need_ivar else None, mk[row] if need_mask else None, ops, rng, self.aug, self._bank)
+        return f, i, (m if self.need_mask else None)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        epoch = self.current_epoch()
+        for row, copy in self.order(epoch):
+            yield self.sample(int(row), int(copy), epoch)
 
 
 def read_rows(path: str | os.PathLike, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -154,7 +154,9 @@ def simulate_cubes_h5(
     def fill(path, group, comp):
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as h5:
-                create_cube_file(h5, len(group), layout, lines, drpver=DR17_DRPVER, compression=comp, config={"simulated": "scale mode"})
+                create_cube_file(
+                    h5, len(group), layout, lines, drpver=DR17_DRPVER, compression=comp, config={"simulated": "scale mode"}
+                )
                 for i in range(len(group)):
                     cube = next(it)
                     for name in ("flux", "ivar", "mask"):
@@ -171,7 +173,9 @@ def simulate_cubes_h5(
         fill(out, gals, compression)
     bar.close()
     write_csv_atomic(
-        pd.DataFrame([{"plateifu": g.plateifu, "class": g.cls, "is_anomaly": bool(g.anomaly), "anomaly_type": g.anomaly} for g in gals]),
+        pd.DataFrame(
+            [{"plateifu": g.plateifu, "class": g.cls, "is_anomaly": bool(g.anomaly), "anomaly_type": g.anomaly} for g in gals]
+        ),
         meta_dir / "truth.csv",
     )
     write_csv_atomic(
@@ -191,7 +195,9 @@ def simulate_cubes_h5(
 
 def _stage(name: str, a: dict) -> dict:
     if name == "simulate":
-        n = simulate_cubes_h5(a["out"], a["n"], a.get("seed", 1), per_plate=a.get("per_plate", False), threads=a.get("threads", 1), progress=False)
+        n = simulate_cubes_h5(
+            a["out"], a["n"], a.get("seed", 1), per_plate=a.get("per_plate", False), threads=a.get("threads", 1), progress=False
+        )
         return {"n": n}
     if name == "assemble":
         from .assemble import assemble
@@ -201,16 +207,41 @@ def _stage(name: str, a: dict) -> dict:
     if name == "train":
         from .train import train
 
-        s = train(a["cubes"], a["out"], "ae", a.get("model", {}), {"epochs": 1, **a.get("train", {})}, verbose=0, steps_per_epoch=a["steps"])
+        s = train(
+            a["cubes"],
+            a["out"],
+            "ae",
+            a.get("model", {}),
+            {"epochs": 1, **a.get("train", {})},
+            verbose=0,
+            steps_per_epoch=a["steps"],
+        )
         return {"samples_per_second": s["samples_per_second"]}
     if name == "score":
         from .score import score_galaxies
 
-        return score_galaxies(a["cubes"], a["model"], a.get("model_cfg", {}), a["out"], batch_size=a.get("batch", 32), top_k=a.get("top_k", 20), progress=False)
+        return score_galaxies(
+            a["cubes"],
+            a["model"],
+            a.get("model_cfg", {}),
+            a["out"],
+            batch_size=a.get("batch", 32),
+            top_k=a.get("top_k", 20),
+            progress=False,
+        )
     if name == "embed":
         from .embed import embed_file
 
-        return embed_file(a["latents"], a["out"], a["variance"], pca_components=50, umap_components=3, umap_neighbors=15, umap_min_dist=0.1, seed=1)
+        return embed_file(
+            a["latents"],
+            a["out"],
+            a["variance"],
+            pca_components=50,
+            umap_components=3,
+            umap_neighbors=15,
+            umap_min_dist=0.1,
+            seed=1,
+        )
     if name == "neighbors":
         import pandas as pd
 

@@ -54,30 +54,45 @@ def run_hash(model_cfg: dict, train_cfg: dict, kind: str, cubes_h5: str | os.Pat
 
 
 def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, with_weights: bool):
-    """tf.data pipeline over a :class:`CubeSource`: model layout, scaling, batches,
-    prefetch. Only one cube per sample is ever in flight per stage."""
+    """tf.data pipeline over a :class:`CubeSource`: a dataset of batch numbers
+    mapped through ``tf.numpy_function`` that assembles each batch in numpy (model
+    layout, scaling, augmentation for the source's current epoch), prefetched two
+    batches ahead. One hand-over to TensorFlow per batch: much cheaper than a
+    Python generator yielding cubes (3.8 -> ~1 ms of CPU per cube on 2 cores)."""
     import tensorflow as tf
 
     from .models import to_model_layout
 
     shape = mcfg.input_shape
+    n = len(source)
+    n_batches = -(-n // batch_size)
 
-    def gen():
-        for f, _, m in source:
+    def load(b):
+        epoch = source.current_epoch()
+        pairs = source.order(epoch)[int(b) * batch_size : (int(b) + 1) * batch_size]
+        xs = np.empty((len(pairs), *shape), np.float32)
+        ws = np.empty((len(pairs), *shape), np.float32) if with_weights else None
+        for k, (row, copy) in enumerate(pairs):
+            f, _, m = source.sample(int(row), int(copy), epoch)
             s = scaler.galaxy_scale(f[None], m[None]) if scaler.kind == "per_galaxy" else None
-            x = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
+            xs[k] = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
             if with_weights:
-                yield {"x": x, "w": to_model_layout((m[None] == 0).astype(np.float32), mcfg)[0]}
-            else:
-                yield {"x": x}
+                ws[k] = to_model_layout((m[None] == 0).astype(np.float32), mcfg)[0]
+        return (xs, ws) if with_weights else xs
 
-    sig = {"x": tf.TensorSpec(shape, tf.float32)}
-    if with_weights:
-        sig["w"] = tf.TensorSpec(shape, tf.float32)
-    ds = tf.data.Dataset.from_generator(gen, output_signature=sig)
-    n_batches = -(-len(source) // batch_size)
-    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(n_batches))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    def to_batch(b):
+        if with_weights:
+            x, w = tf.numpy_function(load, [b], (tf.float32, tf.float32), stateful=True)
+            x.set_shape((None, *shape))
+            w.set_shape((None, *shape))
+            return {"x": x, "w": w}
+        x = tf.numpy_function(load, [b], tf.float32, stateful=True)
+        x.set_shape((None, *shape))
+        return {"x": x}
+
+    ds = tf.data.Dataset.range(n_batches).map(to_batch, num_parallel_calls=1, deterministic=True)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
+    return ds.prefetch(2)
 
 
 def _optimizer(name: str, lr: float):
