@@ -29,7 +29,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import h5py
-    import numpy as np
 
     from linecube.config import validate_config
     from linecube.formats import read_layout

@@ -4,7 +4,6 @@ reads, and wildcards match only digits (and the plate-IFU dash)."""
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
