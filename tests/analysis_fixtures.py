@@ -55,6 +55,7 @@ def write_results(res: Path, model: str, pifus: list[str], seed: int = 0) -> Non
     sc = pd.DataFrame({"plateifu": pifus, "mangaid": [f"1-{300000 + i}" for i in range(n)], "score": rng.lognormal(0, 1, n)})
     sc["rank"] = sc["score"].rank(ascending=False, method="first").astype(int)
     sc["percentile"] = 100 * sc["score"].rank(pct=True)
+    sc["mean_abs_flux"] = sc["score"] * rng.uniform(1.1, 2.0, n)
     lines = load_lines()
     sh = rng.dirichlet(np.ones(19), n)
     for k, name in enumerate(lines.names):

@@ -8,7 +8,7 @@ from analysis_fixtures import write_cubes_h5, write_results
 
 from linecube.agn import match_agn
 from linecube.neighbors import knn, neighbors_frame
-from linecube.score import line_shares
+from linecube.score import brightness_check, line_shares
 from linecube.validate import recall_at, roc_auc, validate
 
 
@@ -45,6 +45,8 @@ def test_score_is_mae_in_flux_units(tmp_path):
             xr = 0.5 * np.sinh(xr)
         ref = np.abs(flux.astype(np.float64) - xr).reshape(6, -1).mean(axis=1)
         np.testing.assert_allclose(sc.loc[pifus, "score"].to_numpy(), ref, rtol=1e-4)
+        maf = np.abs(flux.astype(np.float64)).reshape(6, -1).mean(axis=1)  # an all-zero reconstruction's MAE
+        np.testing.assert_allclose(sc.loc[pifus, "mean_abs_flux"].to_numpy(), maf, rtol=1e-9)
         shares = sc[[c for c in sc.columns if c.startswith("share_")]]
         assert shares.shape[1] == 19
         np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-9)
@@ -53,6 +55,17 @@ def test_score_is_mae_in_flux_units(tmp_path):
             assert h5["latent"].shape == (6, 8)
         with h5py.File(out / "reconstructions.h5") as h5:
             assert h5["residual"].shape == (2, 32, 32) and h5["recon"].shape == (2, 190, 32, 32)
+
+
+def test_brightness_check():
+    maf = np.array([1.0, 2.0, 3.0, 4.0])
+    # a model that reconstructs nothing scores each galaxy's mean |flux|
+    assert brightness_check(maf, maf) == pytest.approx(
+        {"median_score_over_mean_abs_flux": 1.0, "spearman_score_vs_mean_abs_flux": 1.0}
+    )
+    chk = brightness_check(np.array([0.4, 0.1, 0.3, 0.2]), maf)  # beats zeros; ranking not by brightness
+    assert chk["median_score_over_mean_abs_flux"] == pytest.approx(np.median([0.4, 0.05, 0.1, 0.05]))
+    assert chk["spearman_score_vs_mean_abs_flux"] == pytest.approx(-0.4)
 
 
 def test_pca_umap_shapes_and_determinism():
@@ -143,7 +156,9 @@ def test_validation_metrics_on_a_hand_made_case():
     assert recall_at(labels, scores, 0.10) == pytest.approx(0.5)
     assert recall_at(labels, scores, 0.30) == pytest.approx(1.0)
     pifus = [f"8000-{1901 + i}" for i in range(10)]
-    sc = pd.DataFrame({"plateifu": pifus, "score": scores, "rank": np.arange(1, 11), "agn": [False, True] * 5})
+    sc = pd.DataFrame(
+        {"plateifu": pifus, "score": scores, "rank": np.arange(1, 11), "agn": [False, True] * 5, "mean_abs_flux": scores[::-1]}
+    )
     truth = pd.DataFrame(
         {
             "plateifu": pifus,
@@ -157,4 +172,5 @@ def test_validation_metrics_on_a_hand_made_case():
     assert v["per_type"]["blueberry"]["roc_auc"] == pytest.approx(1.0)
     assert v["per_type"]["shock"]["roc_auc"] == pytest.approx(7 / 8)
     assert v["overall"]["recall_top_10pct"] == pytest.approx(0.5)
+    assert v["overall_mean_abs_flux"]["roc_auc"] == pytest.approx(1 - 15 / 16)  # brightness baseline, reversed
     assert v["agn"]["n_agn"] == 5 and v["agn"]["median_score_agn"] == pytest.approx(5.0)

@@ -53,7 +53,7 @@ def test_full_chain_outputs(tiny_run):
             assert p.exists() and p.stat().st_size > 0, p
         sc = pd.read_csv(r / m / "scores.csv")
         assert len(sc) == 14 and sorted(sc["rank"]) == list(range(1, 15))
-        assert {"wise_agn", "bat_agn", "radio_agn", "broad_agn", "agn", "score_chi"} <= set(sc.columns)
+        assert {"wise_agn", "bat_agn", "radio_agn", "broad_agn", "agn", "score_chi", "mean_abs_flux"} <= set(sc.columns)
         v = json.loads((r / m / "validation.json").read_text())
         assert v["n_galaxies"] == 14
         assert pd.read_csv(r / m / "embedding.csv").shape == (14, 1 + 4 + 3)

@@ -364,6 +364,10 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
             if v["roc_auc"] is not None:
                 f2, t2, _ = roc_curve(types[sub] == t, df["score"].to_numpy()[sub])
                 ax.plot(f2, t2, lw=1, label=f"{t} (n={v['n']}): {v['roc_auc']:.2f}")
+        base = metrics.get("overall_mean_abs_flux", {}).get("roc_auc")
+        if "mean_abs_flux" in df and base is not None:
+            fb, tb, _ = roc_curve(anom, df["mean_abs_flux"])
+            ax.plot(fb, tb, color="0.45", ls="--", lw=1.5, label=f"baseline, rank by mean |flux|: {base:.2f}")
     ax.plot([0, 1], [0, 1], color="0.7", ls=":")
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")

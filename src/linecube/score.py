@@ -144,6 +144,7 @@ def score_galaxies(
     scores = np.empty(n)
     score_usable = np.empty(n)
     score_chi = np.empty(n)
+    mean_abs_flux = np.empty(n)
     shares = np.empty((n, layout.n_lines))
     t0 = time.perf_counter()
     bar = tqdm(total=n, desc=f"score {Path(model_path).parent.name}", unit="cube", disable=not progress, file=sys.stderr)
@@ -155,6 +156,7 @@ def score_galaxies(
         latents[sl] = z
         err = np.abs(flux.astype(np.float64) - recon)
         scores[sl] = err.reshape(len(flux), -1).mean(axis=1)
+        mean_abs_flux[sl] = np.abs(flux.astype(np.float64)).reshape(len(flux), -1).mean(axis=1)
         usable = (mask == 0).reshape(len(flux), -1)
         n_use = np.maximum(usable.sum(axis=1), 1)
         score_usable[sl] = (err.reshape(len(flux), -1) * usable).sum(axis=1) / n_use
@@ -170,6 +172,7 @@ def score_galaxies(
     df["percentile"] = 100.0 * df["score"].rank(pct=True, method="average")
     df["score_usable"] = score_usable
     df["score_chi"] = score_chi
+    df["mean_abs_flux"] = mean_abs_flux
     for k, name in enumerate(lines.names):
         df[f"share_{name}"] = shares[:, k]
     agn = load_agn_flags(agn_catalog, plateifus, mangaids)
@@ -198,6 +201,7 @@ def score_galaxies(
         "seconds": dt,
         "cubes_per_second": n / dt if dt > 0 else float("nan"),
         "median_score": float(np.median(scores)),
+        **brightness_check(scores, mean_abs_flux),
     }
     log.info(
         "scored %d galaxies in %.1f s (%.1f cubes/s); median score %.4g",
@@ -206,7 +210,28 @@ def score_galaxies(
         summary["cubes_per_second"],
         summary["median_score"],
     )
+    log.info(
+        "brightness check: median score / mean|flux| = %.3f (1 = no better than an all-zero "
+        "reconstruction); Spearman rho(score, mean|flux|) = %.3f (near 1: the ranking mostly "
+        "follows how bright the galaxy is)",
+        summary["median_score_over_mean_abs_flux"],
+        summary["spearman_score_vs_mean_abs_flux"],
+    )
     return summary
+
+
+def brightness_check(scores: np.ndarray, mean_abs_flux: np.ndarray) -> dict:
+    """How much of the score is brightness: the median of score / mean|flux| (the
+    MAE of an all-zero reconstruction; < 1 means the model beats zeros) and the
+    Spearman rank correlation of score with mean|flux| (both per galaxy, flux units)."""
+    from scipy.stats import spearmanr
+
+    scores = np.asarray(scores, dtype=float)
+    maf = np.asarray(mean_abs_flux, dtype=float)
+    ok = maf > 0
+    ratio = float(np.median(scores[ok] / maf[ok])) if ok.any() else float("nan")
+    rho = float(spearmanr(scores, maf)[0]) if len(scores) > 2 and np.ptp(maf) > 0 and np.ptp(scores) > 0 else float("nan")
+    return {"median_score_over_mean_abs_flux": ratio, "spearman_score_vs_mean_abs_flux": rho}
 
 
 def write_reconstructions(cubes_h5, rec: Reconstructor, keep: list[str], plateifus: list[str], out, batch_size: int) -> None:

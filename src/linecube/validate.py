@@ -4,7 +4,10 @@ ROC AUC of the anomaly score for injected anomalies vs normal galaxies, and
 recall in the top 1 %, 5 % and 10 % of the ranking, overall and per anomaly
 type; AGN vs non-AGN score distributions (medians, AUC, two-sample KS test).
 The same detection metrics are reported for the companion scores
-``score_usable`` and ``score_chi`` (``overall_<name>``, ``per_type_<name>``).
+``score_usable`` and ``score_chi`` (``overall_<name>``, ``per_type_<name>``),
+and for ``mean_abs_flux``, the galaxy's mean |flux| (what an all-zero
+reconstruction scores): a model that does not beat this brightness baseline
+has learned nothing a ranking by brightness would not give.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
             **{f"recall_top_{int(f * 100)}pct": recall_at(is_t, s, f) for f in FRACTIONS},
             "median_rank": float(np.median(df.loc[is_t, "rank"])) if "rank" in df else None,
         }
-    for alt in ("score_usable", "score_chi"):
+    for alt in ("score_usable", "score_chi", "mean_abs_flux"):
         if alt in df:
             v = df[alt].to_numpy(float)
             out[f"overall_{alt}"] = {
