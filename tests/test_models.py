@@ -54,6 +54,19 @@ def test_shapes_both_layouts(layout, shape):
         assert np.asarray(m.encode(x)).shape == (2, 16)
 
 
+def test_encoder_layernorm_option():
+    def norms(m):
+        return [ly for ly in m.layers if isinstance(ly, keras.layers.LayerNormalization)]
+
+    assert len(norms(build_model(ModelConfig(**TINY), "ae").encoder)) == 2  # the paper's: after each ConvLSTM2D
+    m = build_model(ModelConfig.from_config({**TINY, "encoder_layernorm": False}), "ae")
+    assert norms(m.encoder) == [] and len(norms(m.decoder)) == 2
+    # without it a faint cube's latent is ~linear in its brightness
+    x = np.random.default_rng(6).random((1, *m.encoder.input_shape[1:]), dtype=np.float32) * 0.01
+    a, b = np.asarray(m.encode(x)), np.asarray(m.encode(5 * x))
+    np.testing.assert_allclose(b, 5 * a, rtol=0.1, atol=0.02 * np.abs(b).max())
+
+
 def test_layout_roundtrip():
     cubes = np.random.default_rng(1).random((3, 190, 32, 32), dtype=np.float32)
     for layout in ("lines", "wavelength"):

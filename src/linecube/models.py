@@ -10,6 +10,9 @@ image, as in Mantha et al. (2023). Two layouts of the (190, 32, 32) cube:
 
 Encoder: ConvLSTM2D(tanh, strided) + LayerNormalization blocks, the last one
 returning its final state, then Dense to the latent (VAE: mu and log-variance).
+``encoder_layernorm=False`` drops the encoder's normalisation: Keras normalises
+each spaxel's features to unit variance, which removes most of a bright spaxel's
+brightness (an option; the paper's architecture is the default).
 Decoder: Dense -> (h, w, f) map, repeated over the time steps together with a
 positional code of the step, ConvLSTM2D(tanh) + LayerNormalization + 2x
 upsampling blocks, and a final ConvLSTM2D with ELU output.
@@ -42,6 +45,7 @@ class ModelConfig:
     latent_dim: int = 128
     beta: float = 1.0
     loss_mask: bool = False
+    encoder_layernorm: bool = True
     n_lines: int = 19
     window_bins: int = 10
     crop: int = 32
@@ -64,6 +68,7 @@ class ModelConfig:
             latent_dim=int(model.get("latent_dim", 128)),
             beta=float(model.get("beta", 1.0)),
             loss_mask=bool(model.get("loss_mask", False)),
+            encoder_layernorm=bool(model.get("encoder_layernorm", True)),
             n_lines=n_lines,
             window_bins=window_bins,
             crop=crop,
@@ -198,7 +203,8 @@ def build_encoder(cfg: ModelConfig, variational: bool, name: str = "encoder") ->
         x = layers.ConvLSTM2D(
             f, cfg.kernel, strides=s, padding="same", activation="tanh", return_sequences=not last, name=f"convlstm_{i + 1}"
         )(x)
-        x = layers.LayerNormalization(name=f"layernorm_{i + 1}")(x)
+        if cfg.encoder_layernorm:
+            x = layers.LayerNormalization(name=f"layernorm_{i + 1}")(x)
     x = layers.Flatten(name="flatten")(x)
     if variational:
         mu = layers.Dense(cfg.latent_dim, name="z_mean")(x)
