@@ -306,10 +306,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     A job killed half-way leaves only a ``.tmp`` file that no rule takes as
-    input, never a truncated file under the final name.
+    input, never a truncated file under the final name; the next write of the
+    same file removes it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
@@ -322,6 +324,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an earlier, killed write of ``path`` left behind
+    (``.{name}.XXXXXXXX.tmp`` from :func:`atomic_path`); returns what was removed.
+    Safe under Snakemake, which never runs two jobs writing the same output."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
+    removed = []
+    if path.parent.is_dir():
+        for f in path.parent.iterdir():
+            if pattern.match(f.name):
+                f.unlink(missing_ok=True)
+                removed.append(f)
+    return removed
 
 
 def write_csv_atomic(df, path: str | os.PathLike, **kwargs) -> None:

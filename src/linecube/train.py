@@ -180,6 +180,8 @@ def save_model_atomic(model, path: str | os.PathLike) -> None:
     """model.save to a temporary ``.keras`` next to ``path``, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.stem}.*.tmp.keras"):  # left by a killed save
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
         model.save(tmp)
