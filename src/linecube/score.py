@@ -154,9 +154,10 @@ def score_galaxies(
             latents = np.empty((n, z.shape[1]), dtype=np.float32)
         sl = slice(start, start + len(flux))
         latents[sl] = z
-        err = np.abs(flux.astype(np.float64) - recon)
+        f64 = flux.astype(np.float64)
+        err = np.abs(f64 - recon)
         scores[sl] = err.reshape(len(flux), -1).mean(axis=1)
-        mean_abs_flux[sl] = np.abs(flux.astype(np.float64)).reshape(len(flux), -1).mean(axis=1)
+        mean_abs_flux[sl] = np.abs(f64).reshape(len(flux), -1).mean(axis=1)
         usable = (mask == 0).reshape(len(flux), -1)
         n_use = np.maximum(usable.sum(axis=1), 1)
         score_usable[sl] = (err.reshape(len(flux), -1) * usable).sum(axis=1) / n_use
