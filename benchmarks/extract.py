@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import median_time
 
 
 def make_cube(tmp: Path, ifusize: int, lines):
@@ -66,15 +67,6 @@ def limit(path, nbytes: int) -> None:
             left -= n
 
 
-def timeit(fn, repeats: int) -> float:
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -110,9 +102,9 @@ def main() -> None:
             naive(path, idx, cx, cy)
             t_ours, t_naive, t_limit = [], [], []
             for _ in range(args.repeats):  # interleaved so drifts in machine load hit all three
-                t_ours.append(timeit(lambda r=req: extract_cube(r, lines), 1))
-                t_naive.append(timeit(lambda p=path, i=idx, x=cx, y=cy: naive(p, i, x, y), 1))
-                t_limit.append(timeit(lambda p=path, b=nb: limit(p, b), 1))
+                t_ours.append(median_time(lambda r=req: extract_cube(r, lines), 1))
+                t_naive.append(median_time(lambda p=path, i=idx, x=cx, y=cy: naive(p, i, x, y), 1))
+                t_limit.append(median_time(lambda p=path, b=nb: limit(p, b), 1))
             o, n, lim = (statistics.median(t) for t in (t_ours, t_naive, t_limit))
             n_side = hdr["NAXIS1"]
             rows.append((f"{n_side}x{n_side}", path.stat().st_size / 1e6, nb / 1e6, n, lim, o, n / o, o / lim))
