@@ -35,7 +35,7 @@ def main() -> None:
     from linecube.models import ModelConfig, build_model
     from linecube.scale import simulate_cubes_h5
     from linecube.score import Reconstructor, iter_batches
-    from linecube.train import configure_tensorflow
+    from linecube.tfsetup import configure_tensorflow
 
     configure_tensorflow(0, deterministic=False)
     defaults = validate_config({"data": {}})

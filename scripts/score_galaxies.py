@@ -16,4 +16,7 @@ with rule_log(sm.log[0]):
         top_k=sm.params.top_k,
         agn_catalog=sm.input.agn or None,
         extra_plateifus=list(sm.params.extra),
+        split_csv=sm.input.split,
+        default_score=sm.params.default,
+        seed=sm.params.seed,
     )

@@ -8,7 +8,7 @@ from analysis_fixtures import write_cubes_h5, write_results
 
 from linecube.agn import match_agn
 from linecube.neighbors import knn, neighbors_frame
-from linecube.score import brightness_check, line_shares
+from linecube.score import SCORE_COLUMNS, brightness_check, line_shares
 from linecube.validate import recall_at, roc_auc, validate
 
 
@@ -44,7 +44,9 @@ def test_score_is_mae_in_flux_units(tmp_path):
         if scaling == "asinh":
             xr = 0.5 * np.sinh(xr)
         ref = np.abs(flux.astype(np.float64) - xr).reshape(6, -1).mean(axis=1)
-        np.testing.assert_allclose(sc.loc[pifus, "score"].to_numpy(), ref, rtol=1e-4)
+        np.testing.assert_allclose(sc.loc[pifus, "score_paper"].to_numpy(), ref, rtol=1e-4)  # the paper's score
+        assert set(SCORE_COLUMNS) <= set(sc.columns) and sc["explain_line"].notna().all()
+        np.testing.assert_allclose(sc["score"], sc["score_max"])  # the default ranking
         maf = np.abs(flux.astype(np.float64)).reshape(6, -1).mean(axis=1)  # an all-zero reconstruction's MAE
         np.testing.assert_allclose(sc.loc[pifus, "mean_abs_flux"].to_numpy(), maf, rtol=1e-9)
         shares = sc[[c for c in sc.columns if c.startswith("share_")]]

@@ -25,8 +25,10 @@ def render() -> str:
         f"filters {defaults['filters']}, kernel {defaults['kernel']}, strides {defaults['strides']},",
         f"latent_dim {defaults['latent_dim']}. Shapes are (batch, time, rows, cols, channels):",
         "time is wavelength (19 line windows, or 190 channels in the paper's layout).",
-        "Hidden ConvLSTM2D layers use tanh and are followed by LayerNormalization; the",
-        "output ConvLSTM2D uses ELU. The VAE's encoder ends in mu (`z_mean`) and a",
+        "Hidden ConvLSTM2D layers use tanh; the decoder's are followed by LayerNormalization,",
+        f"the encoder's too when `encoder_layernorm` is true (default {str(defaults['encoder_layernorm']).lower()};",
+        "the paper's architecture, `config/paper.yaml`, has it). The output ConvLSTM2D uses ELU.",
+        "The VAE's encoder ends in mu (`z_mean`) and a",
         "soft-clipped log-variance (`z_log_var`, 10 tanh(x/10)); downstream uses mu.",
         "",
     ]

@@ -93,6 +93,8 @@ def build_explorer(
                 t["class"] + np.where(t["is_anomaly"].astype(str).str.lower() == "true", " + " + t["anomaly_type"], ""),
             )
         )
+    from .figures import score_colour
+
     for m in models:
         df = embeddings[m].merge(scores[m], on="plateifu")
         cols = space_columns(df, "umap")
@@ -103,6 +105,9 @@ def build_explorer(
             "plateifu": list(df["plateifu"]),
             "xyz": [_round(coords[:, j], 5) for j in range(coords.shape[1])],
             "score": _round(df["score"], 5),
+            "colour": _round(score_colour(df["score"])[0], 5),
+            "colour_label": score_colour(df["score"])[1],
+            "explain": [str(v) for v in df["explain_line"]] if "explain_line" in df else [""] * len(df),
             "rank": [int(v) for v in df["rank"]],
             "agn": [",".join(f.removesuffix("_agn") for f in flags if bool(r[f])) for _, r in df.iterrows()]
             if flags
@@ -150,9 +155,9 @@ function palette(vals) { const u = [...new Set(vals)].sort(); const c = ['#bbbbb
   return vals.map(v => c[u.indexOf(v) % c.length]); }
 function draw() {
   const d = cur(), n = d.plateifu.length;
-  const text = d.plateifu.map((p, i) => `${p}<br>score ${d.score[i]} (rank ${d.rank[i]})<br>AGN: ${d.agn[i] || 'no'}` + (d.class ? `<br>${d.class[i]}` : ''));
+  const text = d.plateifu.map((p, i) => `${p}<br>score ${d.score[i]} (rank ${d.rank[i]})` + (d.explain[i] ? `<br>driven by ${d.explain[i]}` : '') + `<br>AGN: ${d.agn[i] || 'no'}` + (d.class ? `<br>${d.class[i]}` : ''));
   let marker;
-  if (col.value === 'score') marker = {size: 4, color: d.score.map(s => Math.log10(Math.max(s, 1e-12))), colorscale: 'Viridis', colorbar: {title: 'log10 score'}};
+  if (col.value === 'score') marker = {size: 4, color: d.colour, colorscale: 'Viridis', colorbar: {title: d.colour_label}};
   else if (col.value === 'agn') marker = {size: 4, color: palette(d.agn.map(a => a ? a : 'not AGN'))};
   else marker = {size: 4, color: palette(d.class)};
   const tr = {type: 'scatter3d', mode: 'markers', x: d.xyz[0], y: d.xyz[1], z: d.xyz[2] || d.xyz[0].map(() => 0), text: text, hoverinfo: 'text', marker: marker};
@@ -162,7 +167,7 @@ function draw() {
 }
 function show(i) {
   const d = cur(), p = d.plateifu[i], P = DATA.panels[p];
-  let h = `<h3>${p}</h3><p>score <b>${d.score[i]}</b> (rank ${d.rank[i]} of ${d.plateifu.length}) &middot; AGN: ${d.agn[i] || 'no'}` + (d.class ? ` &middot; ${d.class[i]}` : '') + `</p>`;
+  let h = `<h3>${p}</h3><p>score <b>${d.score[i]}</b> (rank ${d.rank[i]} of ${d.plateifu.length})` + (d.explain[i] ? ` &middot; driven by <b>${d.explain[i]}</b>` : '') + ` &middot; AGN: ${d.agn[i] || 'no'}` + (d.class ? ` &middot; ${d.class[i]}` : '') + `</p>`;
   h += `<div id="pha" style="height:260px"></div><div id="pspec" style="height:220px"></div><div id="pshare" style="height:300px"></div>`;
   h += `<h4>Nearest neighbours (UMAP, ${sel.value.toUpperCase()})</h4><table id="nbtable"><tr><th>#</th><th>plate-IFU</th><th>score</th><th>rank</th><th>AGN</th></tr>`;
   d.neighbors[i].forEach((j, r) => { h += `<tr><td>${r + 1}</td><td><a onclick="show(${j})">${d.plateifu[j]}</a></td><td>${d.score[j]}</td><td>${d.rank[j]}</td><td>${d.agn[j] || ''}</td></tr>`; });

@@ -30,6 +30,28 @@ from .formats import BUNIT, atomic_path  # noqa: E402
 
 FLUX_LABEL = r"$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ $\AA^{-1}$ spaxel$^{-1}$"
 SCORE_LABEL = "anomaly score (MAE, " + r"$10^{-17}$ erg/s/cm$^2$/$\AA$/spaxel)"
+
+
+def score_is_log(values) -> bool:
+    """Whether a score is drawn on a log axis: positive and spanning > 20x (the
+    paper's MAE in flux units); rank-like scores (the default) are drawn linearly."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return bool(len(v)) and bool((v > 0).all()) and float(v.max() / v.min()) > 20.0
+
+
+def score_colour(values) -> tuple[np.ndarray, str]:
+    """(values to colour by, colour-bar label): log10 for a log score, else as is."""
+    v = np.asarray(values, dtype=float)
+    if score_is_log(v):
+        return np.log10(np.maximum(v, 1e-12)), "log10 anomaly score"
+    return v, "anomaly score"
+
+
+def score_label(values) -> str:
+    return SCORE_LABEL if score_is_log(values) else "anomaly score (default ranking; see scores.csv)"
+
+
 METHOD_STYLE = {
     "wise_agn": ("tab:red", "^"),
     "bat_agn": ("tab:purple", "s"),
@@ -74,7 +96,8 @@ def plot_umap_scores(embeddings: dict, scores: dict, out_base, formats=("png", "
         df = _merge(embeddings[m], scores[m])
         three = len(_umap_cols(df)) == 3
         ax = fig.add_subplot(1, len(models), i + 1, projection="3d" if three else None)
-        logs = np.log10(np.maximum(df["score"], 1e-12))
+        cv, clabel = score_colour(df["score"])
+        logs = pd.Series(cv, index=df.index)
         order = np.argsort(logs.to_numpy())
         sc = (
             _scatter3d(ax, df.iloc[order], logs.iloc[order], cmap="viridis", s=14, alpha=0.9, depthshade=False)
@@ -87,16 +110,16 @@ def plot_umap_scores(embeddings: dict, scores: dict, out_base, formats=("png", "
         if three:
             ax.set_zlabel("UMAP 3")
         cb = fig.colorbar(sc, ax=ax, shrink=0.6, pad=0.1)
-        cb.set_label("log10 anomaly score")
+        cb.set_label(clabel)
         ins = fig.add_axes([0.06 + i / len(models), 0.72, 0.12, 0.14])
         s = df["score"].to_numpy()
-        ins.hist(np.log10(np.maximum(s, 1e-12)), bins=25, color="0.4")
+        ins.hist(cv, bins=25, color="0.4")
         for q, ls in ((50, "-"), (90, "--")):
-            ins.axvline(np.log10(np.percentile(s, q)), color="tab:red", ls=ls, lw=1)
-        ins.set_xlabel("log10 score", fontsize=7)
+            ins.axvline(np.percentile(cv, q), color="tab:red", ls=ls, lw=1)
+        ins.set_xlabel(clabel.replace("anomaly ", ""), fontsize=7)
         ins.tick_params(labelsize=6)
         ins.set_title(f"median {np.median(s):.3g}, p90 {np.percentile(s, 90):.3g}", fontsize=7)
-    fig.suptitle(f"UMAP of the latent space, coloured by anomaly score ({BUNIT})", fontsize=10)
+    fig.suptitle("UMAP of the latent space, coloured by anomaly score", fontsize=10)
     return save_figure(fig, out_base, formats)
 
 
@@ -305,7 +328,8 @@ def plot_score_distributions(scores: dict, out_base, formats=("png", "pdf")):
     """Score distributions of the models (log-spaced bins), medians and 90th percentiles."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     allv = np.concatenate([s["score"].to_numpy() for s in scores.values()])
-    bins = np.logspace(np.log10(max(allv.min(), 1e-6)), np.log10(allv.max()), 40)
+    log_axis = score_is_log(allv)
+    bins = np.logspace(np.log10(max(allv.min(), 1e-6)), np.log10(allv.max()), 40) if log_axis else 40
     for (m, s), col in zip(scores.items(), ("tab:blue", "tab:orange", "tab:green")):
         v = s["score"].to_numpy()
         ax.hist(
@@ -318,9 +342,10 @@ def plot_score_distributions(scores: dict, out_base, formats=("png", "pdf")):
         )
         ax.axvline(np.median(v), color=col, ls="-", lw=0.8)
         ax.axvline(np.percentile(v, 90), color=col, ls="--", lw=0.8)
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel(SCORE_LABEL)
+    if log_axis:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(score_label(allv))
     ax.set_ylabel("galaxies")
     ax.legend(fontsize=8)
     ax.set_title("Anomaly score distributions (solid: median, dashed: 90th percentile)", fontsize=9)
@@ -358,7 +383,13 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
     ax = axes[0]
     if anom.any() and (~anom).any():
         fpr, tpr, _ = roc_curve(anom, df["score"])
-        ax.plot(fpr, tpr, "k-", lw=2, label=f"all anomalies: AUC {metrics['overall']['roc_auc']:.2f}")
+        ax.plot(
+            fpr,
+            tpr,
+            "k-",
+            lw=2,
+            label=f"{metrics.get('score') or 'score'}, all anomalies: AUC {metrics['overall']['roc_auc']:.2f}",
+        )
         for t, v in metrics["per_type"].items():
             sub = (types == t) | ~anom
             if v["roc_auc"] is not None:
@@ -368,6 +399,14 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
         if "mean_abs_flux" in df and base is not None:
             fb, tb, _ = roc_curve(anom, df["mean_abs_flux"])
             ax.plot(fb, tb, color="0.45", ls="--", lw=1.5, label=f"baseline, rank by mean |flux|: {base:.2f}")
+        for alt, colr, what in (
+            ("score_paper", "tab:brown", "the paper's MAE"),
+            ("score_features", "tab:gray", "feature baseline"),
+        ):
+            a_auc = metrics.get(f"overall_{alt}", {}).get("roc_auc")
+            if alt in df and a_auc is not None and metrics.get("score") != alt:
+                fa, ta, _ = roc_curve(anom, df[alt])
+                ax.plot(fa, ta, color=colr, ls="-.", lw=1.2, label=f"{what} ({alt}): {a_auc:.2f}")
     ax.plot([0, 1], [0, 1], color="0.7", ls=":")
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")
@@ -381,8 +420,9 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
         ax.scatter(np.full(len(d), j) + np.random.default_rng(j).uniform(-0.15, 0.15, len(d)), d, s=8, color="k", alpha=0.6)
     ax.set_xticks(np.arange(1, len(cats) + 1))
     ax.set_xticklabels(cats, rotation=30, fontsize=7)
-    ax.set_yscale("log")
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if score_is_log(df["score"]):
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylabel("anomaly score")
     r = metrics["overall"]
     ax.set_title(
@@ -392,11 +432,13 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
     ax = axes[2]
     if "agn" in df:
         a = df["agn"].astype(bool).to_numpy()
-        bins = np.logspace(np.log10(df["score"].min()), np.log10(df["score"].max()), 25)
+        log_axis = score_is_log(df["score"])
+        bins = np.logspace(np.log10(df["score"].min()), np.log10(df["score"].max()), 25) if log_axis else 25
         ax.hist(df["score"][~a], bins=bins, density=True, histtype="stepfilled", alpha=0.5, label=f"non-AGN ({(~a).sum()})")
         ax.hist(df["score"][a], bins=bins, density=True, histtype="step", lw=2, label=f"AGN ({a.sum()})")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if log_axis:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ag = metrics.get("agn", {})
         ax.set_title(f"AGN vs non-AGN: AUC {_fmt(ag.get('roc_auc_agn_vs_non'))}, KS p={_fmt(ag.get('ks_pvalue'))}", fontsize=9)
         ax.legend(fontsize=8)

@@ -46,6 +46,7 @@ class ModelConfig:
     beta: float = 1.0
     loss_mask: bool = False
     encoder_layernorm: bool = True
+    kl_free_bits: float = 0.0
     n_lines: int = 19
     window_bins: int = 10
     crop: int = 32
@@ -69,6 +70,7 @@ class ModelConfig:
             beta=float(model.get("beta", 1.0)),
             loss_mask=bool(model.get("loss_mask", False)),
             encoder_layernorm=bool(model.get("encoder_layernorm", True)),
+            kl_free_bits=float(model.get("kl_free_bits", 0.0)),
             n_lines=n_lines,
             window_bins=window_bins,
             crop=crop,
@@ -264,11 +266,19 @@ def eq1_loss(x, xr, weights=None):
     return ops.mean(ops.sum(per_spaxel, axis=(1, 2)) + ops.sum(per_channel, axis=(1, 2)))
 
 
-def kl_divergence(mu, logvar):
-    """KL(N(mu, exp(logvar)) || N(0, 1)) summed over latent dimensions, batch mean."""
+def kl_divergence(mu, logvar, free_bits: float = 0.0):
+    """KL(N(mu, exp(logvar)) || N(0, 1)) summed over latent dimensions, batch mean.
+
+    ``free_bits`` > 0 (nats per latent dimension): each dimension's batch-mean KL
+    counts at least that much, so the encoder is not pushed all the way to the
+    prior (Kingma et al. 2016, "Improved variational inference with inverse
+    autoregressive flow", the "free bits" of their Sec. C.8)."""
     mu = ops.cast(mu, "float32")
     logvar = ops.cast(logvar, "float32")
-    return ops.mean(-0.5 * ops.sum(1.0 + logvar - ops.square(mu) - ops.exp(logvar), axis=1))
+    per_dim = -0.5 * (1.0 + logvar - ops.square(mu) - ops.exp(logvar))
+    if free_bits > 0:
+        return ops.sum(ops.maximum(ops.mean(per_dim, axis=0), free_bits))
+    return ops.mean(ops.sum(per_dim, axis=1))
 
 
 # --------------------------------------------------------------------------
@@ -287,13 +297,24 @@ class CubeAutoencoder(keras.Model):
     """
 
     def __init__(
-        self, encoder, decoder, variational: bool = False, beta: float = 1.0, loss_mask: bool = False, seed: int = 0, **kwargs
+        self,
+        encoder,
+        decoder,
+        variational: bool = False,
+        beta: float = 1.0,
+        loss_mask: bool = False,
+        seed: int = 0,
+        kl_free_bits: float = 0.0,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.variational = bool(variational)
         self.beta = float(beta)
+        self.kl_free_bits = float(kl_free_bits)
+        #: multiplies beta; a KL warm-up callback raises it from 0 to 1 (VAE only)
+        self.kl_scale = keras.Variable(1.0, trainable=False, name="kl_scale", dtype="float32")
         self.loss_mask = bool(loss_mask)
         self.seed = int(seed)
         self.sampling = Sampling(seed, name="sampling") if variational else None
@@ -334,7 +355,8 @@ class CubeAutoencoder(keras.Model):
             xr = self.decoder(z, training=training)
             rec = eq1_loss(x, xr, w)
             kl = kl_divergence(mu, logvar)
-            return rec + self.beta * kl, rec, kl
+            kl_obj = kl_divergence(mu, logvar, self.kl_free_bits) if self.kl_free_bits > 0 else kl
+            return rec + self.beta * self.kl_scale * kl_obj, rec, kl
         xr = self.decoder(self.encoder(x, training=training), training=training)
         rec = eq1_loss(x, xr, w)
         return rec, rec, None
@@ -372,6 +394,7 @@ class CubeAutoencoder(keras.Model):
             "beta": self.beta,
             "loss_mask": self.loss_mask,
             "seed": self.seed,
+            "kl_free_bits": self.kl_free_bits,
         }
 
     @classmethod
@@ -389,7 +412,16 @@ def build_model(cfg: ModelConfig, kind: str, seed: int = 0) -> CubeAutoencoder:
     variational = kind == "vae"
     enc = build_encoder(cfg, variational)
     dec = build_decoder(cfg)
-    model = CubeAutoencoder(enc, dec, variational=variational, beta=cfg.beta, loss_mask=cfg.loss_mask, seed=seed, name=kind)
+    model = CubeAutoencoder(
+        enc,
+        dec,
+        variational=variational,
+        beta=cfg.beta,
+        loss_mask=cfg.loss_mask,
+        seed=seed,
+        kl_free_bits=cfg.kl_free_bits,
+        name=kind,
+    )
     model(np.zeros((1, *cfg.input_shape), dtype="float32"))
     return model
 

@@ -110,16 +110,24 @@ def simulate_cubes_h5(
     lines_path=None,
     compression: str | None = "none",
     progress: bool = True,
+    style: str = "default",
+    galaxies: list | None = None,
 ) -> int:
     """Write ``n_galaxies`` emission-line cubes to ``out`` (a cubes.h5) or, with
-    ``per_plate``, to ``out/{plate}.h5`` files; plus truth.csv and agn.csv next to it."""
+    ``per_plate``, to ``out/{plate}.h5`` files; plus truth.csv and agn.csv next to it.
+
+    ``galaxies`` (a list of :class:`linecube.simulate.GalaxyParams`, unique
+    plate-IFUs) replaces the planned survey (``n_galaxies``, ``seed``,
+    ``anomaly_fraction`` and ``style`` are then unused)."""
     import h5py
     import pandas as pd
     from tqdm.auto import tqdm
 
     lines = load_lines(lines_path)
     layout = CubeLayout(len(lines))
-    gals = sorted(plan_survey(n_galaxies, seed, anomaly_fraction), key=lambda g: g.plateifu)
+    if galaxies is None:
+        galaxies = plan_survey(n_galaxies, seed, anomaly_fraction, style)
+    gals = sorted(galaxies, key=lambda g: g.plateifu)
     out = Path(out)
     meta_dir = out if per_plate else out.parent
     meta_dir.mkdir(parents=True, exist_ok=True)

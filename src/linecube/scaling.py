@@ -6,6 +6,10 @@
   do not dominate the loss.
 * ``per_galaxy``: y = flux / s, s = the 99th percentile of |flux| over the
   galaxy's usable voxels (floor 1e-3): every galaxy on one scale.
+* ``halpha``: y = flux / s, s = 1/1000 of the galaxy's total Halpha window flux
+  over usable voxels (:func:`linecube.anomaly.halpha_scale`): one galaxy-level
+  scale, never per line, so line ratios, shapes and kinematics are kept while
+  brightness is divided out (spender's normalisation, Melchior et al. 2023).
 
 Arrays are (..., wavelength, y, x) numpy; ``inverse`` maps reconstructions back.
 """
@@ -16,21 +20,50 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("none", "asinh", "per_galaxy")
+KINDS = ("none", "asinh", "per_galaxy", "halpha")
+PER_GALAXY = ("per_galaxy", "halpha")
 
 
 @dataclass(frozen=True)
 class FluxScaler:
     kind: str = "none"
     softening: float = 1.0
+    ref_line: int = 15  #: index of Halpha in the line list (``halpha``)
+    window_bins: int = 10
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"flux_scaling must be one of {KINDS}, got {self.kind!r}")
 
+    @classmethod
+    def from_config(cls, model_cfg: dict, line_names=None, window_bins: int = 10) -> FluxScaler:
+        """The scaler of a validated ``model:`` config; ``line_names`` locate Halpha."""
+        names = list(line_names) if line_names is not None else []
+        kind = model_cfg["flux_scaling"] if "flux_scaling" in model_cfg else "none"
+        if kind == "halpha" and "Halpha" not in names:
+            raise ValueError("flux_scaling: halpha needs Halpha in the line list")
+        return cls(
+            kind,
+            float(model_cfg.get("asinh_softening", 1.0)),
+            names.index("Halpha") if "Halpha" in names else 15,
+            int(window_bins),
+        )
+
+    @property
+    def per_galaxy(self) -> bool:
+        """True when the scale depends on the galaxy (needs its mask)."""
+        return self.kind in PER_GALAXY
+
     def galaxy_scale(self, flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Per-galaxy scale s (shape flux.shape[:-3]); 1 unless kind is per_galaxy."""
+        """Per-galaxy scale s (shape flux.shape[:-3]); 1 unless kind is per-galaxy."""
         lead = flux.shape[:-3]
+        if self.kind == "halpha":
+            from .anomaly import NORM_PER, halpha_scale
+
+            f = flux.reshape(-1, *flux.shape[-3:])
+            m = mask.reshape(-1, *mask.shape[-3:])
+            s = halpha_scale(f, None, m, self.ref_line, self.window_bins) / NORM_PER
+            return s.astype(np.float32).reshape(lead)
         if self.kind != "per_galaxy":
             return np.ones(lead, dtype=np.float32)
         f = np.abs(flux).reshape(*lead, -1)

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +52,14 @@ def mae_scores(flux: np.ndarray, recon: np.ndarray) -> np.ndarray:
 class Reconstructor:
     """Batched encoder/decoder pass of a trained model in flux units."""
 
-    def __init__(self, model_path: str | os.PathLike, model_cfg: dict, layout):
+    def __init__(self, model_path: str | os.PathLike, model_cfg: dict, layout, line_names=None):
         import tensorflow as tf
 
         from .models import ModelConfig, load_model
 
         self.model = load_model(model_path)
         self.mcfg = ModelConfig.from_config(model_cfg, layout.n_lines, layout.window_bins, layout.crop)
-        self.scaler = FluxScaler(model_cfg.get("flux_scaling", "none"), float(model_cfg.get("asinh_softening", 1.0)))
+        self.scaler = FluxScaler.from_config(model_cfg, line_names, layout.window_bins)
         m = self.model
 
         @tf.function(reduce_retracing=True)
@@ -113,6 +114,177 @@ def load_agn_flags(cat_path, plateifus, mangaids):
     return match_agn(cat_path, plateifus, mangaids) if cat_path else None
 
 
+@dataclass
+class RawStats:
+    """Per-galaxy quantities from one pass over the cubes (rows in file order).
+
+    latents (N, d); paper (N,) the paper's MAE score; usable, chi (N,) its two
+    companions; mean_abs_flux (N,); shares (N, L) of the absolute error per line;
+    halpha (N,) the galaxy flux scale; line_resid (N, L) the localised residual
+    per line (:func:`linecube.anomaly.line_residual_stats`); features (N, F) the
+    baseline's (:func:`linecube.anomaly.galaxy_features`)."""
+
+    latents: np.ndarray
+    paper: np.ndarray
+    usable: np.ndarray
+    chi: np.ndarray
+    mean_abs_flux: np.ndarray
+    shares: np.ndarray
+    halpha: np.ndarray
+    line_resid: np.ndarray
+    features: np.ndarray
+
+
+def collect_stats(
+    cubes_h5: str | os.PathLike,
+    rec,
+    line_names: list[str],
+    window_bins: int,
+    *,
+    batch_size: int = 32,
+    residual_q: float = 95.0,
+    residual_noise_k: float = 2.0,
+    progress: bool = True,
+    desc: str = "score",
+) -> RawStats:
+    """One pass over cubes.h5: reconstruct each batch with ``rec`` (a callable
+    (flux, mask) -> (latent, reconstruction in flux units)) and keep only the
+    per-galaxy quantities of :class:`RawStats`."""
+    from tqdm.auto import tqdm
+
+    from .anomaly import galaxy_features, halpha_scale, line_residual_stats
+
+    n_lines = len(line_names)
+    ha = list(line_names).index("Halpha")
+    parts: dict[str, list] = {k: [] for k in RawStats.__dataclass_fields__}
+    total = None
+    with __import__("h5py").File(cubes_h5, "r") as h5:
+        total = h5["flux"].shape[0]
+    bar = tqdm(total=total, desc=desc, unit="cube", disable=not progress, file=sys.stderr)
+    for _start, flux, ivar, mask in iter_batches(cubes_h5, batch_size):
+        z, recon = rec(flux, mask)
+        nb = len(flux)
+        f64 = flux.astype(np.float64)
+        err = np.abs(f64 - recon)
+        usable = (mask == 0).reshape(nb, -1)
+        n_use = np.maximum(usable.sum(axis=1), 1)
+        scale = halpha_scale(flux, ivar, mask, ha, window_bins)
+        stats, _ = line_residual_stats(
+            flux, recon, ivar, mask, scale, n_lines, window_bins, q=residual_q, noise_k=residual_noise_k
+        )
+        parts["latents"].append(np.asarray(z, np.float32))
+        parts["paper"].append(err.reshape(nb, -1).mean(axis=1))
+        parts["usable"].append((err.reshape(nb, -1) * usable).sum(axis=1) / n_use)
+        chi = err * np.sqrt(np.maximum(ivar, 0))
+        parts["chi"].append((chi.reshape(nb, -1) * usable).sum(axis=1) / n_use)
+        parts["mean_abs_flux"].append(np.abs(f64).reshape(nb, -1).mean(axis=1))
+        parts["shares"].append(line_shares(err, n_lines, window_bins))
+        parts["halpha"].append(scale)
+        parts["line_resid"].append(stats)
+        parts["features"].append(galaxy_features(flux, mask, line_names, window_bins))
+        bar.update(nb)
+    bar.close()
+    return RawStats(**{k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()})
+
+
+#: every score computed for every galaxy (scores.csv columns), and what each is
+SCORE_COLUMNS: dict[str, str] = {
+    "score_paper": "the paper's: MAE of the reconstruction over all voxels (flux units)",
+    "score_residual": "max over lines of the robust z of the localised, noise-aware, Halpha-normalised residual",
+    "score_latent": "mean distance to the 10 nearest training galaxies in whitened PCA of the latents",
+    "score_latent_if": "IsolationForest on whitened PCA of the latents",
+    "score_features": "non-deep baseline: IsolationForest on line ratios, widths, offsets",
+    "score_combined": "mean Gaussianised rank of score_residual, score_latent and score_features",
+    "score_deep": "mean Gaussianised rank of score_residual and score_latent (model-based only)",
+    "score_max": "largest Gaussianised rank of score_residual, score_latent and score_features",
+}
+#: the scores a ``score.default`` may name
+DEFAULT_CHOICES: tuple[str, ...] = tuple(SCORE_COLUMNS)
+
+
+def derive_scores(raw: RawStats, ref_rows: np.ndarray, line_names: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+    """Every score of :data:`SCORE_COLUMNS` (plus ``explain_line``) from raw stats,
+    each fitted on the reference (training) galaxies ``ref_rows`` only."""
+    from .anomaly import FeatureScorer, LatentDensity, combine_by_rank, residual_score
+
+    ref_rows = np.asarray(ref_rows, dtype=int)
+    is_ref = np.zeros(len(raw.paper), bool)
+    is_ref[ref_rows] = True
+    resid, explain = residual_score(raw.line_resid, ref_rows, line_names)
+    dens = LatentDensity(seed=seed).fit(raw.latents[ref_rows])
+    out = {
+        "score_paper": raw.paper,
+        "score_residual": resid,
+        "score_latent": dens.knn(raw.latents, is_ref),
+        "score_latent_if": dens.iforest(raw.latents),
+        "score_features": FeatureScorer(seed).fit(raw.features[ref_rows])(raw.features),
+    }
+    out["score_combined"] = combine_by_rank({k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows)
+    out["score_deep"] = combine_by_rank({k: out[k] for k in ("score_residual", "score_latent")}, ref_rows)
+    out["score_max"] = combine_by_rank(
+        {k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows, how="max"
+    )
+    out["explain_line"] = np.array(explain, dtype=object)
+    return out
+
+
+def eq1_numpy(x: np.ndarray, xr: np.ndarray) -> np.ndarray:
+    """The paper's Eq. 1 per galaxy (N,) for (N, wavelength, y, x) arrays: per spaxel
+    the MAE along wavelength summed over spaxels, plus per channel the MAE over
+    the image summed over channels (numpy twin of :func:`linecube.models.eq1_loss`)."""
+    d = np.abs(x.astype(np.float64) - xr)
+    return d.mean(axis=1).sum(axis=(1, 2)) + d.mean(axis=(2, 3)).sum(axis=1)
+
+
+def median_cubes(cubes_h5: str | os.PathLike, rows, scaler, max_n: int = 200, seed: int = 0):
+    """Per-voxel median cube over (at most ``max_n``, seeded) of ``rows``: in flux
+    units and in the model's units (each cube scaled by the model's scaler)."""
+    from .data import read_rows
+
+    rows = np.asarray(rows, dtype=int)
+    if len(rows) > max_n:
+        rows = np.sort(np.random.default_rng([seed, 11]).choice(rows, max_n, replace=False))
+    flux, _iv, mask = read_rows(cubes_h5, rows)
+    sc = scaler.galaxy_scale(flux, mask)
+    return np.median(flux, axis=0).astype(np.float32), np.median(scaler.forward(flux, sc), axis=0).astype(np.float32)
+
+
+def loss_ratio(cubes_h5: str | os.PathLike, rec, rows, med_model: np.ndarray, batch_size: int = 32) -> float:
+    """The model's mean Eq. 1 over that of the median cube, on ``rows`` (held-out
+    galaxies), both in the units the model is trained in. Near 1: the model has
+    learned no more than a mean galaxy."""
+    from .data import read_rows
+
+    rows = np.asarray(rows, dtype=int)
+    lm, lc = [], []
+    for s0 in range(0, len(rows), batch_size):
+        flux, _iv, mask = read_rows(cubes_h5, rows[s0 : s0 + batch_size])
+        _, recon = rec(flux, mask)
+        sc = rec.scaler.galaxy_scale(flux, mask)
+        x = rec.scaler.forward(flux, sc)
+        lm.append(eq1_numpy(x, rec.scaler.forward(recon, sc)))
+        lc.append(eq1_numpy(x, np.broadcast_to(med_model, x.shape)))
+    if not lm:
+        return float("nan")
+    return float(np.mean(np.concatenate(lm)) / max(np.mean(np.concatenate(lc)), 1e-30))
+
+
+def reference_rows(plateifus: list[str], split_csv: str | os.PathLike | None) -> np.ndarray:
+    """Rows of the training galaxies (split.csv ``split == train``), the reference
+    every score is fitted on; all rows when there is no split file."""
+    import pandas as pd
+
+    if not split_csv:
+        return np.arange(len(plateifus))
+    sp = pd.read_csv(split_csv, dtype={"plateifu": str})
+    train = set(sp.loc[sp["split"] == "train", "plateifu"])
+    rows = np.array([i for i, p in enumerate(plateifus) if p in train], dtype=int)
+    if len(rows) < 5:
+        log.warning("%s: only %d training galaxies in the scored file; fitting scores on all galaxies", split_csv, len(rows))
+        return np.arange(len(plateifus))
+    return rows
+
+
 def score_galaxies(
     cubes_h5: str | os.PathLike,
     model_path: str | os.PathLike,
@@ -124,14 +296,22 @@ def score_galaxies(
     agn_catalog: str | os.PathLike | None = None,
     extra_plateifus: list[str] | None = None,
     progress: bool = True,
+    split_csv: str | os.PathLike | None = None,
+    default_score: str = "score_max",
+    seed: int = 0,
 ) -> dict:
-    """Score every galaxy; write scores.csv, latents.h5 and reconstructions.h5."""
+    """Score every galaxy; write scores.csv, latents.h5 and reconstructions.h5.
+
+    ``score`` (and ``rank``, ``percentile``) is ``default_score``; every score of
+    :data:`SCORE_COLUMNS` is a column too, fitted on the training galaxies of
+    ``split_csv``."""
     import h5py
     import pandas as pd
-    from tqdm.auto import tqdm
 
-    from .train import configure_tensorflow
+    from .tfsetup import configure_tensorflow
 
+    if default_score not in DEFAULT_CHOICES:
+        raise ValueError(f"score.default must be one of {DEFAULT_CHOICES}, got {default_score!r}")
     configure_tensorflow(0)
     out_dir = Path(out_dir)
     with h5py.File(cubes_h5, "r") as h5:
@@ -139,43 +319,34 @@ def score_galaxies(
         plateifus = read_strings(h5["plateifu"])
         mangaids = read_strings(h5["mangaid"])
     n = len(plateifus)
-    rec = Reconstructor(model_path, model_cfg, layout)
-    latents = None
-    scores = np.empty(n)
-    score_usable = np.empty(n)
-    score_chi = np.empty(n)
-    mean_abs_flux = np.empty(n)
-    shares = np.empty((n, layout.n_lines))
+    rec = Reconstructor(model_path, model_cfg, layout, lines.names)
     t0 = time.perf_counter()
-    bar = tqdm(total=n, desc=f"score {Path(model_path).parent.name}", unit="cube", disable=not progress, file=sys.stderr)
-    for start, flux, ivar, mask in iter_batches(cubes_h5, batch_size):
-        z, recon = rec(flux, mask)
-        if latents is None:
-            latents = np.empty((n, z.shape[1]), dtype=np.float32)
-        sl = slice(start, start + len(flux))
-        latents[sl] = z
-        f64 = flux.astype(np.float64)
-        err = np.abs(f64 - recon)
-        scores[sl] = err.reshape(len(flux), -1).mean(axis=1)
-        mean_abs_flux[sl] = np.abs(f64).reshape(len(flux), -1).mean(axis=1)
-        usable = (mask == 0).reshape(len(flux), -1)
-        n_use = np.maximum(usable.sum(axis=1), 1)
-        score_usable[sl] = (err.reshape(len(flux), -1) * usable).sum(axis=1) / n_use
-        chi = err * np.sqrt(np.maximum(ivar, 0))
-        score_chi[sl] = (chi.reshape(len(flux), -1) * usable).sum(axis=1) / n_use
-        shares[sl] = line_shares(err, layout.n_lines, layout.window_bins)
-        bar.update(len(flux))
-    bar.close()
+    raw = collect_stats(
+        cubes_h5, rec, list(lines.names), layout.window_bins, batch_size=batch_size, progress=progress,
+        desc=f"score {Path(model_path).parent.name}",
+    )  # fmt: skip
     dt = time.perf_counter() - t0
+    ref = reference_rows(plateifus, split_csv)
+    sc = derive_scores(raw, ref, list(lines.names), seed)
+    test_rows = np.setdiff1d(np.arange(n), ref)[:200]
+    ratio = float("nan")
+    if len(test_rows):
+        _, med_model = median_cubes(cubes_h5, ref, rec.scaler, seed=seed)
+        ratio = loss_ratio(cubes_h5, rec, test_rows, med_model, batch_size)
 
-    df = pd.DataFrame({"plateifu": plateifus, "mangaid": mangaids, "score": scores})
+    df = pd.DataFrame({"plateifu": plateifus, "mangaid": mangaids, "score": sc[default_score]})
     df["rank"] = df["score"].rank(ascending=False, method="first").astype(int)
     df["percentile"] = 100.0 * df["score"].rank(pct=True, method="average")
-    df["score_usable"] = score_usable
-    df["score_chi"] = score_chi
-    df["mean_abs_flux"] = mean_abs_flux
+    df["explain_line"] = sc["explain_line"]
+    for k in SCORE_COLUMNS:
+        df[k] = sc[k]
+    df["score_usable"] = raw.usable
+    df["score_chi"] = raw.chi
+    df["mean_abs_flux"] = raw.mean_abs_flux
+    df["halpha_flux"] = raw.halpha
+    df["reference"] = np.isin(np.arange(n), ref)
     for k, name in enumerate(lines.names):
-        df[f"share_{name}"] = shares[:, k]
+        df[f"share_{name}"] = raw.shares[:, k]
     agn = load_agn_flags(agn_catalog, plateifus, mangaids)
     if agn is not None:
         for c in agn.columns:
@@ -185,7 +356,7 @@ def score_galaxies(
 
     with atomic_path(out_dir / "latents.h5") as tmp:
         with h5py.File(tmp, "w") as h5:
-            h5.create_dataset("latent", data=latents)
+            h5.create_dataset("latent", data=raw.latents)
             h5.create_dataset("plateifu", data=np.array(plateifus, dtype=object), dtype=h5py.string_dtype("utf-8"))
             h5.attrs["model"] = str(model_path)
             h5.attrs["description"] = "latent vector of each galaxy (AE: z; VAE: mu), rows in cubes.h5 order"
@@ -201,23 +372,38 @@ def score_galaxies(
         "n": n,
         "seconds": dt,
         "cubes_per_second": n / dt if dt > 0 else float("nan"),
-        "median_score": float(np.median(scores)),
-        **brightness_check(scores, mean_abs_flux),
+        "default_score": default_score,
+        "median_score": float(np.median(df["score"])) if n else float("nan"),
+        **brightness_check(raw.paper, raw.mean_abs_flux),
+        "spearman_default_vs_mean_abs_flux": brightness_check(sc[default_score], raw.mean_abs_flux)[
+            "spearman_score_vs_mean_abs_flux"
+        ],
     }
     log.info(
-        "scored %d galaxies in %.1f s (%.1f cubes/s); median score %.4g",
+        "scored %d galaxies in %.1f s (%.1f cubes/s); ranking by %s, fitted on %d training galaxies",
         n,
         dt,
         summary["cubes_per_second"],
-        summary["median_score"],
+        default_score,
+        len(ref),
     )
     log.info(
-        "brightness check: median score / mean|flux| = %.3f (1 = no better than an all-zero "
-        "reconstruction); Spearman rho(score, mean|flux|) = %.3f (near 1: the ranking mostly "
-        "follows how bright the galaxy is)",
+        "brightness check: paper score: median score / mean|flux| = %.3f (1 = no better than an all-zero "
+        "reconstruction), Spearman rho(score_paper, mean|flux|) = %.3f; default score: rho = %.3f "
+        "(near +-1: the ranking mostly follows how bright the galaxy is)",
         summary["median_score_over_mean_abs_flux"],
         summary["spearman_score_vs_mean_abs_flux"],
+        summary["spearman_default_vs_mean_abs_flux"],
     )
+    summary["test_loss_ratio"] = ratio
+    if np.isfinite(ratio):
+        log.info("test Eq. 1 loss / training median cube's: %.3f (%d held-out galaxies)", ratio, len(test_rows))
+        if ratio > 0.7:
+            log.warning(
+                "the model has not learned beyond a mean galaxy: its test loss is %.2fx that of the "
+                "training set's median cube (above 0.7); read its residual scores with care",
+                ratio,
+            )
     return summary
 
 

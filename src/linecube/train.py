@@ -1,8 +1,7 @@
 """Training: HDF5 -> tf.data -> ConvLSTM2D AE/VAE, resumable and deterministic.
 
 Outputs (``out_dir``): ``model.keras``, ``history.csv`` (epoch, loss, test_loss,
-... one row per epoch), ``loss.png``, ``split.csv``; ``checkpoint.keras`` after
-every epoch. A Keras ``BackupAndRestore`` directory keyed by a hash of the
+... one row per epoch), ``loss.png``, ``split.csv``. A Keras ``BackupAndRestore`` directory keyed by a hash of the
 configuration and the input file sits next to ``out_dir``: a killed or preempted
 job, rerun with the same configuration, resumes after its last finished epoch;
 a changed configuration never resumes a stale run.
@@ -23,25 +22,9 @@ import numpy as np
 from .data import AugmentConfig, CubeSource, split_galaxies, split_table
 from .formats import atomic_path, read_layout, read_strings, write_csv_atomic
 from .scaling import FluxScaler
+from .tfsetup import configure_tensorflow
 
 log = logging.getLogger("linecube")
-
-
-def configure_tensorflow(seed: int, *, deterministic: bool = True, threads: int | None = None):
-    """Seeds (Python, numpy, TF), op determinism and CPU thread pools."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-        except RuntimeError:
-            pass  # already initialised in this process
-    return tf
 
 
 def run_hash(model_cfg: dict, train_cfg: dict, kind: str, cubes_h5: str | os.PathLike) -> str:
@@ -74,7 +57,7 @@ def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, 
         ws = np.empty((len(pairs), *shape), np.float32) if with_weights else None
         for k, (row, copy) in enumerate(pairs):
             f, _, m = source.sample(int(row), int(copy), epoch)
-            s = scaler.galaxy_scale(f[None], m[None]) if scaler.kind == "per_galaxy" else None
+            s = scaler.galaxy_scale(f[None], m[None]) if scaler.per_galaxy else None
             xs[k] = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
             if with_weights:
                 ws[k] = to_model_layout((m[None] == 0).astype(np.float32), mcfg)[0]
@@ -95,15 +78,52 @@ def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, 
     return ds.prefetch(2)
 
 
-def _optimizer(name: str, lr: float):
+def one_cycle(lr_max: float, total_steps: int, warmup: float = 0.3, div: float = 25.0, final_div: float = 1e3):
+    """One-cycle learning-rate schedule (Smith & Topin 2019): cosine rise from
+    lr_max/div to lr_max over the first ``warmup`` of the steps, cosine decay to
+    lr_max/final_div afterwards."""
     import keras
 
+    @keras.saving.register_keras_serializable(package="linecube")
+    class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, lr_max, total_steps, warmup, div, final_div):
+            self.lr_max, self.total, self.warmup, self.div, self.final_div = lr_max, total_steps, warmup, div, final_div
+
+        def __call__(self, step):
+            from keras import ops
+
+            step = ops.cast(step, "float32")
+            up = max(1.0, self.warmup * self.total)
+            down = max(1.0, self.total - up)
+            lo, hi, end = self.lr_max / self.div, self.lr_max, self.lr_max / self.final_div
+            t1 = ops.clip(step / up, 0.0, 1.0)
+            t2 = ops.clip((step - up) / down, 0.0, 1.0)
+            rise = lo + (hi - lo) * 0.5 * (1.0 - ops.cos(np.pi * t1))
+            fall = end + (hi - end) * 0.5 * (1.0 + ops.cos(np.pi * t2))
+            return ops.where(step < up, rise, fall)
+
+        def get_config(self):
+            return {
+                "lr_max": self.lr_max,
+                "total_steps": self.total,
+                "warmup": self.warmup,
+                "div": self.div,
+                "final_div": self.final_div,
+            }
+
+    return OneCycle(float(lr_max), int(total_steps), float(warmup), float(div), float(final_div))
+
+
+def _optimizer(name: str, lr, clipnorm: float | None = None):
+    import keras
+
+    kw = {"clipnorm": float(clipnorm)} if clipnorm else {}
     return {
         "adagrad": keras.optimizers.Adagrad,
         "adam": keras.optimizers.Adam,
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
-    }[name](learning_rate=lr)
+    }[name](learning_rate=lr, **kw)
 
 
 def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir: Path, train_cfg: dict, batch_size: int):
@@ -145,17 +165,26 @@ def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir
             rows.append(row)
             _write_history(history_path, rows)
 
-    class Checkpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            save_model_atomic(self.model, out_dir / "checkpoint.keras")
+    class KLWarmup(keras.callbacks.Callback):
+        """VAE: the KL term's weight rises linearly from 1/(W+1) to 1 over W epochs
+        (Bowman et al. 2016), so the decoder learns before the prior pulls."""
+
+        def __init__(self, epochs: int):
+            super().__init__()
+            self.epochs = int(epochs)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if getattr(self.model, "variational", False):
+                self.model.kl_scale.assign(min(1.0, (epoch + 1) / (self.epochs + 1)))
 
     cbs = [
         SetEpoch(),
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=True),
         HistoryFile(),
-        Checkpoint(),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if int(train_cfg.get("kl_warmup_epochs") or 0) > 0:
+        cbs.insert(1, KLWarmup(int(train_cfg["kl_warmup_epochs"])))
     patience = train_cfg.get("early_stopping_patience")
     if patience:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True))
@@ -242,7 +271,7 @@ def train(
     from .models import ModelConfig, build_model
 
     with h5py.File(cubes_h5, "r") as h5:
-        layout, _ = read_layout(h5)
+        layout, lines = read_layout(h5)
         plateifus = read_strings(h5["plateifu"])
     mcfg = ModelConfig.from_config(model_cfg, layout.n_lines, layout.window_bins, layout.crop)
     train_idx, test_idx = split_galaxies(plateifus, float(train_cfg.get("test_fraction", 1 / 6)), seed)
@@ -270,10 +299,10 @@ def train(
         noise_from_ivar=bool(train_cfg.get("noise_from_ivar", True)),
         max_shift=int(train_cfg.get("max_shift", 5)),
     )
-    scaler = FluxScaler(model_cfg.get("flux_scaling", "none"), float(model_cfg.get("asinh_softening", 1.0)))
+    scaler = FluxScaler.from_config(model_cfg, lines.names, layout.window_bins)
     bs = int(train_cfg.get("batch_size", 16)) * strategy.num_replicas_in_sync
     with_w = bool(model_cfg.get("loss_mask", False))
-    need_mask = with_w or scaler.kind == "per_galaxy"
+    need_mask = with_w or scaler.per_galaxy
     train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, need_mask=need_mask)
     test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, need_mask=need_mask)
     train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w)
@@ -282,10 +311,15 @@ def train(
         train_ds = train_ds.repeat()
         test_ds = test_ds.repeat() if test_ds is not None else None
 
+    epochs = int(train_cfg.get("epochs", 30))
+    lr = float(train_cfg.get("learning_rate", 0.01))
+    if train_cfg.get("schedule", "constant") == "onecycle":
+        steps = (steps_per_epoch or -(-len(train_src) // bs)) * epochs
+        lr = one_cycle(lr, steps)
     with strategy.scope():
         model = build_model(mcfg, kind, seed=seed)
         model.compile(
-            optimizer=_optimizer(train_cfg.get("optimizer", "adagrad"), float(train_cfg.get("learning_rate", 0.01))),
+            optimizer=_optimizer(train_cfg.get("optimizer", "adagrad"), lr, train_cfg.get("clipnorm")),
             jit_compile=bool(train_cfg.get("xla", False)),
         )
         model.optimizer.build(model.trainable_variables)
@@ -293,7 +327,6 @@ def train(
     key = run_hash(model_cfg, train_cfg, kind, cubes_h5)
     backup_dir = out_dir.parent / f".backup-{out_dir.name}-{key}"
     history_path = out_dir.parent / f".history-{out_dir.name}-{key}.csv"
-    epochs = int(train_cfg.get("epochs", 30))
     t0 = time.perf_counter()
     model.fit(
         train_ds,

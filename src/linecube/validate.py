@@ -3,8 +3,9 @@
 ROC AUC of the anomaly score for injected anomalies vs normal galaxies, and
 recall in the top 1 %, 5 % and 10 % of the ranking, overall and per anomaly
 type; AGN vs non-AGN score distributions (medians, AUC, two-sample KS test).
-The same detection metrics are reported for the companion scores
-``score_usable`` and ``score_chi`` (``overall_<name>``, ``per_type_<name>``),
+The same detection metrics are reported for every ``score_*`` column (the
+paper's ``score_paper``, the brightness-free scores, their combinations and
+the feature baseline; ``overall_<name>``, ``per_type_<name>``),
 and for ``mean_abs_flux``, the galaxy's mean |flux| (what an all-zero
 reconstruction scores): a model that does not beat this brightness baseline
 has learned nothing a ranking by brightness would not give.
@@ -30,6 +31,86 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, scores))
 
 
+def auc_fast(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC from mid-ranks (Mann-Whitney U / n_pos n_neg); None when a class is empty."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels, dtype=bool)
+    npos, nneg = int(labels.sum()), int((~labels).sum())
+    if not npos or not nneg:
+        return None
+    r = rankdata(np.asarray(scores, dtype=float))
+    return float((r[labels].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
+
+
+def bootstrap_auc_ci(
+    scores: np.ndarray, groups: np.ndarray, labels: np.ndarray, n_boot: int = 500, seed: int = 0, level: float = 0.95
+) -> list[float]:
+    """Percentile bootstrap interval of the ROC AUC, resampling whole groups (a
+    galaxy with its anomalous twins) with replacement."""
+    scores = np.asarray(scores, dtype=float)
+    labels = np.asarray(labels, dtype=bool)
+    _, gid = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    members = [np.nonzero(gid == g)[0] for g in range(gid.max() + 1)]
+    rng = np.random.default_rng([seed, 31])
+    vals = []
+    for _ in range(n_boot):
+        pick = rng.integers(len(members), size=len(members))
+        rows = np.concatenate([members[g] for g in pick])
+        a = auc_fast(labels[rows], scores[rows])
+        if a is not None:
+            vals.append(a)
+    if not vals:
+        return [float("nan"), float("nan")]
+    lo, hi = np.percentile(vals, [50 * (1 - level), 100 - 50 * (1 - level)])
+    return [float(lo), float(hi)]
+
+
+def paired_win_rate(scores: np.ndarray, groups: np.ndarray, kinds: np.ndarray, clean: np.ndarray, types) -> float | None:
+    """Fraction of anomalous twins (``kinds`` in ``types``) scoring above their own
+    clean galaxy (the ``clean`` row of the same group); ties count one half."""
+    scores = np.asarray(scores, dtype=float)
+    groups = np.asarray(groups).astype(str)
+    ref = {g: scores[i] for i, g in enumerate(groups) if clean[i]}
+    wins = [
+        1.0 if scores[i] > ref[g] else 0.5 if scores[i] == ref[g] else 0.0
+        for i, g in enumerate(groups)
+        if kinds[i] in types and g in ref
+    ]
+    return float(np.mean(wins)) if wins else None
+
+
+def recall_at_prevalence(
+    normal: np.ndarray, anomalous: np.ndarray, prevalence: float, top: float, n_boot: int = 500, seed: int = 0, n: int = 300
+) -> float | None:
+    """Mean recall in the top ``top`` fraction of populations of ``n`` galaxies
+    with ``prevalence`` anomalies, drawn with replacement (normal ones from
+    ``normal`` scores, anomalous ones from ``anomalous``)."""
+    normal, anomalous = np.asarray(normal, float), np.asarray(anomalous, float)
+    if not len(normal) or not len(anomalous):
+        return None
+    rng = np.random.default_rng([seed, 53])
+    n_a = max(1, int(round(prevalence * n)))
+    k = max(1, int(math.ceil(top * n)))
+    rec = []
+    for _ in range(n_boot):
+        s = np.concatenate([rng.choice(anomalous, n_a), rng.choice(normal, n - n_a)])
+        lab = np.r_[np.ones(n_a, bool), np.zeros(n - n_a, bool)]
+        order = np.argsort(-s + rng.random(n) * 1e-12, kind="stable")[:k]
+        rec.append(lab[order].sum() / n_a)
+    return float(np.mean(rec))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman rank correlation (None for fewer than 3 values or a constant input)."""
+    from scipy.stats import spearmanr
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b)[0])
+
+
 def recall_at(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float | None:
     """Fraction of the positives ranked in the top ``fraction`` of all galaxies
     (top ceil(fraction * N), at least 1)."""
@@ -39,6 +120,14 @@ def recall_at(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float 
     k = max(1, math.ceil(fraction * len(scores)))
     top = np.argsort(-np.asarray(scores), kind="stable")[:k]
     return float(labels[top].sum() / labels.sum())
+
+
+def default_score_name(df: pd.DataFrame) -> str | None:
+    """Which ``score_*`` column the ``score`` column holds (scores.csv of this version)."""
+    for c in df.columns:
+        if c.startswith("score_") and np.allclose(df[c].to_numpy(float), df["score"].to_numpy(float), equal_nan=True):
+            return c
+    return None
 
 
 def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
@@ -51,7 +140,12 @@ def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
     out: dict = {
         "n_galaxies": int(len(df)),
         "n_anomalies": int(anom.sum()),
-        "overall": {"roc_auc": roc_auc(anom, s), **{f"recall_top_{int(f * 100)}pct": recall_at(anom, s, f) for f in FRACTIONS}},
+        "score": default_score_name(df),
+        "overall": {
+            "roc_auc": roc_auc(anom, s),
+            "roc_auc_ci95": bootstrap_auc_ci(s, df["plateifu"].to_numpy(), anom, 500, 0) if 0 < anom.sum() < len(df) else None,
+            **{f"recall_top_{int(f * 100)}pct": recall_at(anom, s, f) for f in FRACTIONS},
+        },
         "per_type": {},
     }
     types = df["anomaly_type"].fillna("").astype(str)
@@ -64,7 +158,8 @@ def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
             **{f"recall_top_{int(f * 100)}pct": recall_at(is_t, s, f) for f in FRACTIONS},
             "median_rank": float(np.median(df.loc[is_t, "rank"])) if "rank" in df else None,
         }
-    for alt in ("score_usable", "score_chi", "mean_abs_flux"):
+    alts = [c for c in df.columns if c.startswith("score_")] + ["mean_abs_flux"]
+    for alt in alts:
         if alt in df:
             v = df[alt].to_numpy(float)
             out[f"overall_{alt}"] = {

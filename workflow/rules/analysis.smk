@@ -5,6 +5,7 @@ rule score_galaxies:
     input:
         cubes="results/cubes.h5",
         model="results/models/{model}/model.keras",
+        split="results/models/{model}/split.csv",
         agn=get_agn_catalog,
     output:
         scores=report(
@@ -30,6 +31,8 @@ rule score_galaxies:
         model=config["model"],
         batch_size=config["score"]["batch_size"],
         top_k=config["score"]["top_k"],
+        default=config["score"]["default"],
+        seed=config["train"]["seed"],
         extra=config["neighbors"]["plateifus"],
     script:
         "../../scripts/score_galaxies.py"

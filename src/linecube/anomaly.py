@@ -1,0 +1,388 @@
+"""Anomaly scores that measure shape, line ratios and kinematics, not brightness.
+
+The paper's score (the mean absolute error of a reconstruction, in flux units)
+grows with how much line flux a galaxy has, so it ranks bright galaxies first.
+This module holds the scores that replace it as the default ranking, all
+computed per galaxy from cubes (N, lines * window_bins, y, x) in flux units
+(1e-17 erg/s/cm^2/A/spaxel), their ivar and mask (0 = usable):
+
+* :func:`halpha_scale`: a galaxy-level flux scale, the total Halpha window flux
+  over usable voxels (flux x bins), floored at 5 times its own noise. Never per
+  line: line ratios are what define most anomalies. Spectra normalised to one
+  galaxy-level scale and weighted by their noise follow spender (Melchior et
+  al. 2023, AJ 166, 74) and Liang et al. (2023, AJ 166, 75).
+* :func:`line_residual_stats`: the localised, noise-aware reconstruction
+  residual: per voxel max(|I - I'| - k sigma, 0) / scale (only what the noise
+  does not explain, in units of the galaxy's Halpha flux), summed over each
+  line's window bins per spaxel, then per line a high percentile over usable
+  spaxels. :class:`RobustZ` turns each line into a robust z-score against the
+  training galaxies (median, 1.4826 x MAD) and the maximum over lines is
+  ``score_residual``; the line that wins is the explanation.
+* :class:`LatentDensity`: whitened PCA of the latent vectors, then the mean
+  distance to the k nearest training galaxies (``score_latent``) and an
+  IsolationForest (``score_latent_if``), fitted on the training galaxies only.
+  This is Astronomaly's approach (Lochner & Bassett 2021, A&C 36, 100481):
+  features -> density-based outlier scores.
+* :func:`galaxy_features` + :class:`FeatureScorer`: a non-deep baseline that needs
+  no model: window-integrated line ratios to Halpha, line widths (integrated and
+  per spaxel), Balmer pedestals (a broad component raises the Balmer windows'
+  continuum above their [NII]/[OIII] neighbours'), Halpha centroid offset and
+  concentration, continuum/Halpha offsets -> robust standardisation ->
+  IsolationForest (Liu, Ting & Zhou 2008) fitted on training galaxies.
+* :func:`combine_by_rank`: each component turned into a Gaussianised rank against
+  the training galaxies' values of the same score (ECDF -> probit, extrapolated
+  linearly in robust-z beyond the reference's range), averaged.
+
+Every function here is numpy/scikit-learn only (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: normalised flux unit: 1/1000 of the galaxy's total Halpha window flux
+NORM_PER = 1000.0
+
+
+def _windows(a: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
+    """(N, L*B, y, x) -> (N, L, B, y, x) view."""
+    return a.reshape(a.shape[0], n_lines, window_bins, *a.shape[-2:])
+
+
+def _sigma(ivar: np.ndarray) -> np.ndarray:
+    """1/sqrt(ivar), 0 where ivar <= 0 (float32)."""
+    iv = np.asarray(ivar, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(iv > 0, 1.0 / np.sqrt(np.maximum(iv, 1e-30)), 0.0)
+    return s.astype(np.float32)
+
+
+def halpha_scale(
+    flux: np.ndarray,
+    ivar: np.ndarray | None,
+    mask: np.ndarray,
+    line_index: int,
+    window_bins: int,
+    floor_sigma: float = 5.0,
+) -> np.ndarray:
+    """Galaxy flux scale (N,), float64: total flux of the Halpha window (line
+    ``line_index``) over usable voxels, in flux units x bins. Floored at 5 % of
+    the mean window's total |flux| (a galaxy without Halpha keeps a scale set by
+    its other lines and continuum), at ``floor_sigma`` times the noise of the
+    sum when ``ivar`` is given, and at 1e-6."""
+    n = flux.shape[0]
+    sl = slice(line_index * window_bins, (line_index + 1) * window_bins)
+    use_all = mask == 0
+    f = flux[:, sl].astype(np.float64)
+    use = use_all[:, sl]
+    tot = (f * use).reshape(n, -1).sum(axis=1)
+    n_lines = flux.shape[1] // window_bins
+    floor = 0.05 * (np.abs(flux) * use_all).reshape(n, -1).sum(axis=1, dtype=np.float64) / max(n_lines, 1)
+    if ivar is not None:
+        var = (np.where(use, _sigma(ivar[:, sl]).astype(np.float64) ** 2, 0.0)).reshape(n, -1).sum(axis=1)
+        floor = np.maximum(floor, floor_sigma * np.sqrt(var))
+    return np.maximum(np.maximum(tot, floor), 1e-6)
+
+
+def line_residual_stats(
+    flux: np.ndarray,
+    recon: np.ndarray,
+    ivar: np.ndarray,
+    mask: np.ndarray,
+    scale: np.ndarray,
+    n_lines: int,
+    window_bins: int,
+    *,
+    q: float = 95.0,
+    noise_k: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Localised, noise-aware residual of a reconstruction.
+
+    Per voxel e = max(|I - I'| - noise_k * sigma, 0) / (scale / NORM_PER) over
+    usable voxels (noise_k = 0: the plain normalised residual); per spaxel and
+    line the sum of e over the window bins; per line the ``q``-th percentile over
+    the spaxels whose window is mostly usable.
+
+    Returns (stats (N, n_lines), per-spaxel map (N, y, x): e summed over all
+    channels), float64.
+    """
+    n = flux.shape[0]
+    d = np.abs(flux.astype(np.float32) - recon.astype(np.float32))
+    if noise_k > 0:
+        d -= np.float32(noise_k) * _sigma(ivar)
+        np.maximum(d, 0.0, out=d)
+    use = mask == 0
+    d *= use
+    d /= (np.asarray(scale, dtype=np.float32) / np.float32(NORM_PER))[:, None, None, None]
+    per = _windows(d, n_lines, window_bins).sum(axis=2, dtype=np.float64)  # (N, L, y, x)
+    ok = _windows(use, n_lines, window_bins).mean(axis=2) > 0.5
+    vals = np.where(ok, per, np.nan).reshape(n, n_lines, -1)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            stats = np.nanpercentile(vals, q, axis=2)
+    stats = np.nan_to_num(stats, nan=0.0)
+    return stats, per.sum(axis=1)
+
+
+@dataclass
+class RobustZ:
+    """Robust z-score per column: (x - median) / (1.4826 MAD), both fitted on a
+    reference set (the training galaxies); the MAD is floored at 1e-3 of the
+    column's median absolute value (and 1e-12) so a constant column is not
+    divided by zero."""
+
+    center: np.ndarray
+    spread: np.ndarray
+
+    @classmethod
+    def fit(cls, ref: np.ndarray) -> RobustZ:
+        ref = np.asarray(ref, dtype=np.float64)
+        if ref.ndim == 1:
+            ref = ref[:, None]
+        med = np.nanmedian(ref, axis=0)
+        mad = 1.4826 * np.nanmedian(np.abs(ref - med), axis=0)
+        floor = np.maximum(1e-3 * np.abs(med), 1e-12)
+        return cls(med, np.maximum(mad, floor))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        out = (x.reshape(len(x), -1) - self.center) / self.spread
+        return out if x.ndim > 1 else out[:, 0]
+
+
+def residual_score(stats: np.ndarray, ref_rows: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """``score_residual`` (N,): the maximum over lines of each line's robust z
+    (fitted on ``ref_rows``), and the name of the line that gives it."""
+    z = RobustZ.fit(stats[ref_rows])(stats)
+    k = np.argmax(z, axis=1)
+    return z[np.arange(len(z)), k], [names[i] for i in k]
+
+
+class LatentDensity:
+    """Whitened PCA of latent vectors -> kNN distance and IsolationForest, fitted on
+    reference (training) galaxies (Astronomaly: Lochner & Bassett 2021)."""
+
+    def __init__(self, n_components: int = 16, k: int = 10, seed: int = 0):
+        self.n_components = int(n_components)
+        self.k = int(k)
+        self.seed = int(seed)
+
+    def fit(self, ref: np.ndarray) -> LatentDensity:
+        from sklearn.decomposition import PCA
+        from sklearn.ensemble import IsolationForest
+        from sklearn.neighbors import NearestNeighbors
+
+        ref = np.asarray(ref, dtype=np.float64)
+        nc = max(1, min(self.n_components, ref.shape[1], ref.shape[0] - 1))
+        self.pca = PCA(nc, whiten=True, random_state=self.seed).fit(ref)
+        w = self.pca.transform(ref)
+        self.k_eff = max(1, min(self.k, len(ref) - 1))
+        self.nn = NearestNeighbors(n_neighbors=self.k_eff + 1).fit(w)
+        self.forest = IsolationForest(n_estimators=200, random_state=self.seed).fit(w)
+        return self
+
+    def knn(self, z: np.ndarray, is_ref: np.ndarray | None = None) -> np.ndarray:
+        """Mean distance to the k nearest reference galaxies (whitened units); a
+        reference galaxy does not count itself."""
+        w = self.pca.transform(np.asarray(z, dtype=np.float64))
+        dist, _ = self.nn.kneighbors(w)
+        is_ref = np.zeros(len(w), bool) if is_ref is None else np.asarray(is_ref, bool)
+        own = np.where(is_ref[:, None], dist[:, 1:], dist[:, :-1])
+        return own.mean(axis=1)
+
+    def iforest(self, z: np.ndarray) -> np.ndarray:
+        """IsolationForest anomaly score (higher = more anomalous)."""
+        return -self.forest.score_samples(self.pca.transform(np.asarray(z, dtype=np.float64)))
+
+
+# --------------------------------------------------------------------------
+# The non-deep feature baseline
+# --------------------------------------------------------------------------
+
+#: (feature name, numerator lines) of the window-integrated ratios to Halpha
+RATIO_FEATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("oii_ha", ("[OII]3727", "[OII]3730")),
+    ("hb_ha", ("Hbeta",)),
+    ("oiii_ha", ("[OIII]5008",)),
+    ("oi_ha", ("[OI]6302",)),
+    ("nii_ha", ("[NII]6585",)),
+    ("sii_ha", ("[SII]6718", "[SII]6733")),
+)
+WIDTH_LINES: tuple[str, ...] = ("Halpha", "[NII]6585", "[OIII]5008", "Hbeta")
+FEATURE_NAMES: tuple[str, ...] = (
+    *(n for n, _ in RATIO_FEATURES),
+    *(f"width_{ln}" for ln in WIDTH_LINES),
+    "spaxel_width_Halpha",
+    "pedestal_Halpha",
+    "pedestal_Hbeta",
+    "nuclear_pedestal_Halpha",
+    "nuclear_pedestal_Hbeta",
+    "halpha_centroid_offset",
+    "halpha_concentration",
+    "continuum_halpha_offset",
+    "oiii_halpha_offset",
+)
+
+
+def _line_maps(flux: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: int):
+    """Continuum-subtracted windows (N, L, B, y, x) and continuum maps (N, L, y, x):
+    the continuum of each spaxel's window is the median of its four outermost bins."""
+    f = _windows(np.where(mask == 0, flux, 0.0).astype(np.float32), n_lines, window_bins)
+    edge = np.concatenate([f[:, :, :2], f[:, :, -2:]], axis=2)
+    cont = np.median(edge, axis=2)
+    return f - cont[:, :, None], cont
+
+
+def _moments(spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid and second moment (bins) along the last axis of positive spectra."""
+    p = np.maximum(spec, 0.0)
+    b = np.arange(spec.shape[-1], dtype=np.float64)
+    tot = p.sum(axis=-1)
+    safe = np.where(tot > 0, tot, 1.0)
+    mu = (p * b).sum(axis=-1) / safe
+    var = (p * (b - mu[..., None]) ** 2).sum(axis=-1) / safe
+    return mu, np.sqrt(var)
+
+
+def _centroid(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flux-weighted (y, x) centroid of positive maps (N, y, x), and their totals."""
+    p = np.maximum(m, 0.0).astype(np.float64)
+    ny, nx = m.shape[-2:]
+    yy, xx = np.mgrid[:ny, :nx].astype(np.float64)
+    tot = p.sum(axis=(1, 2))
+    safe = np.where(tot > 0, tot, 1.0)
+    return (p * yy).sum(axis=(1, 2)) / safe, (p * xx).sum(axis=(1, 2)) / safe, tot
+
+
+def galaxy_features(flux: np.ndarray, mask: np.ndarray, names: Sequence[str], window_bins: int) -> np.ndarray:
+    """The baseline's features (N, len(FEATURE_NAMES)), float64, from cubes
+    (N, lines * window_bins, y, x) in flux units and their masks.
+
+    Ratios are asinh(10 F_line / F_Halpha) of window-integrated, continuum-
+    subtracted fluxes (a signed log that tolerates faint or negative lines);
+    widths are second moments in bins; offsets are in spaxels from the crop
+    centre; pedestals are a Balmer window's continuum minus its neighbour's
+    ([NII]6585, [OIII]4960), summed over the galaxy, per bin, over F_Halpha.
+    """
+    names = list(names)
+    n_lines = len(names)
+    idx = {n: i for i, n in enumerate(names)}
+    lines, cont = _line_maps(flux, mask, n_lines, window_bins)
+    lf = lines.sum(axis=2)  # (N, L, y, x) line flux per spaxel
+    tot = lf.sum(axis=(2, 3), dtype=np.float64)  # (N, L)
+    ha = idx["Halpha"]
+    f_ha = np.maximum(tot[:, ha], 1e-6)
+    cols = []
+    for _, num in RATIO_FEATURES:
+        cols.append(np.arcsinh(10.0 * sum(tot[:, idx[x]] for x in num) / f_ha))
+    spec = lines.sum(axis=(3, 4), dtype=np.float64)  # (N, L, B)
+    for ln in WIDTH_LINES:
+        cols.append(_moments(spec[:, idx[ln]])[1])
+    # per-spaxel Halpha widths, weighted by the spaxel's Halpha flux
+    _, sw = _moments(np.moveaxis(lines[:, ha].astype(np.float64), 1, -1))  # (N, y, x)
+    wgt = np.maximum(lf[:, ha], 0.0).astype(np.float64)
+    cols.append((sw * wgt).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
+    for bal, nb in (("Halpha", "[NII]6585"), ("Hbeta", "[OIII]4960")):
+        ped = (cont[:, idx[bal]] - cont[:, idx[nb]]).sum(axis=(1, 2), dtype=np.float64)
+        cols.append(ped * window_bins / f_ha)
+    ny, nx = flux.shape[-2:]
+    cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
+    yy, xx = np.mgrid[:ny, :nx]
+    rr = np.hypot(yy - cy, xx - cx)
+    inner = (rr < 3.0)[None]
+    ring = ((rr >= 3.0) & (rr < 8.0))[None]
+    for bal, nb in (("Halpha", "[NII]6585"), ("Hbeta", "[OIII]4960")):
+        # a nuclear point source (a broad-line region) raises the Balmer window's
+        # continuum in the centre only; stellar Balmer absorption follows the disc
+        cb, cn = cont[:, idx[bal]].astype(np.float64), cont[:, idx[nb]].astype(np.float64)
+        c_in = ((cb - cn) * inner).sum(axis=(1, 2)) / np.maximum(np.abs(cn * inner).sum(axis=(1, 2)), 1e-6)
+        c_out = ((cb - cn) * ring).sum(axis=(1, 2)) / np.maximum(np.abs(cn * ring).sum(axis=(1, 2)), 1e-6)
+        cols.append(c_in - c_out)
+    hy, hx, _ = _centroid(lf[:, ha])
+    cols.append(np.hypot(hy - cy, hx - cx))
+    cols.append((wgt * inner).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
+    ccy, ccx, _ = _centroid(cont.mean(axis=1))
+    cols.append(np.hypot(hy - ccy, hx - ccx))
+    oy, ox, _ = _centroid(lf[:, idx["[OIII]5008"]])
+    cols.append(np.hypot(hy - oy, hx - ox))
+    out = np.stack(cols, axis=1)
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class FeatureScorer:
+    """Robust standardisation (fitted on reference galaxies) -> IsolationForest."""
+
+    def __init__(self, seed: int = 0, n_estimators: int = 300):
+        self.seed = int(seed)
+        self.n_estimators = int(n_estimators)
+
+    def fit(self, ref: np.ndarray) -> FeatureScorer:
+        from sklearn.ensemble import IsolationForest
+
+        self.z = RobustZ.fit(ref)
+        self.forest = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed).fit(self._t(ref))
+        return self
+
+    def _t(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(self.z(x), -50, 50)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return -self.forest.score_samples(self._t(x))
+
+
+# --------------------------------------------------------------------------
+# Combination by rank
+# --------------------------------------------------------------------------
+
+
+def gauss_rank(ref: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A score as a Gaussianised rank against reference values: probit of the
+    mid-rank ECDF of the reference, extended beyond the reference's range by
+    the value's robust z past the extreme (so the largest anomalies stay ordered)."""
+    from scipy.stats import norm
+
+    ref = np.sort(np.asarray(ref, dtype=np.float64))
+    x = np.asarray(x, dtype=np.float64)
+    n = len(ref)
+    lo_n = np.searchsorted(ref, x, side="left")
+    hi_n = np.searchsorted(ref, x, side="right")
+    p = (0.5 * (lo_n + hi_n) + 0.5) / (n + 1)
+    g = norm.ppf(p)
+    rz = RobustZ.fit(ref)
+    spread = float(rz.spread[0])
+    g_top, g_bot = norm.ppf((n + 0.5) / (n + 1)), norm.ppf(0.5 / (n + 1))
+    g = np.where(x > ref[-1], g_top + (x - ref[-1]) / spread, g)
+    g = np.where(x < ref[0], g_bot - (ref[0] - x) / spread, g)
+    return g
+
+
+def combine_by_rank(components: Mapping[str, np.ndarray], ref_rows: np.ndarray, how: str = "mean") -> np.ndarray:
+    """Mean (``how="mean"``) or maximum (``"max"``) of the components'
+    Gaussianised ranks against their ``ref_rows`` values."""
+    gs = [gauss_rank(v[ref_rows], v) for v in components.values()]
+    if how == "max":
+        return np.max(gs, axis=0)
+    if how != "mean":
+        raise ValueError(f"how must be 'mean' or 'max', got {how!r}")
+    return np.mean(gs, axis=0)
+
+
+__all__ = [
+    "FEATURE_NAMES",
+    "NORM_PER",
+    "FeatureScorer",
+    "LatentDensity",
+    "RobustZ",
+    "combine_by_rank",
+    "galaxy_features",
+    "gauss_rank",
+    "halpha_scale",
+    "line_residual_stats",
+    "residual_score",
+]
