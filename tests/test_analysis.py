@@ -176,3 +176,33 @@ def test_validation_metrics_on_a_hand_made_case():
     assert v["overall"]["recall_top_10pct"] == pytest.approx(0.5)
     assert v["overall_mean_abs_flux"]["roc_auc"] == pytest.approx(1 - 15 / 16)  # brightness baseline, reversed
     assert v["agn"]["n_agn"] == 5 and v["agn"]["median_score_agn"] == pytest.approx(5.0)
+
+
+def test_cli_neighbors_validates_the_results_files(tmp_path, capsys):
+    from linecube.cli import main
+
+    pifus = [f"8000-{1901 + i}" for i in range(20)]
+    write_results(tmp_path, "ae", pifus)
+    emb_path, sc_path = tmp_path / "ae" / "embedding.csv", tmp_path / "ae" / "scores.csv"
+    emb, sc = pd.read_csv(emb_path, dtype={"plateifu": str}), pd.read_csv(sc_path, dtype={"plateifu": str})
+
+    def expect(fragment):
+        assert main(["neighbors", "8000-1905", "--results", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+
+    pd.concat([emb, emb.iloc[[4]]]).to_csv(emb_path, index=False)  # the query twice: never its own neighbour
+    expect(f"{emb_path}: duplicate plate-IFU: 8000-1905 (rows 6, 22)")
+    emb.to_csv(emb_path, index=False)
+    pd.concat([sc.iloc[:3], sc.iloc[[2]], sc.iloc[3:]]).to_csv(sc_path, index=False)  # would shift the table
+    expect(f"{sc_path}: duplicate plate-IFU")
+    bad = sc.copy()
+    bad.loc[7, "score"] = np.nan
+    bad.to_csv(sc_path, index=False)
+    expect("column score is not a finite number in row(s) 9")
+    sc.iloc[:0].to_csv(sc_path, index=False)
+    expect("no galaxies")
+    sc_path.write_text("")
+    expect("empty")
+    sc.iloc[:10].to_csv(sc_path, index=False)
+    expect("have no row")

@@ -214,3 +214,226 @@ def test_config_wrong_type_and_unknown_key():
         validate_config({"data": {}, "extract": {"windowbins": 10}})
     with pytest.raises(ConfigError, match=r"sample.plateifus.0"):
         validate_config({"data": {}, "sample": {"plateifus": ["../etc-1901"]}})
+
+
+def test_scaled_integer_flux_is_read_in_physical_units(tmp_path, good, lines):
+    """FLUX stored as 16-bit integers with BSCALE/BZERO: extraction applies the scaling."""
+    g, path = good
+    ref = extract_cube(req(g, path), lines)
+
+    def to_int16(hl):
+        from astropy.io import fits
+
+        flux = hl["FLUX"].data.astype(np.float64)
+        hdr = hl["FLUX"].header.copy()
+        scaled = fits.ImageHDU(flux.astype(np.float32), header=hdr, name="FLUX")
+        scaled.scale("int16", bscale=0.01, bzero=50.0)
+        hl[hl.index_of("FLUX")] = scaled
+        return hl
+
+    p = write_cube(tmp_path, g, lines, edit=to_int16)
+    from astropy.io import fits
+
+    with fits.open(p) as hl:
+        assert hl["FLUX"].header["BITPIX"] == 16 and hl["FLUX"].header["BSCALE"] == 0.01
+    got = extract_cube(req(g, p), lines)
+    use = ref["mask"] == 0
+    np.testing.assert_allclose(got["flux"][use], ref["flux"][use], atol=0.006)  # quantised to 0.01
+
+
+def test_scaled_mask_is_rejected_with_a_reason(tmp_path, good, lines):
+    g, _ = good
+
+    def scale_mask(hl):
+        hl["MASK"].header["BZERO"] = 5
+        return hl
+
+    p = write_cube(tmp_path, g, lines, edit=scale_mask)
+    check(req(g, p), lines, "MASK", "scaled")
+
+
+def _h5_digest(p):
+    import hashlib
+
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_cli_extract_refuses_an_out_that_would_destroy_an_input(tmp_path, good, lines, capsys):
+    from helpers import write_drpall_for
+
+    from linecube.cli import main
+
+    g, path = good
+    drpall = write_drpall_for(tmp_path, [g])
+    before = {p: _h5_digest(p) for p in (path, drpall)}
+    notes = tmp_path / "notes.h5"
+    notes.write_text("my notes")
+    for out in (path, drpall, notes, tmp_path):  # a LOGCUBE, the drpall, a foreign file, a directory
+        assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {out}"), err
+    assert {p: _h5_digest(p) for p in (path, drpall)} == before and notes.read_text() == "my notes"
+    assert main(["extract", "--drpall", str(drpall), "--out", str(tmp_path / "c.h5"), "--crop", "0", str(path)]) == 2
+    assert "--crop" in capsys.readouterr().err
+
+
+def test_cli_extract_never_replaces_a_good_output_with_nothing(tmp_path, good, lines, capsys):
+    from helpers import write_drpall_for
+
+    from linecube.cli import main
+
+    g, path = good
+    drpall = write_drpall_for(tmp_path, [g])
+    out = tmp_path / "cubes.h5"
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 0
+    before = (_h5_digest(out), (tmp_path / "cubes.rejects.csv").read_text())
+    typo = tmp_path / "manga-8001-1901-LOGCUBE.fits.gzz"
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(typo)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {out}") and "not replaced" in err[-1]
+    assert (_h5_digest(out), (tmp_path / "cubes.rejects.csv").read_text()) == before
+    import h5py
+
+    with h5py.File(out) as h5:  # the pair: the HDF5 knows its rejects file
+        import hashlib
+
+        assert h5.attrs["rejects_sha256"] == hashlib.sha256(before[1].encode()).hexdigest()
+
+
+def test_rejects_found_before_extraction_count_and_are_kept(tmp_path, good, lines, capsys):
+    from helpers import write_drpall_for
+
+    from linecube.cli import main
+
+    g, path = good
+    drpall = write_drpall_for(tmp_path, [g])
+    other = tmp_path / "manga-9999-1901-LOGCUBE.fits.gz"  # no drpall row
+    other.write_bytes(path.read_bytes())
+    out = tmp_path / "strict.h5"
+    code = main(["extract", "--drpall", str(drpall), "--out", str(out), "--max-reject-fraction", "0.4", str(path), str(other)])
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "1 of 2 cubes rejected" in err.strip().splitlines()[-1] and "9999-1901" in err
+    rej = pd.read_csv(tmp_path / "strict.rejects.csv")
+    assert list(rej.plateifu) == ["9999-1901"] and "no row" in rej.reason[0]
+    assert not out.exists()
+
+
+def test_real_data_override_never_reads_the_simulated_catalogues():
+    from pathlib import Path
+
+    from linecube.config import load_config, resolve_catalogues
+
+    repo = Path(__file__).resolve().parents[1]
+    bundled = resolve_catalogues(load_config(repo / "config" / "config.yaml"))
+    assert bundled["data"]["agn_catalog"] == "results/sample/redux/agn.csv"
+    assert bundled["data"]["truth"] == "results/sample/redux/truth.csv"
+    # a user's override that only points at real data and switches the simulator off
+    real = resolve_catalogues(
+        load_config(
+            repo / "config" / "config.yaml", overrides={"data": {"redux_dir": "/data/redux"}, "simulate": {"enabled": False}}
+        )
+    )
+    assert real["data"]["agn_catalog"] is None and real["data"]["truth"] is None
+    asked = resolve_catalogues(
+        load_config(
+            repo / "config" / "config.yaml",
+            overrides={"simulate": {"enabled": False}, "data": {"agn_catalog": "my/agn.fits", "truth": "sim/truth.csv"}},
+        )
+    )
+    assert asked["data"]["agn_catalog"] == "my/agn.fits" and asked["data"]["truth"] == "sim/truth.csv"
+    dr17 = resolve_catalogues(load_config(repo / "config" / "config.yaml", repo / "config" / "manga-dr17.yaml"))
+    assert dr17["data"]["agn_catalog"] is None and dr17["model"]["flux_scaling"] == "halpha"
+
+
+def test_config_numbers_from_the_command_line_and_start_up_checks():
+    from linecube.config import ConfigError, validate_config
+
+    # snakemake --config 'train={epochs: 5}' passes nested values as text
+    c = validate_config({"data": {}, "train": {"epochs": "5", "clipnorm": "null"}, "model": {"filters": "[4, 8]"}})
+    assert c["train"]["epochs"] == 5 and c["train"]["clipnorm"] is None and c["model"]["filters"] == [4, 8]
+    with pytest.raises(ConfigError, match=r"model.strides: has 2 entries but model.filters has 3"):
+        validate_config({"data": {}, "model": {"filters": [4, 8, 16]}})
+
+
+def test_start_up_checks_name_the_file_and_problem(tmp_path):
+    from linecube.config import check_inputs, resolve_catalogues, validate_config
+
+    truth = tmp_path / "truth.csv"
+    truth.write_text("plateifu,class\n8000-1901,seyfert\n")
+    agn = tmp_path / "agn.csv"
+    agn.write_text("plateifu,radio_agn,wise_agn\n8000-1901,true,N/A\n8000-1902,false,false\n")
+    cfg = resolve_catalogues(
+        validate_config(
+            {
+                "data": {"lines": str(tmp_path / "nolines.csv"), "truth": str(truth), "agn_catalog": str(agn)},
+                "simulate": {"enabled": False},
+            }
+        )
+    )
+    errs = "\n".join(check_inputs(cfg))
+    assert "nolines.csv" in errs
+    assert f"{truth}: missing column(s) is_anomaly" in errs
+    assert f"{agn}: column wise_agn must be true/false" in errs and "row 2 ('N/A')" in errs
+    ok = resolve_catalogues(validate_config({"data": {}, "simulate": {"enabled": True}}))  # the simulator writes them
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    ok["data"]["lines"] = str(repo / "resources" / "emission_lines.csv")
+    assert check_inputs(ok) == []
+
+
+def test_explorer_without_class_column(tmp_path):
+    pytest.importorskip("plotly")
+    from analysis_fixtures import write_cubes_h5, write_results
+
+    from linecube.explorer import build_explorer
+
+    cubes = tmp_path / "cubes.h5"
+    pifus = write_cubes_h5(cubes, n=6)
+    write_results(tmp_path, "ae", pifus)
+    emb = pd.read_csv(tmp_path / "ae" / "embedding.csv", dtype={"plateifu": str})
+    sc = pd.read_csv(tmp_path / "ae" / "scores.csv", dtype={"plateifu": str})
+    truth = tmp_path / "truth.csv"
+    truth.write_text("plateifu,is_anomaly\n" + "".join(f"{p},{i == 0}\n" for i, p in enumerate(pifus)))
+    build_explorer(tmp_path / "explorer.html", {"ae": emb}, {"ae": sc}, {}, cubes, truth=truth)
+    assert "anomaly" in (tmp_path / "explorer.html").read_text()
+
+
+def test_cli_simulate_checks_before_any_work(tmp_path, capsys):
+    from linecube.cli import main
+
+    f = tmp_path / "afile"
+    f.write_text("keep")
+    survey = tmp_path / "redux"
+    (survey / "v3_1_1").mkdir(parents=True)
+    (survey / "v3_1_1" / "drpall-v3_1_1.fits").write_text("old")
+    cases = [
+        (["--out", str(f), "--n-galaxies", "2"], f"error: {f}: --out is a file"),
+        (["--out", str(survey), "--n-galaxies", "2"], "already holds a survey"),
+        (["--out", str(tmp_path / "new"), "--n-galaxies", "0"], "error: --n-galaxies"),
+        (["--out", str(tmp_path / "new"), "--n-galaxies", "2", "--seed", "-1"], "error: --seed"),
+        (["--out", str(tmp_path / "new"), "--n-galaxies", "2", "--anomaly-fraction", "1.5"], "error: --anomaly-fraction"),
+        (["--out", str(tmp_path / "new"), "--n-galaxies", "90000"], "needs about"),
+    ]
+    import shutil
+
+    for argv, fragment in cases:
+        if "90000" in argv and shutil.disk_usage(tmp_path).free > 90000 * 15e6:
+            continue  # this machine has the room: nothing to refuse
+        assert main(["simulate", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], (argv, err)
+    assert f.read_text() == "keep" and (survey / "v3_1_1" / "drpall-v3_1_1.fits").read_text() == "old"
+    assert not (tmp_path / "new").exists()
+
+
+def test_truncated_header_is_reported_as_truncated(tmp_path, good, lines):
+    g, path = good
+    head = gzip.decompress(path.read_bytes())[:1500]  # inside the first header block
+    p = tmp_path / "manga-8001-1901-LOGCUBE.fits.gz"
+    p.write_bytes(gzip.compress(head))
+    msg = check(req(g, p), lines, "truncated")
+    assert "not a FITS" not in msg
+    p.write_bytes(gzip.compress(b"hello, not a cube"))
+    check(req(g, p), lines, "not a FITS file")

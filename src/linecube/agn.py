@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 METHODS = ("wise_agn", "bat_agn", "radio_agn", "broad_agn")
+TRUE = ["true", "1", "t", "yes", "y"]
+FALSE = ["false", "0", "f", "no", "n", ""]
 METHOD_LABELS = {"wise_agn": "mid-IR (WISE)", "bat_agn": "hard X-ray (BAT)", "radio_agn": "radio", "broad_agn": "broad lines"}
 
 
@@ -44,8 +46,13 @@ def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
         if df[c].dtype == bool:
             continue
         vals = df[c].astype(str).str.strip().str.lower()
-        if vals.isin(["true", "false", "1", "0", "t", "f", ""]).all():
-            df[c] = vals.isin(["true", "1", "t"])
+        ok = vals.isin(TRUE + FALSE)
+        if ok.all():
+            df[c] = vals.isin(TRUE)
+        elif c in METHODS:  # a selection flag must be a boolean: never drop it silently
+            bad = np.nonzero(~ok.to_numpy())[0]
+            rows = ", ".join(f"row {i + 2} ({df[c].iloc[i]!r})" for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            raise ValueError(f"{path}: column {c} must be true/false (or 1/0), but has {rows}")
     return df
 
 

@@ -87,12 +87,11 @@ def build_explorer(
     classes = None
     if truth and Path(truth).exists():
         t = pd.read_csv(truth, dtype={"plateifu": str}, keep_default_na=False)
-        classes = dict(
-            zip(
-                t["plateifu"],
-                t["class"] + np.where(t["is_anomaly"].astype(str).str.lower() == "true", " + " + t["anomaly_type"], ""),
-            )
-        )
+        cls = t["class"].astype(str) if "class" in t else pd.Series([""] * len(t))
+        kind = t["anomaly_type"].astype(str) if "anomaly_type" in t else pd.Series(["anomaly"] * len(t))
+        anom = t["is_anomaly"].astype(str).str.lower().isin(["true", "1"]) if "is_anomaly" in t else np.zeros(len(t), bool)
+        label = np.where(anom, np.where(cls != "", cls + " + " + kind, kind), cls)
+        classes = dict(zip(t["plateifu"], label))
     from .figures import score_colour
 
     for m in models:

@@ -34,8 +34,9 @@ from .formats import (
     CubeLayout,
     LineList,
     VoxelFlag,
-    atomic_path,
+    atomic_paths,
     create_cube_file,
+    write_csv_atomic,
     write_cube_row,
 )
 
@@ -208,10 +209,12 @@ class LogcubeStream:
             block = bytearray(BLOCK)
             try:
                 self.readinto(block)
-            except EOFError:
-                if not blocks:
-                    return None
-                raise
+            except EOFError as e:
+                if not blocks and not bytes(block).rstrip(b"\x00"):
+                    return None  # a clean end of file
+                if not blocks and start == 0 and not block.startswith(b"SIMPLE  ="):
+                    raise CubeError(f"not a FITS file (it starts with {bytes(block[:20])!r})") from None
+                raise CubeError(f"truncated FITS header at byte {start}: {e} (a header is a multiple of 2880 bytes)") from None
             if not blocks and start == 0 and not block.startswith(b"SIMPLE  ="):
                 raise CubeError(f"not a FITS file (it starts with {bytes(block[:20])!r})")
             blocks.append(bytes(block))
@@ -241,6 +244,24 @@ def data_nbytes(header) -> int:
 _BITPIX = {-32: ">f4", -64: ">f8", 8: "u1", 16: ">i2", 32: ">i4", 64: ">i8"}
 
 
+def _check_scaling(header, name: str, where: str) -> None:
+    """FLUX/IVAR may be stored scaled (BSCALE/BZERO, applied when read); MASK must be
+    plain integers and no HDU may have a BSCALE of 0 or non-finite scaling."""
+    bscale, bzero = header.get("BSCALE", 1.0), header.get("BZERO", 0.0)
+    try:
+        bscale, bzero = float(bscale), float(bzero)
+    except (TypeError, ValueError):
+        raise CubeError(f"{where}: HDU {name} has BSCALE={bscale!r}, BZERO={bzero!r}, not numbers") from None
+    if not (np.isfinite(bscale) and np.isfinite(bzero)) or bscale == 0:
+        raise CubeError(f"{where}: HDU {name} has unusable scaling BSCALE={bscale}, BZERO={bzero}")
+    if name == "MASK" and (bscale, bzero) != (1.0, 0.0):
+        raise CubeError(
+            f"{where}: HDU MASK is stored scaled (BSCALE={bscale}, BZERO={bzero}); MaNGA bit masks are plain integers"
+        )
+    if int(header["BITPIX"]) not in _BITPIX:
+        raise CubeError(f"{where}: HDU {name} has BITPIX={header['BITPIX']}, not a FITS data type")
+
+
 def _runs(sorted_idx: np.ndarray) -> list[tuple[int, int]]:
     """Split sorted unique indices into contiguous [start, stop) runs."""
     if sorted_idx.size == 0:
@@ -259,6 +280,8 @@ def _read_slices(stream: LogcubeStream, header, plan: dict, fill, out_dtype) -> 
     ``fill`` outside the cube. The stream is left at the end of the data unit.
     """
     dtype = np.dtype(_BITPIX[int(header["BITPIX"])])
+    bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
+    scaled = (bscale, bzero) != (1.0, 0.0)
     ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
     slice_bytes = ny * nx * dtype.itemsize
     crop = plan["crop"]
@@ -270,8 +293,10 @@ def _read_slices(stream: LogcubeStream, header, plan: dict, fill, out_dtype) -> 
         stream.skip((start - cur) * slice_bytes)
         buf = np.empty((stop - start) * slice_bytes, dtype=np.uint8)
         stream.readinto(buf)
-        block = buf.view(dtype).reshape(stop - start, ny, nx)
-        out[k : k + stop - start, dy : dy + hy, dx : dx + hx] = block[:, y0:y1, x0:x1]
+        block = buf.view(dtype).reshape(stop - start, ny, nx)[:, y0:y1, x0:x1]
+        if scaled:  # FITS: physical = BSCALE * stored + BZERO
+            block = block.astype(np.float64) * bscale + bzero
+        out[k : k + stop - start, dy : dy + hy, dx : dx + hx] = block
         k += stop - start
         cur = stop
     return out
@@ -354,6 +379,7 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
                         raise CubeError(f"{where}: no FLUX HDU before {name}: not a LOGCUBE layout")
                     elif (int(h["NAXIS2"]), int(h["NAXIS1"])) != plan["shape"] or int(h["NAXIS3"]) != NWAVE:
                         raise CubeError(f"{where}: HDU {name} shape differs from FLUX")
+                    _check_scaling(h, name, where)
                     start = st.pos
                     fill = {"FLUX": 0.0, "IVAR": 0.0, "MASK": -1}[name]
                     out_dtype = np.int32 if name == "MASK" else np.float32
@@ -433,6 +459,16 @@ class TooManyRejects(RuntimeError):
     """More cubes were rejected than ``max_reject_fraction`` allows."""
 
 
+class NothingExtracted(RuntimeError):
+    """No cube could be extracted; an existing output was left as it was."""
+
+
+def rejects_path(out: str | os.PathLike) -> Path:
+    """``<out stem>.rejects.csv`` next to an extraction output."""
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".h5") + ".rejects.csv")
+
+
 def extract_to_h5(
     requests: Sequence[CubeRequest],
     out: str | os.PathLike,
@@ -446,14 +482,24 @@ def extract_to_h5(
     max_reject_fraction: float = 1.0,
     label: str = "",
     progress: bool = True,
+    pre_rejects: Sequence[dict] = (),
 ) -> ExtractSummary:
     """Extract cubes into a cubes.h5-layout file ``out`` (rows sorted by plate-IFU)
     and write ``<out stem>.rejects.csv`` (plateifu, path, reason).
 
-    Cubes are processed in parallel up to ``threads``. Both files are written
-    atomically. Raises :class:`TooManyRejects` (after writing the rejects file)
-    when the rejected fraction exceeds ``max_reject_fraction``.
+    Cubes are processed in parallel up to ``threads`` and each is written to a
+    temporary file as soon as it is extracted (memory does not grow with the
+    number of cubes). ``pre_rejects`` (rows found before extraction, e.g. a cube
+    with no drpall row) count towards ``max_reject_fraction`` and go to the
+    rejects file. The HDF5 and the rejects file are replaced together, the
+    rejects' SHA-256 stored in the HDF5 (attribute ``rejects_sha256``), and only
+    when something was extracted: with nothing extracted (:class:`NothingExtracted`)
+    or too many rejects (:class:`TooManyRejects`) an existing output is left as it
+    was, and the rejects go to ``<stem>.rejects.csv`` only when no output exists
+    (else to ``<stem>.rejects.failed.csv``).
     """
+    import hashlib
+
     import h5py
     import pandas as pd
     from tqdm.auto import tqdm
@@ -461,7 +507,8 @@ def extract_to_h5(
     t0 = time.perf_counter()
     out = Path(out)
     reqs = sorted(requests, key=lambda r: r.plateifu)
-    rejects: list[dict] = []
+    rejects: list[dict] = [{"plateifu": r.get("plateifu", ""), "path": r.get("path", ""), "reason": r.get("reason", "")}
+                           for r in pre_rejects]  # fmt: skip
     seen: set[str] = set()
     todo = []
     for r in reqs:
@@ -470,9 +517,8 @@ def extract_to_h5(
             continue
         seen.add(r.plateifu)
         todo.append(r)
-
-    results: dict[str, dict] = {}
-    bar = tqdm(total=len(todo), desc=f"extract {label}".strip(), unit="cube", disable=not progress, file=sys.stderr)
+    n_total = len(reqs) + len(pre_rejects)
+    rej_path = rejects_path(out)
 
     def work(r: CubeRequest):
         try:
@@ -480,39 +526,55 @@ def extract_to_h5(
         except CubeError as e:
             return r, None, str(e)
 
-    if threads > 1 and len(todo) > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    def outcomes() -> Iterable:
+        if threads > 1 and len(todo) > 1:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            outcomes: Iterable = pool.map(work, todo)
-            for r, cube, err in outcomes:
-                _collect(r, cube, err, results, rejects)
-                bar.update()
-    else:
-        for r in todo:
-            _collect(*work(r), results, rejects)
-            bar.update()
-    bar.close()
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                yield from pool.map(work, todo)
+        else:
+            for r in todo:
+                yield work(r)
 
-    rej_path = out.with_name(out.name.removesuffix(".h5") + ".rejects.csv")
-    from .formats import write_csv_atomic
-
-    write_csv_atomic(pd.DataFrame(rejects, columns=["plateifu", "path", "reason"]), rej_path)
-    n_total = len(reqs)
-    if n_total and len(rejects) / n_total > max_reject_fraction:
-        reasons = "\n".join(f"  {r['plateifu']}: {r['reason']}" for r in rejects)
-        raise TooManyRejects(
-            f"{label or out}: {len(rejects)} of {n_total} cubes rejected, above max_reject_fraction="
-            f"{max_reject_fraction}:\n{reasons}"
+    def fail(exc: Exception):
+        target = (
+            rej_path if not out.exists() else rej_path.with_name(rej_path.name.replace(".rejects.csv", ".rejects.failed.csv"))
         )
-    ok = [results[r.plateifu] for r in todo if r.plateifu in results]
-    with atomic_path(out) as tmp:
+        write_csv_atomic(pd.DataFrame(rejects, columns=["plateifu", "path", "reason"]), target)
+        if target != rej_path:
+            first, _, rest = exc.args[0].partition("\n")
+            exc.args = (f"{first}; {out} was left as it was, these rejects are in {target}" + (f"\n{rest}" if rest else ""),)
+        raise exc
+
+    n_ok = 0
+    bar = tqdm(total=len(todo), desc=f"extract {label}".strip(), unit="cube", disable=not progress, file=sys.stderr)
+    with atomic_paths(out, rej_path) as (tmp, tmp_rej):
         with h5py.File(tmp, "w") as h5:
-            create_cube_file(h5, len(ok), layout, lines, drpver=drpver, config=config, compression=compression)
-            for i, cube in enumerate(ok):
-                write_cube_row(h5, i, cube)
+            create_cube_file(h5, len(todo), layout, lines, drpver=drpver, config=config, compression=compression, resizable=True)
+            for r, cube, err in outcomes():
+                if err is not None:
+                    rejects.append({"plateifu": r.plateifu, "path": r.path, "reason": err})
+                else:
+                    write_cube_row(h5, n_ok, cube)
+                    n_ok += 1
+                bar.update()
+            bar.close()
+            for name in h5:
+                h5[name].resize(n_ok, axis=0)
+            csv = pd.DataFrame(rejects, columns=["plateifu", "path", "reason"]).to_csv(index=False)
+            h5.attrs["rejects_sha256"] = hashlib.sha256(csv.encode()).hexdigest()
+            h5.attrs["n_rejects"] = len(rejects)
+        if n_total and len(rejects) / n_total > max_reject_fraction:
+            reasons = "\n".join(f"  {r['plateifu'] or r['path']}: {r['reason']}" for r in rejects)
+            fail(TooManyRejects(
+                f"{label or out}: {len(rejects)} of {n_total} cubes rejected, above max_reject_fraction="
+                f"{max_reject_fraction}:\n{reasons}"
+            ))  # fmt: skip
+        if n_ok == 0 and out.exists():
+            fail(NothingExtracted(f"{out}: no cube could be extracted ({len(rejects)} rejected); the file was not replaced"))
+        tmp_rej.write_text(csv)
     dt = time.perf_counter() - t0
-    return ExtractSummary(len(ok), len(rejects), dt, rejects)
+    return ExtractSummary(n_ok, len(rejects), dt, rejects)
 
 
 def _collect(r, cube, err, results, rejects) -> None:

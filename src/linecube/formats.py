@@ -243,26 +243,34 @@ def create_cube_file(
     drpver: str,
     config: dict | None = None,
     compression: str | None = "lzf",
+    resizable: bool = False,
 ) -> None:
     """Create the cubes.h5 datasets for ``n`` galaxies in an open ``h5py.File``.
 
     The file is filled row by row afterwards (see :func:`write_cube_row`), one
-    cube per chunk, so nothing needs the whole sample in memory.
+    cube per chunk, so nothing needs the whole sample in memory. ``resizable``:
+    every dataset can be shrunk or grown along the galaxy axis (``resize``).
     """
     import h5py
 
     shape = (n, *layout.cube_shape)
-    chunks = (1, *layout.cube_shape) if n > 0 else None
-    comp = h5_compression_kwargs(compression) if n > 0 else {}
-    h5.create_dataset("flux", shape=shape, dtype="f4", chunks=chunks, **comp)
-    h5.create_dataset("ivar", shape=shape, dtype="f4", chunks=chunks, **comp)
-    h5.create_dataset("mask", shape=shape, dtype="u1", chunks=chunks, **comp)
-    h5.create_dataset("wave", shape=(n, layout.n_channels), dtype="f8")
+    chunked = n > 0 or resizable
+    chunks = (1, *layout.cube_shape) if chunked else None
+    comp = h5_compression_kwargs(compression) if chunked else {}
+
+    def grow(s):
+        return {"maxshape": (None, *s[1:])} if resizable else {}
+
+    h5.create_dataset("flux", shape=shape, dtype="f4", chunks=chunks, **comp, **grow(shape))
+    h5.create_dataset("ivar", shape=shape, dtype="f4", chunks=chunks, **comp, **grow(shape))
+    h5.create_dataset("mask", shape=shape, dtype="u1", chunks=chunks, **comp, **grow(shape))
+    small = {"chunks": True} if resizable else {}
+    h5.create_dataset("wave", shape=(n, layout.n_channels), dtype="f8", **small, **grow((n, layout.n_channels)))
     str_t = h5py.string_dtype("utf-8")
-    h5.create_dataset("plateifu", shape=(n,), dtype=str_t)
-    h5.create_dataset("mangaid", shape=(n,), dtype=str_t)
+    h5.create_dataset("plateifu", shape=(n,), dtype=str_t, **small, **grow((n,)))
+    h5.create_dataset("mangaid", shape=(n,), dtype=str_t, **small, **grow((n,)))
     for name in ("z", "objra", "objdec"):
-        h5.create_dataset(name, shape=(n,), dtype="f8")
+        h5.create_dataset(name, shape=(n,), dtype="f8", **small, **grow((n,)))
     h5.attrs["line_names"] = np.array(lines.names, dtype=h5py.string_dtype("utf-8"))
     h5.attrs["line_rest_wavelengths"] = lines.rest
     h5.attrs["window_bins"] = layout.window_bins
@@ -324,6 +332,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for files that belong together: yields one temporary
+    path per file and renames them all, in order and back to back, only when the
+    block succeeds (on an error none is replaced and the temporaries go)."""
+    with contextlib.ExitStack() as stack:
+        tmps = []
+        for p in paths:
+            p = Path(p)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(p)
+            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+            os.close(fd)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            tmps.append(Path(tmp))
+            stack.callback(lambda t=Path(tmp): t.unlink(missing_ok=True))
+        yield tmps
+        for tmp, p in zip(tmps, paths):
+            os.replace(tmp, p)
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:

@@ -72,6 +72,40 @@ def neighbors_frame(embedding: pd.DataFrame, queries: list[str], k: int, space: 
     return pd.DataFrame(out)
 
 
+class BadResultsFile(ValueError):
+    """A results file (embedding.csv, scores.csv) that cannot be used as it is."""
+
+
+def read_results_table(path: Path, numeric: list[str] | None = None) -> pd.DataFrame:
+    """Read embedding.csv or scores.csv and check it: a ``plateifu`` column, at
+    least one row, no duplicate plate-IFU, finite values in ``numeric`` columns
+    (all ``pc*``/``umap*``/``score`` columns when None); errors name file and rows."""
+    try:
+        df = pd.read_csv(path, dtype={"plateifu": str, "mangaid": str})
+    except pd.errors.EmptyDataError:
+        raise BadResultsFile(f"{path}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise BadResultsFile(f"{path}: not a readable CSV ({e})") from None
+    if "plateifu" not in df:
+        raise BadResultsFile(f"{path}: no plateifu column")
+    if df.empty:
+        raise BadResultsFile(f"{path}: no galaxies (header only)")
+    dup = df["plateifu"].duplicated(keep=False)
+    if dup.any():
+        rows = ", ".join(f"{p} (rows {', '.join(str(i + 2) for i in np.nonzero((df['plateifu'] == p).to_numpy())[0])})"
+                         for p in dict.fromkeys(df.loc[dup, "plateifu"]))  # fmt: skip
+        raise BadResultsFile(f"{path}: duplicate plate-IFU: {rows}")
+    if numeric is None:
+        numeric = [c for c in df.columns if c == "score" or c.startswith(("pc", "umap")) and c[-1].isdigit()]
+    for c in numeric:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
+        bad = np.nonzero(~np.isfinite(v))[0]
+        if len(bad):
+            rows = ", ".join(str(i + 2) for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
+            raise BadResultsFile(f"{path}: column {c} is not a finite number in row(s) {rows}")
+    return df
+
+
 def neighbors_table(
     plateifu: str, *, k: int = 5, model: str = "ae", space: str = "umap", results: str | os.PathLike = "results"
 ) -> pd.DataFrame:
@@ -83,8 +117,15 @@ def neighbors_table(
     for p in (emb_path, sc_path):
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist: run the workflow (snakemake) for model {model!r} first")
-    emb = pd.read_csv(emb_path, dtype={"plateifu": str})
-    scores = pd.read_csv(sc_path, dtype={"plateifu": str, "mangaid": str}).set_index("plateifu")
+    emb = read_results_table(emb_path)
+    scores = read_results_table(sc_path).set_index("plateifu")
+    missing = sorted(set(emb["plateifu"]) - set(scores.index))
+    if missing:
+        raise BadResultsFile(
+            f"{sc_path}: {len(missing)} galaxies of {emb_path} have no row (e.g. {missing[0]}): rerun the workflow"
+        )
+    if k < 1:
+        raise BadResultsFile(f"-k: must be at least 1, got {k}")
     try:
         parse_plateifu(plateifu)
     except ValueError as e:

@@ -2,7 +2,12 @@
 # and the input functions that read the sample checkpoint.
 import pandas as pd
 
-from linecube.config import ConfigError, validate_config
+from linecube.config import (
+    ConfigError,
+    check_inputs,
+    resolve_catalogues,
+    validate_config,
+)
 
 # Validate against workflow/schemas/config.schema.yaml (JSON Schema, defaults filled
 # in); every error is listed with its key, not only the first.
@@ -14,6 +19,12 @@ try:
     )
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
+# data.agn_catalog / data.truth "auto": the simulated survey's files only when simulating
+resolve_catalogues(config)
+# the input files every job will read, checked before any job runs
+_problems = check_inputs(config)
+if _problems:
+    raise WorkflowError("input files:\n  " + "\n  ".join(_problems))
 
 DATA = config["data"]
 REDUX = DATA["redux_dir"]
