@@ -2,7 +2,7 @@
 
 Log ratios: N2 = [NII]6585/Halpha, S2 = ([SII]6718+6733)/Halpha,
 O3 = [OIII]5008/Hbeta. Lines: Kauffmann et al. (2003), Kewley et al. (2001,
-2006); values in shared/docs/astro-facts.md.
+2006); values in docs/astro-facts.md.
 """
 
 from __future__ import annotations
