@@ -437,3 +437,16 @@ def test_truncated_header_is_reported_as_truncated(tmp_path, good, lines):
     assert "not a FITS" not in msg
     p.write_bytes(gzip.compress(b"hello, not a cube"))
     check(req(g, p), lines, "not a FITS file")
+
+
+def test_cli_extract_a_logcube_given_as_the_drpall(tmp_path, good, lines, capsys):
+    from linecube.cli import main
+
+    g, path = good
+    assert main(["extract", "--drpall", str(path), "--out", str(tmp_path / "o.h5"), str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a LOGCUBE, not the drpall" in err[0] and str(path) in err[0]
+    txt = tmp_path / "drpall.txt"
+    txt.write_text("plate,ifu\n")
+    assert main(["extract", "--drpall", str(txt), "--out", str(tmp_path / "o.h5"), str(path)]) == 2
+    assert "error: " in capsys.readouterr().err

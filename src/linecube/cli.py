@@ -104,6 +104,13 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
         raise UsageError(f"{parent}: the output folder does not exist")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{parent}: the output folder is not writable")
+    try:  # a real write test: permissions, read-only mounts, /proc and the like
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{out.name}.", suffix=".probe"):
+            pass
+    except OSError as e:
+        raise UsageError(f"{parent}: cannot write the output there ({e.strerror or e})") from None
     return out
 
 
@@ -230,6 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; LINECUBE_DEBUG=1 shows the traceback
+        if os.environ.get("LINECUBE_DEBUG"):
+            raise
+        where = getattr(e, "filename", None)
+        msg = f"{where}: {e.strerror}" if isinstance(e, OSError) and where and e.strerror else str(e) or type(e).__name__
+        print(f"error: {msg} (set LINECUBE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

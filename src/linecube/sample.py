@@ -57,6 +57,9 @@ def read_drpall(path: str | os.PathLike, hdu: str = "MANGA") -> pd.DataFrame:
                     raise ValueError(f"{path}: no table HDU (expected HDU 1 named {hdu})")
             else:
                 ext = hdu
+            if not isinstance(hl[ext], fits.BinTableHDU | fits.TableHDU):
+                what = "a LOGCUBE" if "FLUX" in names else f"a {type(hl[ext]).__name__}"
+                raise ValueError(f"{path}: HDU {ext} is {what}, not the drpall's MANGA table (is this the drpall?)")
             data = hl[ext].data
             cols = [c.name for c in hl[ext].columns]
             ensure_columns([c.lower() for c in cols], DRPALL_REQUIRED, f"drpall {path} HDU {ext}")
