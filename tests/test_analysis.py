@@ -206,3 +206,16 @@ def test_cli_neighbors_validates_the_results_files(tmp_path, capsys):
     expect("empty")
     sc.iloc[:10].to_csv(sc_path, index=False)
     expect("have no row")
+
+
+def test_umap_logs_a_disconnected_graph(caplog):
+    pytest.importorskip("umap")
+    import logging
+
+    from linecube.embed import umap_reduce
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 0.01, (12, 5)), rng.normal(100, 0.01, (12, 5))])  # two far islands
+    with caplog.at_level(logging.WARNING, logger="linecube"):
+        umap_reduce(x, 2, 5, 0.1, 0)
+    assert "not fully connected" in caplog.text

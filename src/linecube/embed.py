@@ -37,9 +37,8 @@ def umap_reduce(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: fl
     nn = max(2, min(n_neighbors, n - 1))
     if nn < n_neighbors:
         log.warning("UMAP: %d galaxies: n_neighbors lowered from %d to %d", n, n_neighbors, nn)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
-        warnings.filterwarnings("ignore", message=".*Graph is not fully connected.*")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         reducer = umap.UMAP(
             n_components=n_components,
             n_neighbors=nn,
@@ -48,7 +47,28 @@ def umap_reduce(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: fl
             init="spectral" if n > n_components + 1 else "random",
             metric="euclidean",
         )
-        return reducer.fit_transform(x).astype(np.float64)
+        out = reducer.fit_transform(x).astype(np.float64)
+    for w in caught:
+        msg = str(w.message)
+        if "n_jobs value" in msg and "overridden" in msg:
+            continue  # seeded UMAP runs single-threaded by design
+        log.warning("UMAP: %s", " ".join(msg.split()))
+    graph = getattr(reducer, "graph_", None)
+    if graph is not None and n > 2:
+        from scipy.sparse.csgraph import connected_components
+
+        k, labels = connected_components(graph, directed=False)
+        if k > 1:
+            sizes = np.sort(np.bincount(labels))[::-1]
+            log.warning(
+                "UMAP: the %d-neighbour graph of %d galaxies is not fully connected (%d components, sizes %s): "
+                "distances between the islands, and neighbours across them, mean little",
+                nn,
+                n,
+                k,
+                ", ".join(str(v) for v in sizes[:6]) + (" ..." if k > 6 else ""),
+            )
+    return out
 
 
 def embed(latents: np.ndarray, plateifus, *, pca_components=50, umap_components=3, umap_neighbors=15, umap_min_dist=0.1, seed=42):
