@@ -341,31 +341,41 @@ class FeatureScorer:
 # --------------------------------------------------------------------------
 
 
-def gauss_rank(ref: np.ndarray, x: np.ndarray) -> np.ndarray:
+def gauss_rank(ref: np.ndarray, x: np.ndarray, self_in_ref: np.ndarray | None = None) -> np.ndarray:
     """A score as a Gaussianised rank against reference values: probit of the
     mid-rank ECDF of the reference, extended beyond the reference's range by
-    the value's robust z past the extreme (so the largest anomalies stay ordered)."""
+    the value's robust z past the extreme (so the largest anomalies stay ordered).
+
+    ``self_in_ref`` (bool per value of ``x``): the value is itself one of the
+    reference values and is ranked against the others (leave-one-out), so a
+    training galaxy at the top of the reference is not tied with the rest."""
     from scipy.stats import norm
 
     ref = np.sort(np.asarray(ref, dtype=np.float64))
     x = np.asarray(x, dtype=np.float64)
+    own = np.zeros(len(x), bool) if self_in_ref is None else np.asarray(self_in_ref, bool)
     n = len(ref)
-    lo_n = np.searchsorted(ref, x, side="left")
-    hi_n = np.searchsorted(ref, x, side="right")
-    p = (0.5 * (lo_n + hi_n) + 0.5) / (n + 1)
-    g = norm.ppf(p)
-    rz = RobustZ.fit(ref)
-    spread = float(rz.spread[0])
-    g_top, g_bot = norm.ppf((n + 0.5) / (n + 1)), norm.ppf(0.5 / (n + 1))
-    g = np.where(x > ref[-1], g_top + (x - ref[-1]) / spread, g)
-    g = np.where(x < ref[0], g_bot - (ref[0] - x) / spread, g)
+    m = np.where(own, n - 1, n).astype(np.float64)  # reference size without the value itself
+    lo_n = np.searchsorted(ref, x, side="left").astype(np.float64)
+    hi_n = np.searchsorted(ref, x, side="right") - own.astype(np.float64)
+    p = (0.5 * (lo_n + hi_n) + 0.5) / (m + 1)
+    g = norm.ppf(np.clip(p, 1e-12, 1 - 1e-12))
+    spread = float(RobustZ.fit(ref).spread[0])
+    # the extremes of the reference without the value itself
+    top = np.where(own & (x >= ref[-1]) & (n > 1), ref[-2] if n > 1 else ref[-1], ref[-1])
+    bot = np.where(own & (x <= ref[0]) & (n > 1), ref[1] if n > 1 else ref[0], ref[0])
+    g_top, g_bot = norm.ppf((m + 0.5) / (m + 1)), norm.ppf(0.5 / (m + 1))
+    g = np.where(x > top, g_top + (x - top) / spread, g)
+    g = np.where(x < bot, g_bot - (bot - x) / spread, g)
     return g
 
 
 def combine_by_rank(components: Mapping[str, np.ndarray], ref_rows: np.ndarray, how: str = "mean") -> np.ndarray:
     """Mean (``how="mean"``) or maximum (``"max"``) of the components'
     Gaussianised ranks against their ``ref_rows`` values."""
-    gs = [gauss_rank(v[ref_rows], v) for v in components.values()]
+    own = np.zeros(len(next(iter(components.values()))), bool)
+    own[np.asarray(ref_rows, dtype=int)] = True
+    gs = [gauss_rank(v[ref_rows], v, own) for v in components.values()]
     if how == "max":
         return np.max(gs, axis=0)
     if how != "mean":

@@ -142,7 +142,7 @@ model <select id="model"></select>
 colour by <select id="colour"><option value="score">anomaly score</option><option value="agn">AGN</option><option value="class">class (simulation truth)</option></select>
 <span id="count"></span> &middot; click a galaxy, or open <code>explorer.html#PLATE-IFU</code>
 </div><div id="umap"></div></div>
-<div id="panel"><h3>linecube explorer</h3><p>Anomaly scores are the mean absolute error between a galaxy's emission-line cube and its reconstruction, in 10<sup>-17</sup> erg/s/cm<sup>2</sup>/&Aring;/spaxel (rank 1 = most anomalous).</p></div>
+<div id="panel"><h3>linecube explorer</h3><p>The anomaly score is the ranking scores.csv calls <code>score</code> (by default the largest of three brightness-free scores: the localised reconstruction residual, the latent density and the line-ratio/kinematic features, as ranks against the training galaxies); rank 1 = most anomalous. "Driven by" names the line whose residual stands out most. Every score, the paper's MAE included, is a column of scores.csv.</p></div>
 <script>
 const DATA = /*DATA*/;
 const gd = document.getElementById('umap');
@@ -156,11 +156,11 @@ function draw() {
   const d = cur(), n = d.plateifu.length;
   const text = d.plateifu.map((p, i) => `${p}<br>score ${d.score[i]} (rank ${d.rank[i]})` + (d.explain[i] ? `<br>driven by ${d.explain[i]}` : '') + `<br>AGN: ${d.agn[i] || 'no'}` + (d.class ? `<br>${d.class[i]}` : ''));
   let marker;
-  if (col.value === 'score') marker = {size: 4, color: d.colour, colorscale: 'Viridis', colorbar: {title: d.colour_label}};
+  if (col.value === 'score') marker = {size: 4, color: d.colour, colorscale: 'Viridis', colorbar: {title: {text: d.colour_label}}};
   else if (col.value === 'agn') marker = {size: 4, color: palette(d.agn.map(a => a ? a : 'not AGN'))};
   else marker = {size: 4, color: palette(d.class)};
   const tr = {type: 'scatter3d', mode: 'markers', x: d.xyz[0], y: d.xyz[1], z: d.xyz[2] || d.xyz[0].map(() => 0), text: text, hoverinfo: 'text', marker: marker};
-  Plotly.react(gd, [tr], {margin: {l: 0, r: 0, t: 0, b: 0}, scene: {xaxis: {title: 'UMAP 1'}, yaxis: {title: 'UMAP 2'}, zaxis: {title: 'UMAP 3'}}});
+  Plotly.react(gd, [tr], {margin: {l: 0, r: 0, t: 0, b: 0}, scene: {xaxis: {title: {text: 'UMAP 1'}}, yaxis: {title: {text: 'UMAP 2'}}, zaxis: {title: {text: 'UMAP 3'}}}});
   document.getElementById('count').textContent = `${n} galaxies`;
   gd.dataset.npoints = n;
 }
