@@ -309,6 +309,19 @@ def read_strings(ds) -> list[str]:
 # --------------------------------------------------------------------------
 
 
+def _new_temporary(path: Path) -> Path:
+    """A fresh ``.{name}.XXXXXXXX.tmp`` next to ``path`` (its folder made, the
+    temporaries of an earlier killed write removed), with ordinary file permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -318,14 +331,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     same file removes it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
-    tmp_path = Path(tmp)
+    tmp_path = _new_temporary(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -342,16 +348,9 @@ def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
     with contextlib.ExitStack() as stack:
         tmps = []
         for p in paths:
-            p = Path(p)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(p)
-            fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-            os.close(fd)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            tmps.append(Path(tmp))
-            stack.callback(lambda t=Path(tmp): t.unlink(missing_ok=True))
+            tmp = _new_temporary(Path(p))
+            tmps.append(tmp)
+            stack.callback(lambda t=tmp: t.unlink(missing_ok=True))
         yield tmps
         for tmp, p in zip(tmps, paths):
             os.replace(tmp, p)
