@@ -43,6 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .data import sigma_from_ivar
+
 #: normalised flux unit: 1/1000 of the galaxy's total Halpha window flux
 NORM_PER = 1000.0
 
@@ -50,14 +52,6 @@ NORM_PER = 1000.0
 def _windows(a: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
     """(N, L*B, y, x) -> (N, L, B, y, x) view."""
     return a.reshape(a.shape[0], n_lines, window_bins, *a.shape[-2:])
-
-
-def _sigma(ivar: np.ndarray) -> np.ndarray:
-    """1/sqrt(ivar), 0 where ivar <= 0 (float32)."""
-    iv = np.asarray(ivar, dtype=np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(iv > 0, 1.0 / np.sqrt(np.maximum(iv, 1e-30)), 0.0)
-    return s.astype(np.float32)
 
 
 def halpha_scale(
@@ -82,7 +76,7 @@ def halpha_scale(
     n_lines = flux.shape[1] // window_bins
     floor = 0.05 * (np.abs(flux) * use_all).reshape(n, -1).sum(axis=1, dtype=np.float64) / max(n_lines, 1)
     if ivar is not None:
-        var = (np.where(use, _sigma(ivar[:, sl]).astype(np.float64) ** 2, 0.0)).reshape(n, -1).sum(axis=1)
+        var = (np.where(use, sigma_from_ivar(ivar[:, sl]).astype(np.float64) ** 2, 0.0)).reshape(n, -1).sum(axis=1)
         floor = np.maximum(floor, floor_sigma * np.sqrt(var))
     return np.maximum(np.maximum(tot, floor), 1e-6)
 
@@ -112,7 +106,7 @@ def line_residual_stats(
     n = flux.shape[0]
     d = np.abs(flux.astype(np.float32) - recon.astype(np.float32))
     if noise_k > 0:
-        d -= np.float32(noise_k) * _sigma(ivar)
+        d -= np.float32(noise_k) * sigma_from_ivar(ivar)
         np.maximum(d, 0.0, out=d)
     use = mask == 0
     d *= use
@@ -370,17 +364,21 @@ def gauss_rank(ref: np.ndarray, x: np.ndarray, self_in_ref: np.ndarray | None = 
     return g
 
 
-def combine_by_rank(components: Mapping[str, np.ndarray], ref_rows: np.ndarray, how: str = "mean") -> np.ndarray:
-    """Mean (``how="mean"``) or maximum (``"max"``) of the components'
-    Gaussianised ranks against their ``ref_rows`` values."""
+def gauss_ranks(components: Mapping[str, np.ndarray], ref_rows: np.ndarray) -> np.ndarray:
+    """(n_components, N): each component's Gaussianised rank against its own
+    ``ref_rows`` values (reference rows ranked leave-one-out)."""
     own = np.zeros(len(next(iter(components.values()))), bool)
     own[np.asarray(ref_rows, dtype=int)] = True
-    gs = [gauss_rank(v[ref_rows], v, own) for v in components.values()]
-    if how == "max":
-        return np.max(gs, axis=0)
-    if how != "mean":
+    return np.stack([gauss_rank(v[ref_rows], v, own) for v in components.values()])
+
+
+def combine_by_rank(components: Mapping[str, np.ndarray], ref_rows: np.ndarray, how: str = "mean") -> np.ndarray:
+    """Mean (``how="mean"``) or maximum (``"max"``) of the components'
+    Gaussianised ranks (:func:`gauss_ranks`)."""
+    if how not in ("mean", "max"):
         raise ValueError(f"how must be 'mean' or 'max', got {how!r}")
-    return np.mean(gs, axis=0)
+    g = gauss_ranks(components, ref_rows)
+    return g.max(axis=0) if how == "max" else g.mean(axis=0)
 
 
 __all__ = [
@@ -392,6 +390,7 @@ __all__ = [
     "combine_by_rank",
     "galaxy_features",
     "gauss_rank",
+    "gauss_ranks",
     "halpha_scale",
     "line_residual_stats",
     "residual_score",

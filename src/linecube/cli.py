@@ -102,8 +102,6 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.exists():
         raise UsageError(f"{parent}: the output folder does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"{parent}: the output folder is not writable")
     try:  # a real write test: permissions, read-only mounts, /proc and the like
         import tempfile
 

@@ -117,7 +117,7 @@ class NoiseBank:
         return np.concatenate((row[off:], row[:off])).reshape(shape)
 
 
-def _sigma_from_ivar(iv: np.ndarray) -> np.ndarray:
+def sigma_from_ivar(iv: np.ndarray) -> np.ndarray:
     """1/sqrt(ivar), 0 where ivar <= 0 (float32)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         s = np.sqrt(np.maximum(iv, 0), dtype=np.float32)
@@ -156,7 +156,7 @@ def apply_ops(
         if cfg.noise_from_ivar:
             if iv is None:
                 raise ValueError("noise scaled by ivar needs ivar")
-            sigma = _sigma_from_ivar(iv)
+            sigma = sigma_from_ivar(iv)
             sigma *= np.float32(cfg.noise_sigma)
         else:
             if m is None:

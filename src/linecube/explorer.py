@@ -100,12 +100,13 @@ def build_explorer(
         coords = df[cols].to_numpy(float)
         _, idx = knn(coords, np.arange(len(df)), k)
         flags = [c for c in ("wise_agn", "bat_agn", "radio_agn", "broad_agn") if c in df]
+        colour, colour_label = score_colour(df["score"])
         data["models"][m] = {
             "plateifu": list(df["plateifu"]),
             "xyz": [_round(coords[:, j], 5) for j in range(coords.shape[1])],
             "score": _round(df["score"], 5),
-            "colour": _round(score_colour(df["score"])[0], 5),
-            "colour_label": score_colour(df["score"])[1],
+            "colour": _round(colour, 5),
+            "colour_label": colour_label,
             "explain": [str(v) for v in df["explain_line"]] if "explain_line" in df else [""] * len(df),
             "rank": [int(v) for v in df["rank"]],
             "agn": [",".join(f.removesuffix("_agn") for f in flags if bool(r[f])) for _, r in df.iterrows()]

@@ -184,6 +184,34 @@ class Sampling(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="linecube")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """One-cycle learning rate (Smith & Topin 2019): cosine rise from lr_max/div to
+    lr_max over the first ``warmup`` of ``total_steps``, cosine decay to
+    lr_max/final_div afterwards."""
+
+    def __init__(self, lr_max, total_steps, warmup=0.3, div=25.0, final_div=1e3):
+        self.lr_max, self.total, self.warmup, self.div, self.final_div = lr_max, total_steps, warmup, div, final_div
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        up = max(1.0, self.warmup * self.total)
+        down = max(1.0, self.total - up)
+        lo, hi, end = self.lr_max / self.div, self.lr_max, self.lr_max / self.final_div
+        rise = lo + (hi - lo) * 0.5 * (1.0 - ops.cos(np.pi * ops.clip(step / up, 0.0, 1.0)))
+        fall = end + (hi - end) * 0.5 * (1.0 + ops.cos(np.pi * ops.clip((step - up) / down, 0.0, 1.0)))
+        return ops.where(step < up, rise, fall)
+
+    def get_config(self):
+        return {
+            "lr_max": self.lr_max,
+            "total_steps": self.total,
+            "warmup": self.warmup,
+            "div": self.div,
+            "final_div": self.final_div,
+        }
+
+
 # --------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------

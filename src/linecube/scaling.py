@@ -39,7 +39,7 @@ class FluxScaler:
     def from_config(cls, model_cfg: dict, line_names=None, window_bins: int = 10) -> FluxScaler:
         """The scaler of a validated ``model:`` config; ``line_names`` locate Halpha."""
         names = list(line_names) if line_names is not None else []
-        kind = model_cfg["flux_scaling"] if "flux_scaling" in model_cfg else "none"
+        kind = model_cfg.get("flux_scaling", "none")
         if kind == "halpha" and "Halpha" not in names:
             raise ValueError("flux_scaling: halpha needs Halpha in the line list")
         return cls(

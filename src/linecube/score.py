@@ -156,9 +156,10 @@ def collect_stats(
 
     n_lines = len(line_names)
     ha = list(line_names).index("Halpha")
+    import h5py
+
     parts: dict[str, list] = {k: [] for k in RawStats.__dataclass_fields__}
-    total = None
-    with __import__("h5py").File(cubes_h5, "r") as h5:
+    with h5py.File(cubes_h5, "r") as h5:
         total = h5["flux"].shape[0]
     bar = tqdm(total=total, desc=desc, unit="cube", disable=not progress, file=sys.stderr)
     for _start, flux, ivar, mask in iter_batches(cubes_h5, batch_size):
@@ -173,7 +174,7 @@ def collect_stats(
             flux, recon, ivar, mask, scale, n_lines, window_bins, q=residual_q, noise_k=residual_noise_k
         )
         parts["latents"].append(np.asarray(z, np.float32))
-        parts["paper"].append(err.reshape(nb, -1).mean(axis=1))
+        parts["paper"].append(mae_scores(flux, recon))
         parts["usable"].append((err.reshape(nb, -1) * usable).sum(axis=1) / n_use)
         chi = err * np.sqrt(np.maximum(ivar, 0))
         parts["chi"].append((chi.reshape(nb, -1) * usable).sum(axis=1) / n_use)
@@ -205,7 +206,7 @@ DEFAULT_CHOICES: tuple[str, ...] = tuple(SCORE_COLUMNS)
 def derive_scores(raw: RawStats, ref_rows: np.ndarray, line_names: list[str], seed: int = 0) -> dict[str, np.ndarray]:
     """Every score of :data:`SCORE_COLUMNS` (plus ``explain_line``) from raw stats,
     each fitted on the reference (training) galaxies ``ref_rows`` only."""
-    from .anomaly import FeatureScorer, LatentDensity, combine_by_rank, residual_score
+    from .anomaly import FeatureScorer, LatentDensity, gauss_ranks, residual_score
 
     ref_rows = np.asarray(ref_rows, dtype=int)
     is_ref = np.zeros(len(raw.paper), bool)
@@ -219,11 +220,10 @@ def derive_scores(raw: RawStats, ref_rows: np.ndarray, line_names: list[str], se
         "score_latent_if": dens.iforest(raw.latents),
         "score_features": FeatureScorer(seed).fit(raw.features[ref_rows])(raw.features),
     }
-    out["score_combined"] = combine_by_rank({k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows)
-    out["score_deep"] = combine_by_rank({k: out[k] for k in ("score_residual", "score_latent")}, ref_rows)
-    out["score_max"] = combine_by_rank(
-        {k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows, how="max"
-    )
+    g = gauss_ranks({k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows)
+    out["score_combined"] = g.mean(axis=0)
+    out["score_deep"] = g[:2].mean(axis=0)
+    out["score_max"] = g.max(axis=0)
     out["explain_line"] = np.array(explain, dtype=object)
     return out
 
@@ -411,13 +411,14 @@ def brightness_check(scores: np.ndarray, mean_abs_flux: np.ndarray) -> dict:
     """How much of the score is brightness: the median of score / mean|flux| (the
     MAE of an all-zero reconstruction; < 1 means the model beats zeros) and the
     Spearman rank correlation of score with mean|flux| (both per galaxy, flux units)."""
-    from scipy.stats import spearmanr
+    from .validate import spearman
 
     scores = np.asarray(scores, dtype=float)
     maf = np.asarray(mean_abs_flux, dtype=float)
     ok = maf > 0
     ratio = float(np.median(scores[ok] / maf[ok])) if ok.any() else float("nan")
-    rho = float(spearmanr(scores, maf)[0]) if len(scores) > 2 and np.ptp(maf) > 0 and np.ptp(scores) > 0 else float("nan")
+    rho = spearman(scores, maf)
+    rho = float("nan") if rho is None else rho
     return {"median_score_over_mean_abs_flux": ratio, "spearman_score_vs_mean_abs_flux": rho}
 
 

@@ -79,37 +79,8 @@ def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, 
 
 
 def one_cycle(lr_max: float, total_steps: int, warmup: float = 0.3, div: float = 25.0, final_div: float = 1e3):
-    """One-cycle learning-rate schedule (Smith & Topin 2019): cosine rise from
-    lr_max/div to lr_max over the first ``warmup`` of the steps, cosine decay to
-    lr_max/final_div afterwards."""
-    import keras
-
-    @keras.saving.register_keras_serializable(package="linecube")
-    class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-        def __init__(self, lr_max, total_steps, warmup, div, final_div):
-            self.lr_max, self.total, self.warmup, self.div, self.final_div = lr_max, total_steps, warmup, div, final_div
-
-        def __call__(self, step):
-            from keras import ops
-
-            step = ops.cast(step, "float32")
-            up = max(1.0, self.warmup * self.total)
-            down = max(1.0, self.total - up)
-            lo, hi, end = self.lr_max / self.div, self.lr_max, self.lr_max / self.final_div
-            t1 = ops.clip(step / up, 0.0, 1.0)
-            t2 = ops.clip((step - up) / down, 0.0, 1.0)
-            rise = lo + (hi - lo) * 0.5 * (1.0 - ops.cos(np.pi * t1))
-            fall = end + (hi - end) * 0.5 * (1.0 + ops.cos(np.pi * t2))
-            return ops.where(step < up, rise, fall)
-
-        def get_config(self):
-            return {
-                "lr_max": self.lr_max,
-                "total_steps": self.total,
-                "warmup": self.warmup,
-                "div": self.div,
-                "final_div": self.final_div,
-            }
+    """One-cycle learning-rate schedule (:class:`linecube.models.OneCycle`)."""
+    from .models import OneCycle
 
     return OneCycle(float(lr_max), int(total_steps), float(warmup), float(div), float(final_div))
 
