@@ -15,4 +15,5 @@ with rule_log(sm.log[0]):
         umap_neighbors=e["umap_neighbors"],
         umap_min_dist=e["umap_min_dist"],
         seed=e["seed"],
+        n_jobs=sm.threads,
     )

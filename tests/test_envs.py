@@ -33,7 +33,7 @@ def env_pins(path: Path) -> dict[str, str]:
             d = str(d)
             if d.startswith("-e"):
                 continue
-            m = re.match(r"^([A-Za-z0-9_.\-]+)\s*==?\s*([^\s]+)$", d)
+            m = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==?\s*([^\s]+)$", d)
             if m and m.group(1) not in ("python", "pip"):
                 out[m.group(1).lower()] = m.group(2)
     return out
@@ -42,7 +42,7 @@ def env_pins(path: Path) -> dict[str, str]:
 def test_every_env_pins_the_pyproject_versions():
     pins = pyproject_pins()
     envs = sorted((REPO / "envs").glob("*.yaml"))
-    assert {p.stem for p in envs} == {"data", "ml", "analysis"}
+    assert {p.stem for p in envs} == {"data", "ml", "ml-gpu", "analysis"}
     for path in envs:
         env = env_pins(path)
         assert env, path
@@ -52,7 +52,10 @@ def test_every_env_pins_the_pyproject_versions():
         base = {n for n in pins if n in ("numpy", "astropy", "h5py", "isal", "pandas")}
         assert base <= set(env), f"{path.name} lacks {base - set(env)}"
         text = path.read_text()
-        assert "python=3.11" in text and "-e ../" in text
+        assert "python=3.11" in text and "-e ${LINECUBE_ROOT}" in text
+    assert "tensorflow" in env_pins(REPO / "envs" / "ml-gpu.yaml") and "tensorflow-cpu" not in env_pins(
+        REPO / "envs" / "ml-gpu.yaml"
+    )
 
 
 def test_rules_use_their_family_env():
@@ -62,4 +65,74 @@ def test_rules_use_their_family_env():
         for m in _re.finditer(r'conda:\s*\n\s*"([^"]+)"', smk.read_text()):
             assert (smk.parent / m.group(1)).resolve().exists(), f"{smk.name}: {m.group(1)}"
     ml = (REPO / "workflow" / "rules" / "models.smk").read_text()
-    assert "envs/ml.yaml" in ml
+    assert "conda:\n        ML_ENV" in ml
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    assert '"cpu": "../../envs/ml.yaml", "gpu": "../../envs/ml-gpu.yaml"' in common
+
+
+FAKE_CONDA = r"""#!{python}
+# Stands in for conda: answers Snakemake's checks, and for `conda env create`
+# does what conda does with the pip section (requirements file beside the env
+# file, pip run from that folder), then records where pip would install from.
+import json, os, sys, yaml
+args = sys.argv[1:]
+if args[:1] == ["--version"]:
+    print("conda 25.5.1")
+elif args[:2] == ["info", "--json"]:
+    print(json.dumps({{"conda_prefix": os.environ["FAKE_CONDA_PREFIX"], "platform": "linux-64"}}))
+elif args[:2] == ["config", "--get"]:
+    print(json.dumps({{"get": {{"channel_priority": "strict"}}}}))
+elif args[:2] == ["env", "create"]:
+    envfile = args[args.index("--file") + 1].strip('"')
+    prefix = args[args.index("--prefix") + 1].strip('"')
+    spec = yaml.safe_load(open(envfile))
+    pip = [d for d in spec["dependencies"] if isinstance(d, dict)][0]["pip"]
+    workdir = os.path.dirname(os.path.abspath(envfile))
+    req = os.path.join(workdir, "condaenv.fake.requirements.txt")
+    open(req, "w").write("\n".join(pip) + "\n")
+    os.chdir(workdir)
+    from pip._internal.network.session import PipSession
+    from pip._internal.req.req_file import parse_requirements
+    editable = [os.path.abspath(r.requirement) for r in parse_requirements(req, session=PipSession()) if r.is_editable]
+    with open(os.environ["FAKE_CONDA_LOG"], "a") as fh:
+        fh.write(json.dumps({{"env": spec["name"], "envfile": envfile, "editable": editable}}) + "\n")
+    os.makedirs(os.path.join(prefix, "conda-meta"), exist_ok=True)
+elif args[:1] == ["clean"]:
+    pass
+else:
+    sys.exit("fake conda: unexpected " + " ".join(args))
+"""
+
+
+def test_sdm_conda_installs_linecube_from_this_checkout(tmp_path):
+    """Snakemake's own env creation, up to the conda call: the pip line of every
+    env resolves to the checkout (it has pyproject.toml), not .snakemake/."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from wf import make_workdir, snakemake_bin
+
+    wd = make_workdir(tmp_path / "wf", {"simulate": {"enabled": True, "n_galaxies": 4}, "ml_env": "gpu"})
+    shutil.copy2(REPO / "pyproject.toml", wd / "pyproject.toml")
+    (wd / "src").mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "conda").write_text(FAKE_CONDA.format(python=sys.executable))
+    (bindir / "conda").chmod(0o755)
+    log = tmp_path / "conda.log"
+    env = dict(
+        os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FAKE_CONDA_LOG=str(log), FAKE_CONDA_PREFIX=str(tmp_path / "base")
+    )
+    env.pop("LINECUBE_ROOT", None)
+    cmd = [snakemake_bin(), "--sdm", "conda", "--conda-create-envs-only", "--cores", "1", "--configfile", "test-config.yaml"]
+    p = subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    made = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert {m["env"] for m in made} >= {"linecube-data", "linecube-ml-gpu", "linecube-analysis"}, made
+    for m in made:
+        assert "/.snakemake/conda/" in m["envfile"]  # Snakemake's copy, as conda sees it
+        assert m["editable"] == [str(wd.resolve())], m
+        assert (Path(m["editable"][0]) / "pyproject.toml").exists()

@@ -13,7 +13,7 @@ from functools import partial
 import h5py
 import pandas as pd
 import pytest
-from wf import make_workdir, run, snakemake_bin
+from wf import make_workdir, rule_properties, run, snakemake_bin
 
 DATA_ONLY = {"simulate": {"enabled": True, "n_galaxies": 14, "seed": 5}}
 
@@ -50,6 +50,44 @@ def test_download_rule_fetches_missing_cubes_from_local_server(tiny_survey, tmp_
         assert len(list((wd / "logs" / "download_cube").glob("*.log"))) == len(gals)
     finally:
         srv.shutdown()
+
+
+@pytest.mark.slow
+def test_cluster_downloads_run_on_the_submitting_node_from_manga_spectro_redux(tiny_survey, tmp_path, monkeypatch):
+    """data.redux_dir null + $MANGA_SPECTRO_REDUX (the SDSS convention); with the
+    SLURM profile, download_cube is a local rule (compute nodes are often offline)
+    and extraction is submitted; both profiles bound concurrent downloads."""
+    import yaml
+
+    sas, gals = tiny_survey
+    redux = tmp_path / "mirror"
+    (redux / "v3_1_1").mkdir(parents=True)
+    shutil.copy2(sas / "v3_1_1" / "drpall-v3_1_1.fits", redux / "v3_1_1")
+    cfg = {
+        "data": {"redux_dir": None},
+        "simulate": {"enabled": False},
+        "download": {"enabled": True, "base_url": "http://127.0.0.1:9"},
+    }
+    wd = make_workdir(tmp_path / "wf", cfg)
+    monkeypatch.delenv("MANGA_SPECTRO_REDUX", raising=False)
+    monkeypatch.delenv("SAS_BASE_DIR", raising=False)
+    p = run(wd, "-n", check=False)
+    assert p.returncode != 0 and "neither $MANGA_SPECTRO_REDUX nor $SAS_BASE_DIR is set" in p.stdout + p.stderr
+    monkeypatch.setenv("MANGA_SPECTRO_REDUX", str(redux))
+    run(wd, "results/sample.csv")
+    assert len(pd.read_csv(wd / "results" / "sample.csv")) == len(gals)
+    p = run(wd, "-n", "--workflow-profile", "profiles/slurm")
+    out = p.stdout + p.stderr
+    assert f"download_cube         {len(gals)}" in out and str(redux / "v3_1_1") in out
+    rules = rule_properties(wd)
+    assert rules["download_cube"]["local"] and rules["all"]["local"]
+    assert not any(v["local"] for k, v in rules.items() if k not in ("all", "download_cube"))
+    # deterministic rules are never retried; training, scoring and UMAP take the profile's retries
+    assert {k for k, v in rules.items() if v["retries"] is None} == {"all", "train_model", "score_galaxies", "embed_latents"}
+    assert [p.replace(",ae|vae", "") for p in rules["train_model"]["protected"]] == ["results/models/{model}/model.keras"]
+    for prof in ("default", "slurm"):
+        res = yaml.safe_load((wd / "profiles" / prof / "config.yaml").read_text())["resources"]
+        assert any(r.startswith("downloads=") for r in res), prof
 
 
 @pytest.mark.slow
@@ -95,8 +133,10 @@ def test_broken_cube_rejected_others_processed_and_strict_plate_fails(tmp_path):
         assert h5["flux"].shape[0] == 13
     # the same plate with a strict max_reject_fraction: its job fails, naming the reason
     (wd / "strict.yaml").write_text("extract: {max_reject_fraction: 0.01}\nsimulate: {enabled: true, n_galaxies: 14, seed: 5}\n")
-    p = run(wd, "results/cubes.h5", "--forcerun", "extract_plate", check=False, configfile="strict.yaml")
+    # (with the SLURM profile's retries: a deterministic failure is not retried)
+    p = run(wd, "results/cubes.h5", "--forcerun", "extract_plate", "--retries", "2", check=False, configfile="strict.yaml")
     assert p.returncode != 0
+    assert "Trying to restart" not in p.stdout + p.stderr
     log = (wd / "logs" / "extract_plate" / f"{victim.plate}.log").read_text()
     assert "max_reject_fraction=0.01" in log and victim.plateifu in log
     other = [pl for pl in sample.plate.unique() if pl != victim.plate][0]

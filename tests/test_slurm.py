@@ -13,7 +13,7 @@ import yaml
 from wf import REPO, make_workdir, run
 
 TINY = {
-    "simulate": {"enabled": True, "n_galaxies": 8, "seed": 21},
+    "simulate": {"enabled": True, "n_galaxies": 14, "seed": 21},  # two plates: one extraction group of two
     "model": {"filters": [4, 8], "latent_dim": 8},
     "train": {"epochs": 2},
     "embed": {"pca_components": 4},
@@ -55,18 +55,17 @@ def test_workflow_on_slurm_matches_local(tmp_path):
 
     wd = make_workdir(tmp_path / "slurm", TINY)
     prof = yaml.safe_load((wd / "profiles" / "slurm" / "config.yaml").read_text())
-    # test-only overrides: this cluster has no accounting, 2 CPUs, ~18 GB
+    # test-only overrides: this cluster has no accounting, 2 CPUs, ~18 GB. Threads
+    # stay above 1 where the rules use them, so a CPU request that ignores the
+    # threads shows in scontrol below.
     prof["slurm-status-command"] = "squeue"
     prof["slurm-init-seconds-before-status-checks"] = 1
     prof["latency-wait"] = 5
     prof["jobs"] = 4
+    prof["cores"] = 2  # the node's CPUs: also the most one (group) submission asks for
     for res in prof["set-resources"].values():
-        if "cpus_per_gpu" in res:
-            res["cpus_per_gpu"] = 1
-        if "cpus_per_task" in res:
-            res["cpus_per_task"] = 1
         res["mem_mb"] = 2000
-    prof["set-threads"] = {k: 1 for k in prof["set-threads"]}
+    prof["set-threads"] = {k: 2 for k in prof["set-threads"]}
     (wd / "profiles" / "slurm" / "config.yaml").write_text(yaml.safe_dump(prof))
     p = run(wd, "--workflow-profile", "profiles/slurm", timeout=1500)
     out = p.stdout + p.stderr
@@ -88,6 +87,29 @@ def test_workflow_on_slurm_matches_local(tmp_path):
     others = [ln for ln in show.splitlines() if "Comment=rule_" in ln and "train_model" not in ln and "score_galaxies" not in ln]
     assert others and not any(re.search(r"gres[:/]gpu", ln) for ln in others)
     assert "Finished" in out or "steps (100%) done" in out
+
+    # every job asked SLURM for the CPUs its threads use (rule threads, or set-threads)
+    want = {"simulate_survey": 2, "train_model": 2, "score_galaxies": 2, "embed_latents": 1, "select_sample": 1,
+            "assemble_cubes": 1, "find_neighbors": 1, "validate_scores": 1, "plot_umap": 1, "build_explorer": 1}  # fmt: skip
+    jobs = {}
+    for ln in show.splitlines():
+        m = re.search(r"Comment=rule_(\w+?)(?:_wildcards_\S*)?\s", ln)
+        if m and f"WorkDir={wd} " in ln:
+            jobs.setdefault(m.group(1), []).append(ln)
+    for rule, cpus in want.items():
+        assert rule in jobs, f"{rule} not in scontrol: {sorted(jobs)}"
+        for ln in jobs[rule]:
+            asked = re.search(r"NumCPUs=(\d+)", ln).group(1)
+            assert int(asked) == cpus, f"{rule}: asked SLURM for {asked} CPUs, runs {cpus} threads"
+    # the grouped extraction: 2 threads per plate, laid out in series within cores=2,
+    # so one submission asks for 2 CPUs and one plate's memory, not the sum
+    sample = pd.read_csv(wd / "results" / "sample.csv")
+    groups = [ln for ln in show.splitlines() if f"WorkDir={wd} " in ln and re.search(r"Comment=(group|rule)_extract", ln)]
+    assert groups, "no extraction job in scontrol"
+    for ln in groups:
+        assert " NumCPUs=2 " in ln and "MinMemoryNode=2000M" in ln, ln
+    if sample.plate.nunique() > 1:
+        assert any("TimeLimit=01:00:00" in ln for ln in groups), groups  # 2 plates x 30 min in series
 
     # the outputs match a local run
     with h5py.File(local / "results" / "cubes.h5") as a, h5py.File(wd / "results" / "cubes.h5") as b:

@@ -68,3 +68,32 @@ def planned_jobs(workdir: Path, *targets: str, configfile: str = "test-config.ya
                 break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+_RULES_PY = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings()) as api:
+    w = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
+                     snakefile=Path("Snakefile"), workdir=Path("."))._workflow
+    out = {r.name: {"local": r.name in w._localrules, "retries": r._restart_times,
+                    "protected": [str(f) for f in r.output if getattr(f, "is_protected", False) or f.flags.get("protected")]}
+           for r in w.rules}
+print("RULES" + json.dumps(out))
+"""
+
+
+def rule_properties(workdir: Path, configfile: str = "test-config.yaml") -> dict:
+    """Each rule of the workflow as Snakemake parsed it: a localrule?, its own retries
+    (None = the --retries default), protected outputs."""
+    import json
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    p = subprocess.run(
+        [sys.executable, "-c", _RULES_PY, configfile], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+    )
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RULES")]
+    assert line, p.stdout[-2000:] + p.stderr[-3000:]
+    return json.loads(line[0][5:])

@@ -184,6 +184,25 @@ def _cmd_neighbors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rerank(args: argparse.Namespace) -> int:
+    from .rerank import BadLabels, rerank_files
+
+    try:
+        path, out = rerank_files(args.results, args.model, args.labels, weight=args.weight, k=args.k)
+    except BadLabels as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = out["label"].value_counts()
+    used = ", ".join(f"{counts[lab]} {lab}" for lab in ("interesting", "not interesting", "artefact") if lab in counts)
+    print(f"{path}: {len(out)} galaxies reranked with {used or 'no labels'}")
+    if out.attrs.get("unknown_labels"):
+        print(f"note: {out.attrs['unknown_labels']} labelled galaxies are not in {args.model}'s scores.csv", file=sys.stderr)
+    moved = out[(out["label"] == "") & (out["rank"] <= args.show)]
+    for _, r in moved.iterrows():
+        print(f"  rank {int(r['rank']):>4} (was {int(r['rank_before']):>4})  {r['plateifu']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -225,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--space", default="umap", choices=["umap", "pca"])
     n.add_argument("--results", default="results", help="the workflow's results directory")
     n.set_defaults(func=_cmd_neighbors)
+
+    r = sub.add_parser("rerank", help="reorder a model's ranking with the explorer's labels -> scores_ranked.csv")
+    r.add_argument("--labels", required=True, help="labels.csv exported from the explorer (plateifu,label,model,score)")
+    r.add_argument("--model", default="ae", choices=["ae", "vae"])
+    r.add_argument("--results", default="results", help="the workflow's results directory")
+    r.add_argument("--weight", type=float, default=1.0, help="largest shift of a neighbour's score, in standard deviations")
+    r.add_argument("-k", type=int, default=5, help="kernel width: the median distance to the k-th neighbour")
+    r.add_argument("--show", type=int, default=10, help="print the unlabelled galaxies now in this top N")
+    r.set_defaults(func=_cmd_rerank)
     return p
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -110,6 +111,51 @@ def load_config(*paths: str | os.PathLike, overrides: dict | None = None) -> dic
     return validate_config(merged, source=", ".join(str(p) for p in paths) or "config")
 
 
+#: SDSS data release of each DRP version, for ``$SAS_BASE_DIR/{release}/manga/spectro/redux``
+DRP_RELEASES = {"v3_1_1": "dr17", "v2_4_3": "dr15"}
+
+
+def resolve_redux_dir(cfg: dict, environ: Mapping[str, str] | None = None) -> dict:
+    """Resolve ``data.redux_dir`` (in place; returns ``cfg``) by the SDSS
+    conventions: null means ``$MANGA_SPECTRO_REDUX``, else
+    ``$SAS_BASE_DIR/<release>/manga/spectro/redux`` for ``data.drpver``; a path
+    may also name variables (``$SCRATCH/redux``). Raises :class:`ConfigError`
+    naming what is missing."""
+    env = os.environ if environ is None else environ
+    data = cfg["data"]
+    value = data.get("redux_dir")
+    if value is None:
+        if env.get("MANGA_SPECTRO_REDUX"):
+            value = env["MANGA_SPECTRO_REDUX"]
+        elif env.get("SAS_BASE_DIR"):
+            release = DRP_RELEASES.get(data["drpver"])
+            if release is None:
+                raise ConfigError(
+                    f"data.redux_dir is null and $SAS_BASE_DIR cannot say where DRP {data['drpver']} lives: "
+                    "set $MANGA_SPECTRO_REDUX or data.redux_dir"
+                )
+            value = f"{env['SAS_BASE_DIR'].rstrip('/')}/{release}/manga/spectro/redux"
+        else:
+            raise ConfigError(
+                "data.redux_dir is null and neither $MANGA_SPECTRO_REDUX nor $SAS_BASE_DIR is set: "
+                "export one (the SDSS convention) or give data.redux_dir"
+            )
+    else:
+        expanded = _expand(str(value), env)
+        if "$" in expanded:
+            raise ConfigError(f"data.redux_dir: {value}: an environment variable in it is not set")
+        value = expanded
+    data["redux_dir"] = value
+    return cfg
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """``$VAR`` and ``${VAR}`` from ``env``; unknown ones stay as they are."""
+    import re
+
+    return re.sub(r"\$(\w+|\{\w+\})", lambda m: env.get(m.group(1).strip("{}"), m.group(0)), text)
+
+
 #: ``data.agn_catalog`` / ``data.truth`` value meaning "the simulated survey's file
 #: when ``simulate.enabled``, none otherwise"
 AUTO = "auto"
@@ -181,3 +227,85 @@ def deep_merge(a: dict, b: dict) -> dict:
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+# --------------------------------------------------------------------------
+# config/README.md's key tables, generated from the schema
+# --------------------------------------------------------------------------
+
+TABLES_BEGIN = (
+    "<!-- key tables: generated from workflow/schemas/config.schema.yaml by "
+    "`python -m linecube.config --tables config/README.md`; edit the schema, not these -->"
+)
+TABLES_END = "<!-- end of the generated key tables -->"
+
+
+def _fmt(value) -> str:
+    """A default as YAML writes it, in backticks."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+    return f"`{text.removesuffix('...').strip()}`"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def key_tables(schema: dict | None = None, bundled: dict | None = None) -> str:
+    """Markdown: one table (key | default | meaning) per section of the schema,
+    then the top-level keys; where ``bundled`` (config/config.yaml) sets another
+    value, the default cell says so."""
+    if schema is None:
+        schema = yaml.safe_load(schema_path().read_text())
+    bundled = bundled or {}
+    out: list[str] = []
+    top: list[str] = []
+    for name, sub in schema["properties"].items():
+        if sub.get("type") == "object" and "properties" in sub:
+            out += [f"## {name}", "| key | default | meaning |", "|---|---|---|"]
+            here = bundled.get(name) or {}
+            for key, spec in sub["properties"].items():
+                out.append(_row(key, spec, here))
+            if sub.get("description"):
+                out += ["", _cell(sub["description"])]
+            out.append("")
+        else:
+            top.append(_row(name, sub, bundled))
+    if top:
+        out += ["## top level", "| key | default | meaning |", "|---|---|---|", *top, ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _row(key: str, spec: dict, bundled: dict) -> str:
+    if "description" not in spec:
+        raise ConfigError(f"schema: {key} has no description")
+    default = _fmt(spec.get("default"))
+    if key in bundled and bundled[key] != spec.get("default"):
+        default += f" ({_fmt(bundled[key])} in config.yaml)"
+    return f"| `{key}` | {default} | {_cell(spec['description'])} |"
+
+
+def render_readme(text: str, tables: str) -> str:
+    """``text`` with the block between the markers replaced by ``tables``."""
+    if TABLES_BEGIN not in text or TABLES_END not in text:
+        raise ConfigError("config/README.md: the generated-tables markers are missing")
+    head, rest = text.split(TABLES_BEGIN, 1)
+    _, tail = rest.split(TABLES_END, 1)
+    return f"{head}{TABLES_BEGIN}\n{tables}{TABLES_END}{tail}"
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m linecube.config", description="config/README.md's key tables from the schema")
+    ap.add_argument("--tables", metavar="README", required=True, help="the README whose generated block to rewrite")
+    ap.add_argument("--bundled", default="config/config.yaml", help="the bundled config whose values the tables note")
+    args = ap.parse_args(argv)
+    bundled = yaml.safe_load(Path(args.bundled).read_text()) or {}
+    readme = Path(args.tables)
+    readme.write_text(render_readme(readme.read_text(), key_tables(bundled=bundled)))
+    print(f"{readme}: key tables rewritten from {schema_path()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

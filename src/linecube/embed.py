@@ -1,8 +1,9 @@
 """PCA then UMAP of the latent vectors.
 
 PCA to ``pca_components`` (the paper: 50, ~90 % of the variance), then UMAP
-(McInnes et al. 2018) to 3 dimensions, seeded (``random_state``: deterministic,
-single-threaded). With fewer galaxies than components, PCA keeps n - 1 and says
+(McInnes et al. 2018) to 3 dimensions. Seeded (``random_state``, the default) it
+is deterministic and single-threaded: umap-learn forces ``n_jobs=1`` with a seed.
+``seed=None`` runs it on ``n_jobs`` threads, and then two runs differ. With fewer galaxies than components, PCA keeps n - 1 and says
 so. UMAP's first call in a process compiles its numba code (~30 s).
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 log = logging.getLogger("linecube")
 
 
-def pca_reduce(latents: np.ndarray, n_components: int, seed: int):
+def pca_reduce(latents: np.ndarray, n_components: int, seed: int | None):
     """(scores (N, k), explained_variance_ratio (k,)); k = min(n_components, N-1, d)."""
     from sklearn.decomposition import PCA
 
@@ -29,8 +30,11 @@ def pca_reduce(latents: np.ndarray, n_components: int, seed: int):
     return pca.fit_transform(latents.astype(np.float64)), pca.explained_variance_ratio_
 
 
-def umap_reduce(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int) -> np.ndarray:
-    """Seeded UMAP; n_neighbors capped at N - 1 for small samples."""
+def umap_reduce(
+    x: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int | None, n_jobs: int = 1
+) -> np.ndarray:
+    """UMAP of x (N, d) to (N, n_components); n_neighbors capped at N - 1 for
+    small samples. seed=None: unseeded, on n_jobs threads."""
     import umap
 
     n = len(x)
@@ -44,6 +48,7 @@ def umap_reduce(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: fl
             n_neighbors=nn,
             min_dist=min_dist,
             random_state=seed,
+            n_jobs=1 if seed is not None else max(1, int(n_jobs)),
             init="spectral" if n > n_components + 1 else "random",
             metric="euclidean",
         )
@@ -71,12 +76,24 @@ def umap_reduce(x: np.ndarray, n_components: int, n_neighbors: int, min_dist: fl
     return out
 
 
-def embed(latents: np.ndarray, plateifus, *, pca_components=50, umap_components=3, umap_neighbors=15, umap_min_dist=0.1, seed=42):
+def embed(
+    latents: np.ndarray,
+    plateifus,
+    *,
+    pca_components=50,
+    umap_components=3,
+    umap_neighbors=15,
+    umap_min_dist=0.1,
+    seed: int | None = 42,
+    n_jobs: int = 1,
+):
     """DataFrame (plateifu, pc1..pck, umap1..umapm) and the PCA variance table."""
     import pandas as pd
 
     pcs, evr = pca_reduce(latents, pca_components, seed)
-    emb = umap_reduce(pcs, umap_components, umap_neighbors, umap_min_dist, seed)
+    if seed is None:
+        log.info("UMAP: unseeded (embed.seed: null), %d threads: the embedding differs from run to run", n_jobs)
+    emb = umap_reduce(pcs, umap_components, umap_neighbors, umap_min_dist, seed, n_jobs)
     df = pd.DataFrame({"plateifu": list(plateifus)})
     for i in range(pcs.shape[1]):
         df[f"pc{i + 1}"] = pcs[:, i]

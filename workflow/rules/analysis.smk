@@ -21,7 +21,7 @@ rule score_galaxies:
     benchmark:
         "results/benchmarks/score_galaxies/{model}.tsv"
     conda:
-        "../../envs/ml.yaml"
+        ML_ENV
     threads: 2
     resources:
         gpu=1,
@@ -50,7 +50,8 @@ rule embed_latents:
         "results/benchmarks/embed_latents/{model}.tsv"
     conda:
         "../../envs/ml.yaml"
-    threads: 2
+    # seeded UMAP is single-threaded (umap-learn's rule); unseeded it uses 8
+    threads: 1 if config["embed"]["seed"] is not None else 8
     resources:
         mem_mb=8000,
         runtime=60,
@@ -75,6 +76,7 @@ rule find_neighbors:
         "logs/find_neighbors/{model}.log",
     benchmark:
         "results/benchmarks/find_neighbors/{model}.tsv"
+    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -103,6 +105,7 @@ rule validate_scores:
         "logs/validate_scores/{model}.log",
     benchmark:
         "results/benchmarks/validate_scores/{model}.tsv"
+    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:

@@ -1,11 +1,15 @@
 # Helpers shared by every rule: config validation, paths, wildcard constraints
 # and the input functions that read the sample checkpoint.
+import os
+from pathlib import Path
+
 import pandas as pd
 
 from linecube.config import (
     ConfigError,
     check_inputs,
     resolve_catalogues,
+    resolve_redux_dir,
     validate_config,
 )
 
@@ -17,6 +21,8 @@ try:
             config, source="configuration (config/*.yaml, --configfile, --config)"
         )
     )
+    # data.redux_dir null: $MANGA_SPECTRO_REDUX or $SAS_BASE_DIR (SDSS conventions)
+    resolve_redux_dir(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 # data.agn_catalog / data.truth "auto": the simulated survey's files only when simulating
@@ -25,6 +31,15 @@ resolve_catalogues(config)
 _problems = check_inputs(config)
 if _problems:
     raise WorkflowError("input files:\n  " + "\n  ".join(_problems))
+
+# the checkout the conda envs install linecube from (envs/*.yaml: -e ${LINECUBE_ROOT})
+os.environ.update(
+    LINECUBE_ROOT=str(Path(workflow.current_basedir).resolve().parents[1])
+)
+# train_model and score_galaxies: TensorFlow's CPU build, or its CUDA build (ml_env: gpu)
+ML_ENV = {"cpu": "../../envs/ml.yaml", "gpu": "../../envs/ml-gpu.yaml"}[
+    config["ml_env"]
+]
 
 DATA = config["data"]
 REDUX = DATA["redux_dir"]

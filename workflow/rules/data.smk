@@ -12,6 +12,7 @@ if SIMULATE:
             "logs/simulate_survey.log",
         benchmark:
             "results/benchmarks/simulate_survey.tsv"
+        retries: 0  # deterministic: a retry fails the same way
         conda:
             "../../envs/data.yaml"
         threads: 2
@@ -39,6 +40,7 @@ checkpoint select_sample:
         "logs/select_sample.log",
     benchmark:
         "results/benchmarks/select_sample.tsv"
+    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/data.yaml"
     resources:
@@ -65,6 +67,7 @@ rule extract_plate:
         "logs/extract_plate/{plate}.log",
     benchmark:
         "results/benchmarks/extract_plate/{plate}.tsv"
+    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/data.yaml"
     threads: 2
@@ -94,6 +97,7 @@ rule assemble_cubes:
         "logs/assemble_cubes.log",
     benchmark:
         "results/benchmarks/assemble_cubes.tsv"
+    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/data.yaml"
     resources:
@@ -109,6 +113,11 @@ rule assemble_cubes:
 
 if DOWNLOAD:
 
+    # runs on the submitting node: cluster compute nodes are often offline;
+    # concurrency is bounded by the profiles' `resources: downloads=N`
+    localrules:
+        download_cube,
+
     rule download_cube:
         output:
             CUBE_PATTERN,
@@ -116,6 +125,7 @@ if DOWNLOAD:
             "logs/download_cube/{plate}-{ifudsgn}.log",
         benchmark:
             "results/benchmarks/download_cube/{plate}-{ifudsgn}.tsv"
+        retries: 0  # deterministic: a retry fails the same way
         conda:
             "../../envs/data.yaml"
         resources:

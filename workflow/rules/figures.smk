@@ -39,6 +39,7 @@ rule plot_umap:
         "logs/plot_umap.log",
     benchmark:
         "results/benchmarks/plot_umap.tsv"
+    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -89,6 +90,7 @@ rule plot_gallery:
         "logs/plot_gallery/{model}.log",
     benchmark:
         "results/benchmarks/plot_gallery/{model}.tsv"
+    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -118,6 +120,7 @@ rule build_explorer:
         "logs/build_explorer.log",
     benchmark:
         "results/benchmarks/build_explorer.tsv"
+    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:

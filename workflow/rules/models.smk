@@ -5,7 +5,10 @@ rule train_model:
     input:
         cubes="results/cubes.h5",
     output:
-        model="results/models/{model}/model.keras",
+        # write-protected once trained (hours of GPU time on the survey): a rerun
+        # that would replace it stops with "Write-protected output files" until
+        # you delete it yourself (rm -f results/models/<model>/model.keras)
+        model=protected("results/models/{model}/model.keras"),
         history=report(
             "results/models/{model}/history.csv",
             caption="../report/history.rst",
@@ -24,7 +27,7 @@ rule train_model:
     benchmark:
         "results/benchmarks/train_model/{model}.tsv"
     conda:
-        "../../envs/ml.yaml"
+        ML_ENV
     threads: 2
     resources:
         gpu=1,

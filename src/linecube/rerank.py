@@ -1,0 +1,123 @@
+"""Reorder an anomaly ranking with an astronomer's labels (``linecube rerank``).
+
+Labels come from the explorer's flag buttons (``labels.csv``: plateifu, label,
+model, score; label one of ``interesting``, ``not interesting``, ``artefact``).
+Following Astronomaly's active-learning idea (Lochner & Bassett 2021), a label
+says something about the galaxy's neighbourhood, not only the galaxy:
+
+- galaxies labelled ``interesting`` go to the top (in their old order);
+  ``not interesting`` and ``artefact`` to the bottom;
+- every other galaxy's score (its rank in scores.csv, Gaussianised) moves by a
+  Gaussian kernel over its distances, in the whitened PCA space of the model's
+  latents (embedding.csv's pc columns, each scaled to unit variance), to the
+  labelled galaxies: up near interesting ones, down near the others.
+
+The kernel width is the median distance of a galaxy to its ``k``-th neighbour,
+so "near" means "as near as the galaxy's usual neighbours"; ``weight`` is the
+largest shift, in standard deviations of the Gaussianised score.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+LABELS = ("interesting", "not interesting", "artefact")
+#: sign of each label's pull on its neighbours
+PULL = {"interesting": 1.0, "not interesting": -1.0, "artefact": -1.0}
+
+
+class BadLabels(ValueError):
+    """A labels file that cannot be used; the message names the file and the problem."""
+
+
+def read_labels(path: str | os.PathLike) -> pd.DataFrame:
+    """labels.csv -> DataFrame (plateifu, label, model, score); the last label of a
+    galaxy wins. Raises :class:`BadLabels` naming the file and the problem."""
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise BadLabels(f"{path}: cannot read labels: {e}") from None
+    missing = [c for c in ("plateifu", "label") if c not in df]
+    if missing:
+        raise BadLabels(f"{path}: missing column(s) {', '.join(missing)} (the explorer writes plateifu,label,model,score)")
+    df["label"] = df["label"].str.strip().str.lower()
+    bad = sorted(set(df["label"]) - set(LABELS))
+    if bad:
+        raise BadLabels(f"{path}: unknown label(s) {', '.join(map(repr, bad))}; use {', '.join(LABELS)}")
+    return df.drop_duplicates("plateifu", keep="last").reset_index(drop=True)
+
+
+def whitened_space(embedding: pd.DataFrame) -> np.ndarray:
+    """(N, k) float64: embedding.csv's pc1..pck, each divided by its standard deviation."""
+    cols = [c for c in embedding.columns if c.startswith("pc") and c[2:].isdigit()]
+    if not cols:
+        raise BadLabels("embedding.csv has no pc columns")
+    x = embedding[cols].to_numpy(np.float64)
+    sd = x.std(axis=0)
+    return x / np.where(sd > 0, sd, 1.0)
+
+
+def rerank(
+    scores: pd.DataFrame, embedding: pd.DataFrame, labels: pd.DataFrame, *, weight: float = 1.0, k: int = 5
+) -> pd.DataFrame:
+    """scores.csv rows reordered with the labels: adds ``label``, ``rank_before``,
+    ``rerank_score`` and a new ``rank`` (1 = look at first). Labels of galaxies
+    not in scores.csv are ignored (counted in ``attrs['unknown_labels']``)."""
+    from scipy.stats import norm
+    from sklearn.neighbors import NearestNeighbors
+
+    df = scores.merge(embedding, on="plateifu", how="left", suffixes=("", "_emb"))
+    if df.filter(regex=r"^pc\d+$").isna().any().any():
+        raise BadLabels("embedding.csv does not cover every galaxy of scores.csv")
+    n = len(df)
+    lab = dict(zip(labels["plateifu"], labels["label"]))
+    df["label"] = [lab.get(p, "") for p in df["plateifu"]]
+    x = whitened_space(df)
+    # the ranking's own order, Gaussianised: rank 1 -> highest
+    base = norm.ppf((n - df["rank"].to_numpy(np.float64) + 0.5) / n)
+    kk = max(1, min(k, n - 1))
+    dist, _ = NearestNeighbors(n_neighbors=kk + 1).fit(x).kneighbors(x)
+    h = float(np.median(dist[:, kk])) or 1.0
+    shift = np.zeros(n)
+    for label, sign in PULL.items():
+        rows = np.flatnonzero(df["label"].to_numpy() == label)
+        if len(rows):
+            d2 = ((x[:, None, :] - x[None, rows, :]) ** 2).sum(axis=2)
+            shift += sign * np.exp(-0.5 * d2 / h**2).max(axis=1)
+    score = base + weight * shift
+    top = df["label"].to_numpy() == "interesting"
+    bottom = np.isin(df["label"].to_numpy(), ["not interesting", "artefact"])
+    score = np.where(top, 1e6 + base, np.where(bottom, -1e6 + base, score))
+    out = scores.copy()
+    out["label"] = df["label"].to_numpy()
+    out["rank_before"] = scores["rank"].to_numpy()
+    out["rerank_score"] = np.round(score, 6)
+    out["rank"] = pd.Series(score).rank(ascending=False, method="first").astype(int).to_numpy()
+    out = out.sort_values("rank").reset_index(drop=True)
+    out.attrs["unknown_labels"] = int(len(set(lab) - set(df["plateifu"])))
+    return out
+
+
+def rerank_files(
+    results: str | os.PathLike, model: str, labels_csv: str | os.PathLike, *, weight: float = 1.0, k: int = 5
+) -> tuple[Path, pd.DataFrame]:
+    """results/{model}/scores.csv + embedding.csv + labels -> results/{model}/scores_ranked.csv."""
+    from .formats import write_csv_atomic
+
+    d = Path(results) / model
+    for f in ("scores.csv", "embedding.csv"):
+        if not (d / f).is_file():
+            raise BadLabels(f"{d / f}: not found (run the workflow for model {model} first)")
+    labels = read_labels(labels_csv)
+    if "model" in labels and (labels["model"] != "").any() and model not in set(labels["model"]):
+        raise BadLabels(f"{labels_csv}: labels were made on model(s) {', '.join(sorted(set(labels['model'])))}, not {model}")
+    scores = pd.read_csv(d / "scores.csv", dtype={"plateifu": str})
+    emb = pd.read_csv(d / "embedding.csv", dtype={"plateifu": str})
+    out = rerank(scores, emb, labels, weight=weight, k=k)
+    path = d / "scores_ranked.csv"
+    write_csv_atomic(out, path)
+    return path, out
