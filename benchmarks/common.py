@@ -12,13 +12,14 @@ def simulated_cubes(tmp: Path, n: int, seed: int = 1) -> Path:
     """n galaxies: LOGCUBEs in the DR17 format, extracted into tmp/cubes.h5."""
     from linecube.extract import extract_to_h5
     from linecube.formats import load_lines
-    from linecube.sample import build_sample, plate_requests
+    from linecube.manga import cube_requests
+    from linecube.sample import build_sample
     from linecube.simulate import simulate_survey
 
     redux = tmp / "redux"
     simulate_survey(redux, n, seed, threads=2, progress=False, extras=False)
     sample, _, _ = build_sample(redux / "v3_1_1" / "drpall-v3_1_1.fits", redux, "v3_1_1")
-    reqs = [r for p in sample.plate.unique() for r in plate_requests(sample, p)]
+    reqs = [r for p in sample.plate.unique() for r in cube_requests(sample, p)]
     out = tmp / "cubes.h5"
     from linecube.config import validate_config
 

@@ -24,7 +24,7 @@ def main() -> None:
     import h5py
 
     from linecube.formats import h5_compression_kwargs
-    from linecube.scale import simulate_cubes_h5
+    from linecube.simulate import simulate_cubes_h5
 
     with tempfile.TemporaryDirectory() as td:
         src = Path(td) / "src.h5"

@@ -46,9 +46,8 @@ def simulated_run(n: int, seed: int, epochs: int, threads: int, work: Path):
 
     from linecube.config import load_config
     from linecube.formats import read_layout, read_strings
-    from linecube.scale import simulate_cubes_h5
     from linecube.score import Reconstructor, collect_stats, derive_scores, reference_rows
-    from linecube.simulate import plan_survey
+    from linecube.simulate import plan_survey, simulate_cubes_h5
     from linecube.train import train
 
     repo = Path(__file__).resolve().parents[1]

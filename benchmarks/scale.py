@@ -26,7 +26,10 @@ from pathlib import Path
 def stage(name: str, **args) -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     p = subprocess.run(
-        [sys.executable, "-m", "linecube.scale", "stage", name, json.dumps(args)], capture_output=True, text=True, env=env
+        [sys.executable, str(Path(__file__).with_name("stages.py")), "stage", name, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if p.returncode != 0:
         raise RuntimeError(f"stage {name} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")

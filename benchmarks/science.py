@@ -59,8 +59,7 @@ def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, thre
     """Render the training survey and the evaluation set (clean + twins)."""
     import numpy as np
 
-    from linecube.scale import simulate_cubes_h5
-    from linecube.simulate import ANOMALY_TYPES, plan_survey, with_anomaly
+    from linecube.simulate import ANOMALY_TYPES, plan_survey, simulate_cubes_h5, with_anomaly
 
     train_h5 = tmp / "train" / "cubes.h5"
     simulate_cubes_h5(train_h5, n_train, 1000 + seed, anomaly_fraction=0.06, style=style, threads=threads, progress=False)

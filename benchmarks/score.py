@@ -33,8 +33,8 @@ def main() -> None:
     from linecube.config import validate_config
     from linecube.formats import read_layout
     from linecube.models import ModelConfig, build_model
-    from linecube.scale import simulate_cubes_h5
     from linecube.score import Reconstructor, iter_batches
+    from linecube.simulate import simulate_cubes_h5
     from linecube.tfsetup import configure_tensorflow
 
     configure_tensorflow(0, deterministic=False)

@@ -38,9 +38,9 @@ def main() -> None:
     from common import simulated_cubes
 
     from linecube.config import validate_config
-    from linecube.data import AugmentConfig, CubeSource
+    from linecube.dataset import AugmentConfig, CubeSource
+    from linecube.fluxscale import FluxScaler
     from linecube.models import ModelConfig, build_model, to_model_layout
-    from linecube.scaling import FluxScaler
     from linecube.train import _optimizer, configure_tensorflow, make_dataset
 
     configure_tensorflow(0, deterministic=False)

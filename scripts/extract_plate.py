@@ -1,7 +1,8 @@
 """Rule extract_plate: one plate's LOGCUBEs -> results/extract/{plate}.h5 (thin wrapper)."""
 
-from linecube.extract import CubeRequest, extract_to_h5
+from linecube.extract import extract_to_h5
 from linecube.formats import CubeLayout, load_lines
+from linecube.manga import CubeRequest
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

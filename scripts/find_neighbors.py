@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from linecube.formats import write_csv_atomic
+from linecube.atomic import write_csv_atomic
 from linecube.neighbors import neighbors_frame, query_set
 from linecube.runlog import rule_log
 

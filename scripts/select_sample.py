@@ -1,6 +1,6 @@
 """Checkpoint select_sample: drpall -> results/sample.csv (thin wrapper)."""
 
-from linecube.formats import write_csv_atomic
+from linecube.atomic import write_csv_atomic
 from linecube.runlog import rule_log
 from linecube.sample import build_sample
 

@@ -4,8 +4,8 @@ import json
 
 import pandas as pd
 
+from linecube.atomic import atomic_path
 from linecube.figures import plot_validation
-from linecube.formats import atomic_path
 from linecube.runlog import rule_log
 from linecube.validate import validate
 

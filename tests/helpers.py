@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linecube.formats import logcube_path
+from linecube.manga import logcube_path
 from linecube.simulate import build_logcube, drpall_row, write_drpall, write_fits_gz
 
 

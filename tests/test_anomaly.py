@@ -129,9 +129,9 @@ def test_features_are_brightness_free_and_see_an_offset():
 
 
 def test_twin_is_the_same_galaxy_with_the_anomaly():
-    from linecube.formats import CubeLayout, log_wave_grid
-    from linecube.scale import emission_line_cube
-    from linecube.simulate import ANOMALY_TYPES, plan_survey, with_anomaly
+    from linecube.formats import CubeLayout
+    from linecube.manga import log_wave_grid
+    from linecube.simulate import ANOMALY_TYPES, emission_line_cube, plan_survey, with_anomaly
 
     g = next(x for x in plan_survey(30, seed=9, anomaly_fraction=0.0) if x.ifusize == 19)
     before = repr(g)

@@ -9,8 +9,8 @@ import pytest
 from conftest import make_galaxy
 from helpers import write_cube
 
-from linecube.extract import CubeError, CubeRequest, TooManyRejects, extract_cube, extract_to_h5
-from linecube.formats import logcube_path
+from linecube.extract import TooManyRejects, extract_cube, extract_to_h5
+from linecube.manga import CubeError, CubeRequest, logcube_path
 
 
 def req(g, path, **kw):
@@ -165,7 +165,7 @@ def test_plate_goes_on_and_max_reject_fraction(tmp_path, lines):
 
 
 def test_drpall_duplicates_and_malformed_plateifus(tmp_path):
-    from linecube.sample import select_sample
+    from linecube.sample import apply_cuts
 
     df = pd.DataFrame(
         {
@@ -179,7 +179,7 @@ def test_drpall_duplicates_and_malformed_plateifus(tmp_path):
             "z": [0.03, 0.03, 0.03, 0.03, np.nan],
         }
     )
-    sel, dropped = select_sample(df)
+    sel, dropped = apply_cuts(df)
     assert list(sel.plateifu) == ["8000-1901"]
     reasons = dict(zip(dropped.plateifu, dropped.reason))
     assert "duplicate plate-IFU" in " ".join(dropped.reason)

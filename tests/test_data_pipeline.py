@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from linecube.data import AugmentConfig, CubeSource, apply_ops, augment, draw_ops, shift_zero_fill, split_galaxies
+from linecube.dataset import AugmentConfig, CubeSource, apply_ops, augment, draw_ops, shift_zero_fill, split_galaxies
 from linecube.formats import VoxelFlag
 
 
@@ -102,7 +102,7 @@ def test_augmentation_is_seeded_by_epoch_galaxy_copy():
 
 
 def test_noise_bank_draws_have_the_right_level_and_are_seeded():
-    from linecube.data import NoiseBank
+    from linecube.dataset import NoiseBank
 
     f = np.zeros((190, 32, 32), np.float32)
     iv = np.full_like(f, 25.0)  # sigma = 0.2

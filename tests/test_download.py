@@ -10,7 +10,7 @@ from conftest import make_galaxy
 from helpers import write_cube
 
 from linecube.download import DownloadError, cube_url, download_cube, verify_logcube
-from linecube.extract import CubeError
+from linecube.manga import CubeError
 
 
 class FaultyHandler(http.server.BaseHTTPRequestHandler):

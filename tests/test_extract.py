@@ -6,16 +6,9 @@ from astropy.io import fits
 from conftest import REAL_SPECTRA, make_galaxy
 from helpers import write_cube
 
-from linecube.extract import (
-    CubeError,
-    CubeRequest,
-    crop_bounds,
-    extract_cube,
-    header_wavelengths,
-    window_centres,
-    window_indices,
-)
-from linecube.formats import VoxelFlag, log_wave_grid
+from linecube.extract import crop_bounds, extract_cube, window_centres, window_indices
+from linecube.formats import VoxelFlag
+from linecube.manga import CubeError, CubeRequest, header_wavelengths, log_wave_grid
 
 
 def req_for(g, path, **kw):
@@ -55,7 +48,7 @@ def test_extraction_equals_astropy_slicing(tmp_path, lines):
         idx = window_indices(window_centres(wave, lines.rest, g.z))
         np.testing.assert_allclose(cube["wave"], wave[idx])
         np.testing.assert_allclose(wave, hl["WAVE"].data, rtol=1e-7)  # header WCS == WAVE HDU (CD3_3 is rounded)
-        from linecube.extract import centre_pixel
+        from linecube.manga import centre_pixel
 
         x, y = centre_pixel(hl["FLUX"].header, g.objra, g.objdec)
         cx, cy = int(round(x)), int(round(y))

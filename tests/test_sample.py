@@ -5,14 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linecube.sample import build_sample, read_drpall, select_sample
+from linecube.manga import read_drpall
+from linecube.sample import apply_cuts, build_sample
 
 
 def test_selection_drops_nongalaxies_critical_noz_and_repeats(tiny_survey):
     out, gals = tiny_survey
     table = read_drpall(out / "v3_1_1" / "drpall-v3_1_1.fits")
     assert len(table) == len(gals) + 4  # the simulator adds a star, a CRITICAL cube, no-z and a repeat
-    sel, dropped = select_sample(table)
+    sel, dropped = apply_cuts(table)
     assert sorted(sel.plateifu) == sorted(g.plateifu for g in gals)
     assert list(sel.plateifu) == sorted(sel.plateifu)
     reasons = " | ".join(dropped.reason)
@@ -33,16 +34,16 @@ def test_repeat_keeps_largest_ifu_then_most_exposures():
             "z": [0.03, 0.03, 0.03, 0.02],
         }
     )
-    sel, dropped = select_sample(df)
+    sel, dropped = apply_cuts(df)
     assert list(sel.plateifu) == ["8002-12702", "8003-3701"]  # ancillary target (mngtarg3) kept
-    sel, _ = select_sample(df, plateifus=["8001-12701"])
+    sel, _ = apply_cuts(df, plateifus=["8001-12701"])
     assert list(sel.plateifu) == ["8001-12701"]
-    sel, _ = select_sample(df, max_galaxies=1)
+    sel, _ = apply_cuts(df, max_galaxies=1)
     assert len(sel) == 1
     with pytest.raises(ValueError, match="not in the drpall"):
-        select_sample(df, plateifus=["9999-1901"])
+        apply_cuts(df, plateifus=["9999-1901"])
     with pytest.raises(ValueError, match="malformed"):
-        select_sample(df, plateifus=["../etc-1901"])
+        apply_cuts(df, plateifus=["../etc-1901"])
 
 
 def test_missing_file_becomes_a_reject(tiny_survey, tmp_path):
@@ -57,12 +58,12 @@ def test_missing_file_becomes_a_reject(tiny_survey, tmp_path):
 def test_extract_and_assemble_layout(tiny_survey, tmp_path, lines):
     from linecube.assemble import assemble
     from linecube.extract import extract_to_h5
-    from linecube.sample import plate_requests
+    from linecube.manga import cube_requests
 
     out, gals = tiny_survey
     sample, _, _ = build_sample(out / "v3_1_1" / "drpall-v3_1_1.fits", out, "v3_1_1")
     # split into two "plates" to exercise the merge and the global sort
-    reqs = plate_requests(sample, sample.plate.iloc[0])
+    reqs = cube_requests(sample, sample.plate.iloc[0])
     half = len(reqs) // 2
     files = []
     for i, part in enumerate((reqs[half:], reqs[:half])):

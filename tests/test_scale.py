@@ -1,24 +1,23 @@
 """Survey scale: the scale-mode simulator matches the LOGCUBE path, and memory of
 assembly and scoring does not grow with N (peak RSS measured in subprocesses)."""
 
-import json
-import os
-import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from linecube.formats import CubeLayout, VoxelFlag, log_wave_grid
+from linecube.formats import CubeLayout, VoxelFlag
+from linecube.manga import log_wave_grid
 
 
 def test_scale_mode_renders_what_extraction_gets(tmp_path, lines):
     from helpers import write_cube
 
-    from linecube.extract import CubeRequest, extract_cube
-    from linecube.scale import emission_line_cube
-    from linecube.simulate import plan_survey
+    from linecube.extract import extract_cube
+    from linecube.manga import CubeRequest
+    from linecube.simulate import emission_line_cube, plan_survey
 
     g = next(g for g in plan_survey(40, seed=2) if g.ifusize == 37 and not g.anomaly)
     path = write_cube(tmp_path, g, lines)
@@ -48,16 +47,11 @@ def test_cli_cubes_h5_mode(tmp_path):
 
 
 def _stage(name, **args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    p = subprocess.run(
-        [sys.executable, "-m", "linecube.scale", "stage", name, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    return json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("STAGE ")][-1][6:])
+    """One stage in its own process, through the benchmarks' stage runner."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from scale import stage
+
+    return stage(name, **args)
 
 
 @pytest.mark.slow

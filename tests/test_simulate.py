@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from linecube.formats import BUNIT, LOGCUBE_HDUS, DRP3PixMask, drpall_path, logcube_path
+from linecube.manga import BUNIT, LOGCUBE_HDUS, DRP3PixMask, drpall_path, logcube_path
 from linecube.simulate import ANOMALY_TYPES, CLASSES, DRPALL_COLUMNS, plan_survey
 
 PRIMARY_KEYS = ["PLATEIFU", "MANGAID", "OBJRA", "OBJDEC", "IFURA", "IFUDEC", "DRP3QUAL", "MNGTARG1", "MNGTARG2",

@@ -35,7 +35,13 @@ def test_profile_keys_are_commented_and_valid():
     for key in ("jobs", "max-jobs-per-second", "latency-wait", "retries", "default-resources", "set-resources"):
         assert key in prof
     tm = prof["set-resources"]["train_model"]
-    assert tm["gpu"] == 1 and "slurm_partition" in tm and "cpus_per_gpu" in tm and "runtime" in tm
+    assert tm["gpu"] == 1 and "slurm_partition" in tm and "runtime" in tm
+    # CPUs come from the threads: an explicit cpus_per_task / cpus_per_gpu would win
+    # over them in the plugin (and drift from what the code runs)
+    assert not any(r.startswith(("cpus_per_task", "cpus_per_gpu")) for r in prof["default-resources"])
+    for rule, res in prof["set-resources"].items():
+        assert "cpus_per_task" not in res and "cpus_per_gpu" not in res, rule
+    assert prof["set-threads"]["train_model"] <= prof["cores"] and "embed_latents" not in prof["set-threads"]
     assert "gres" in text and "slurm-status-command: squeue" in text  # documented alternatives
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     top = [ln for ln in lines if not ln.startswith(" ")]

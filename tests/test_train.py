@@ -19,11 +19,12 @@ TINY_MODEL = {"filters": [4, 8], "latent_dim": 8}
 @pytest.fixture(scope="module")
 def tiny_cubes(tiny_survey, tmp_path_factory, lines):
     from linecube.extract import extract_to_h5
-    from linecube.sample import build_sample, plate_requests
+    from linecube.manga import cube_requests
+    from linecube.sample import build_sample
 
     out, gals = tiny_survey
     sample, _, _ = build_sample(out / "v3_1_1" / "drpall-v3_1_1.fits", out, "v3_1_1")
-    reqs = [r for p in sample.plate.unique() for r in plate_requests(sample, p)]
+    reqs = [r for p in sample.plate.unique() for r in cube_requests(sample, p)]
     path = tmp_path_factory.mktemp("cubes") / "cubes.h5"
     extract_to_h5(reqs, path, lines, drpver="v3_1_1", progress=False)
     return path

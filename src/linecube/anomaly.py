@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import sigma_from_ivar
+from .dataset import sigma_from_ivar
 
 #: normalised flux unit: 1/1000 of the galaxy's total Halpha window flux
 NORM_PER = 1000.0

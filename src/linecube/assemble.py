@@ -14,14 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import (
-    CUBE_DATASETS,
-    META_DATASETS,
-    atomic_path,
-    create_cube_file,
-    read_layout,
-    read_strings,
-)
+from .atomic import atomic_path
+from .formats import CUBE_DATASETS, META_DATASETS, create_cube_file, read_layout, read_strings
 
 
 def assemble(
@@ -88,7 +82,7 @@ def merge_rejects(paths: Sequence[str | os.PathLike], out: str | os.PathLike) ->
     """Concatenate reject tables (plateifu, path, reason [, stage]) into one CSV."""
     import pandas as pd
 
-    from .formats import write_csv_atomic
+    from .atomic import write_csv_atomic
 
     frames = []
     for p in paths:

@@ -62,7 +62,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     check_simulate_args(args)
     if args.cubes_h5:
-        from .scale import simulate_cubes_h5
+        from .simulate import simulate_cubes_h5
 
         n = simulate_cubes_h5(args.out, args.n_galaxies, args.seed, anomaly_fraction=args.anomaly_fraction, threads=args.threads)
         print(f"wrote {n} emission-line cubes to {args.out}")
@@ -123,8 +123,9 @@ def _is_our_h5(path: Path) -> bool:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from .extract import NothingExtracted, TooManyRejects, extract_to_h5, requests_from_drpall
+    from .extract import NothingExtracted, TooManyRejects, extract_to_h5
     from .formats import CubeLayout, load_lines
+    from .manga import requests_from_drpall
 
     out = check_extract_out(args.out, [args.drpall, *args.cubes])
     for name, v, lo in (("--window-bins", args.window_bins, 2), ("--crop", args.crop, 4), ("--threads", args.threads, 1)):
@@ -145,18 +146,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         print(f"rejected {r['path']}: {r['reason']}", file=sys.stderr)
     layout = CubeLayout(len(lines), args.window_bins, args.crop)
     try:
-        s = extract_to_h5(
-            reqs,
-            out,
-            lines,
-            layout,
-            drpver=args.drpver,
-            compression=args.compression,
-            threads=args.threads,
-            max_reject_fraction=args.max_reject_fraction,
-            label=out.stem,
-            pre_rejects=pre_rejects,
-        )
+        opts = {k: getattr(args, k) for k in ("drpver", "compression", "threads", "max_reject_fraction")}
+        s = extract_to_h5(reqs, out, lines, layout, label=out.stem, pre_rejects=pre_rejects, **opts)
     except TooManyRejects as e:
         first, _, reasons = str(e).partition("\n")
         for line in reasons.splitlines():

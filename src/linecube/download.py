@@ -21,8 +21,7 @@ from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
 
-from .extract import CubeError, LogcubeStream, _decompress_errors, data_nbytes
-from .formats import NWAVE, logcube_name
+from .manga import NWAVE, CubeError, LogcubeStream, data_nbytes, decompress_errors, logcube_name
 
 log = logging.getLogger("linecube")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -57,7 +56,7 @@ def verify_logcube(path: str | os.PathLike) -> None:
                 st.skip(data_nbytes(h))
     except EOFError as e:
         raise CubeError(f"truncated ({e})") from None
-    except (OSError, *_decompress_errors()) as e:
+    except (OSError, *decompress_errors()) as e:
         raise CubeError(f"corrupt gzip data ({e})") from None
     missing = [n for n in ("FLUX", "IVAR", "MASK") if n not in names]
     if missing:

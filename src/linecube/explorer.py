@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .formats import atomic_path, read_strings
+from .atomic import atomic_path
+from .formats import read_strings
 
 
 def _round(a: np.ndarray, sig: int = 4) -> list:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -26,48 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import (
-    CD3_3,
-    CRVAL3,
+from .atomic import atomic_paths, write_csv_atomic
+from .formats import CubeLayout, LineList, VoxelFlag, create_cube_file, write_cube_row
+from .manga import (
+    BITPIX_DTYPES,
     DRP_UNUSABLE,
     NWAVE,
-    CubeLayout,
-    LineList,
-    VoxelFlag,
-    atomic_paths,
-    create_cube_file,
-    write_csv_atomic,
-    write_cube_row,
+    CubeError,
+    CubeRequest,
+    LogcubeStream,
+    centre_pixel,
+    check_scaling,
+    check_wave_grid,
+    data_nbytes,
+    decompress_errors,
+    header_wavelengths,
 )
-
-BLOCK = 2880
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _decompress_errors() -> tuple[type[BaseException], ...]:
-    """Exception types a broken deflate stream raises (ISA-L's are not OSErrors)."""
-    import zlib
-
-    from isal.isal_zlib import IsalError
-
-    return (IsalError, zlib.error)
-
-
-class CubeError(Exception):
-    """A cube that cannot be used; the message says why in words."""
-
-
-@dataclass(frozen=True)
-class CubeRequest:
-    """One galaxy to extract: its LOGCUBE and drpall values."""
-
-    plateifu: str
-    path: str
-    mangaid: str
-    z: float
-    objra: float
-    objdec: float
-
 
 # --------------------------------------------------------------------------
 # Geometry: windows and crops (pure functions)
@@ -101,165 +74,9 @@ def crop_bounds(centre: int, size: int, crop: int) -> tuple[int, int, int, int]:
     return s0, s1, s0 - start, s1 - s0
 
 
-_WCS_KEY = re.compile(
-    r"^(NAXIS\d?|WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CD\d_\d|PC\d_\d|CUNIT\d|CROTA\d|RADESYS|EQUINOX|LONPOLE|LATPOLE)$"
-)
-
-
-def cube_wcs(header):
-    """astropy WCS of a cube header, built from its WCS cards only (the DRP's
-    PLATEID and DATE-OBS cards are not WCS and only make astropy warn)."""
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    h = fits.Header([c for c in header.cards if _WCS_KEY.match(c.keyword)])
-    return WCS(h)
-
-
-def centre_pixel(header, objra: float, objdec: float) -> tuple[float, float]:
-    """0-based (x, y) pixel of (objra, objdec) through the celestial WCS of a header."""
-    x, y = cube_wcs(header).celestial.world_to_pixel_values(objra, objdec)
-    return float(x), float(y)
-
-
-def header_wavelengths(header) -> np.ndarray:
-    """Vacuum wavelengths (A) of every bin, from the spectral WCS of a header."""
-    w = cube_wcs(header).spectral
-    n = int(header["NAXIS3"])
-    return np.asarray(w.pixel_to_world_values(np.arange(n)), dtype=float) * 1e10  # m -> A
-
-
-def check_wave_grid(header, where: str) -> None:
-    """Reject a cube whose wavelength axis is not the DR17 LOGCUBE grid."""
-    naxis3 = header.get("NAXIS3")
-    if naxis3 != NWAVE:
-        raise CubeError(f"{where}: wavelength axis has NAXIS3={naxis3}, expected {NWAVE} (the DR17 LOGCUBE grid)")
-    if str(header.get("CTYPE3", "")).strip() != "WAVE-LOG":
-        raise CubeError(f"{where}: CTYPE3={header.get('CTYPE3')!r}, expected 'WAVE-LOG' (is this a LINCUBE?)")
-    crval3 = float(header.get("CRVAL3", np.nan))
-    cd33 = float(header.get("CD3_3", np.nan))
-    if not (abs(crval3 - CRVAL3) < 1e-3 and abs(cd33 - CD3_3) < 1e-4):
-        raise CubeError(
-            f"{where}: wavelength grid starts at CRVAL3={crval3} A with CD3_3={cd33}; "
-            f"expected {CRVAL3} A and {CD3_3} (the DR17 log-lambda grid)"
-        )
-
-
 # --------------------------------------------------------------------------
 # Streaming reader
 # --------------------------------------------------------------------------
-
-
-class LogcubeStream:
-    """Forward-only reader of a (gzipped) FITS file: headers one by one, data by
-    skipping or reading exact byte ranges. Nothing is decompressed twice."""
-
-    def __init__(self, path: str | os.PathLike, chunk: int = 1 << 22):
-        self.path = str(path)
-        raw = open(self.path, "rb")
-        head = raw.read(2)
-        raw.seek(0)
-        if head == _GZIP_MAGIC:
-            from isal import igzip
-
-            self._fh = igzip.IGzipFile(fileobj=raw, mode="rb")
-        else:
-            self._fh = raw
-        self._raw = raw
-        self._scratch = bytearray(chunk)
-        self.pos = 0
-
-    def close(self) -> None:
-        self._fh.close()
-        self._raw.close()
-
-    def __enter__(self) -> LogcubeStream:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def readinto(self, buf) -> None:
-        """Fill ``buf`` (a writable buffer) exactly, or raise EOFError."""
-        mv = memoryview(buf).cast("B")
-        got = 0
-        while got < len(mv):
-            n = self._fh.readinto(mv[got:])
-            if not n:
-                raise EOFError(f"file ends after {self.pos + got} bytes")
-            got += n
-        self.pos += got
-
-    def skip(self, nbytes: int) -> None:
-        """Decompress and discard ``nbytes``."""
-        scratch = memoryview(self._scratch)
-        while nbytes > 0:
-            k = min(nbytes, len(scratch))
-            self.readinto(scratch[:k])
-            nbytes -= k
-
-    def read_header(self):
-        """Read one FITS header (2880-byte blocks up to END) as an astropy Header,
-        or ``None`` at a clean end of file."""
-        from astropy.io import fits
-
-        blocks = []
-        start = self.pos
-        while True:
-            block = bytearray(BLOCK)
-            try:
-                self.readinto(block)
-            except EOFError as e:
-                if not blocks and not bytes(block).rstrip(b"\x00"):
-                    return None  # a clean end of file
-                if not blocks and start == 0 and not block.startswith(b"SIMPLE  ="):
-                    raise CubeError(f"not a FITS file (it starts with {bytes(block[:20])!r})") from None
-                raise CubeError(f"truncated FITS header at byte {start}: {e} (a header is a multiple of 2880 bytes)") from None
-            if not blocks and start == 0 and not block.startswith(b"SIMPLE  ="):
-                raise CubeError(f"not a FITS file (it starts with {bytes(block[:20])!r})")
-            blocks.append(bytes(block))
-            text = block.decode("ascii", errors="replace")
-            if any(text[i : i + 8] == "END     " for i in range(0, BLOCK, 80)):
-                break
-            if len(blocks) > 200:
-                raise CubeError(f"no END card in 200 header blocks from byte {start}: the data are corrupt")
-        try:
-            return fits.Header.fromstring(b"".join(blocks).decode("ascii", errors="replace"))
-        except Exception as e:  # astropy raises several types for a garbled header
-            raise CubeError(f"unreadable FITS header at byte {start} ({e}): the data are corrupt") from None
-
-
-def data_nbytes(header) -> int:
-    """Size in bytes of an HDU's data unit, padded to 2880."""
-    naxis = int(header.get("NAXIS", 0))
-    if naxis == 0:
-        return 0
-    n = 1
-    for i in range(1, naxis + 1):
-        n *= int(header[f"NAXIS{i}"])
-    n = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (n + int(header.get("PCOUNT", 0)))
-    return (n + BLOCK - 1) // BLOCK * BLOCK
-
-
-_BITPIX = {-32: ">f4", -64: ">f8", 8: "u1", 16: ">i2", 32: ">i4", 64: ">i8"}
-
-
-def _check_scaling(header, name: str, where: str) -> None:
-    """FLUX/IVAR may be stored scaled (BSCALE/BZERO, applied when read); MASK must be
-    plain integers and no HDU may have a BSCALE of 0 or non-finite scaling."""
-    bscale, bzero = header.get("BSCALE", 1.0), header.get("BZERO", 0.0)
-    try:
-        bscale, bzero = float(bscale), float(bzero)
-    except (TypeError, ValueError):
-        raise CubeError(f"{where}: HDU {name} has BSCALE={bscale!r}, BZERO={bzero!r}, not numbers") from None
-    if not (np.isfinite(bscale) and np.isfinite(bzero)) or bscale == 0:
-        raise CubeError(f"{where}: HDU {name} has unusable scaling BSCALE={bscale}, BZERO={bzero}")
-    if name == "MASK" and (bscale, bzero) != (1.0, 0.0):
-        raise CubeError(
-            f"{where}: HDU MASK is stored scaled (BSCALE={bscale}, BZERO={bzero}); MaNGA bit masks are plain integers"
-        )
-    if int(header["BITPIX"]) not in _BITPIX:
-        raise CubeError(f"{where}: HDU {name} has BITPIX={header['BITPIX']}, not a FITS data type")
 
 
 def _runs(sorted_idx: np.ndarray) -> list[tuple[int, int]]:
@@ -279,7 +96,7 @@ def _read_slices(stream: LogcubeStream, header, plan: dict, fill, out_dtype) -> 
     (x0, x1, dx, nx) crop bounds. Returns (len(unique), crop, crop) in native order,
     ``fill`` outside the cube. The stream is left at the end of the data unit.
     """
-    dtype = np.dtype(_BITPIX[int(header["BITPIX"])])
+    dtype = np.dtype(BITPIX_DTYPES[int(header["BITPIX"])])
     bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
     scaled = (bscale, bzero) != (1.0, 0.0)
     ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
@@ -379,7 +196,7 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
                         raise CubeError(f"{where}: no FLUX HDU before {name}: not a LOGCUBE layout")
                     elif (int(h["NAXIS2"]), int(h["NAXIS1"])) != plan["shape"] or int(h["NAXIS3"]) != NWAVE:
                         raise CubeError(f"{where}: HDU {name} shape differs from FLUX")
-                    _check_scaling(h, name, where)
+                    check_scaling(h, name, where)
                     start = st.pos
                     fill = {"FLUX": 0.0, "IVAR": 0.0, "MASK": -1}[name]
                     out_dtype = np.int32 if name == "MASK" else np.float32
@@ -395,7 +212,7 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
         raise CubeError(f"{where}: {msg}") from None
     except EOFError as e:
         raise CubeError(f"{where}: file is truncated ({e}); download it again") from None
-    except _decompress_errors() as e:
+    except decompress_errors() as e:
         raise CubeError(f"{where}: corrupt gzip data ({e}); download it again") from None
     except (OSError, ValueError, KeyError, TypeError, io.UnsupportedOperation) as e:
         msg = str(e) or type(e).__name__
@@ -582,30 +399,3 @@ def _collect(r, cube, err, results, rejects) -> None:
         rejects.append({"plateifu": r.plateifu, "path": r.path, "reason": err})
     else:
         results[r.plateifu] = cube
-
-
-def requests_from_drpall(drpall: str | os.PathLike, cubes: Sequence[str | os.PathLike]) -> tuple[list[CubeRequest], list[dict]]:
-    """Match LOGCUBE paths to their drpall rows by plate-IFU.
-
-    Returns the requests and reject rows for paths that are not LOGCUBE names
-    or have no drpall row.
-    """
-    from .formats import plateifu_from_path
-    from .sample import read_drpall
-
-    table = read_drpall(drpall)
-    by_pifu = {str(p): i for i, p in enumerate(table["plateifu"])}
-    reqs, rejects = [], []
-    for c in cubes:
-        try:
-            pifu = plateifu_from_path(c)
-        except ValueError as e:
-            rejects.append({"plateifu": "", "path": str(c), "reason": str(e)})
-            continue
-        i = by_pifu.get(pifu)
-        if i is None:
-            rejects.append({"plateifu": pifu, "path": str(c), "reason": f"{pifu} has no row in {drpall}"})
-            continue
-        row = table.iloc[i]
-        reqs.append(CubeRequest(pifu, str(c), str(row["mangaid"]), float(row["z"]), float(row["objra"]), float(row["objdec"])))
-    return reqs, rejects

@@ -25,8 +25,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .agn import METHOD_LABELS, METHODS  # noqa: E402
+from .atomic import atomic_path
 from .bpt import bpt_ratios, kauffmann03, kewley01, kewley01_s2, kewley06_seyfert_liner, window_flux  # noqa: E402
-from .formats import BUNIT, atomic_path  # noqa: E402
+from .manga import BUNIT
 
 FLUX_LABEL = r"$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ $\AA^{-1}$ spaxel$^{-1}$"
 SCORE_LABEL = "anomaly score (MAE, " + r"$10^{-17}$ erg/s/cm$^2$/$\AA$/spaxel)"
@@ -87,15 +88,26 @@ def _scatter3d(ax, df: pd.DataFrame, c, **kw):
     return ax.scatter(df[cols[0]], df[cols[1]], c=c, **kw)
 
 
+def _umap_panels(embeddings: dict, scores: dict):
+    """A figure with one UMAP panel per model, and an iterator of (index, model,
+    embedding merged with scores, axes, is-3-D) to draw them."""
+    models = list(embeddings)
+    fig = plt.figure(figsize=(6.5 * len(models), 6))
+
+    def panels():
+        for i, m in enumerate(models):
+            df = _merge(embeddings[m], scores[m])
+            three = len(_umap_cols(df)) == 3
+            yield i, m, df, fig.add_subplot(1, len(models), i + 1, projection="3d" if three else None), three
+
+    return fig, panels()
+
+
 def plot_umap_scores(embeddings: dict, scores: dict, out_base, formats=("png", "pdf")):
     """Fig. 2 analogue: UMAP of each model coloured by log anomaly score, with an
     inset histogram of the scores (median and 90th percentile marked)."""
-    models = list(embeddings)
-    fig = plt.figure(figsize=(6.5 * len(models), 6))
-    for i, m in enumerate(models):
-        df = _merge(embeddings[m], scores[m])
-        three = len(_umap_cols(df)) == 3
-        ax = fig.add_subplot(1, len(models), i + 1, projection="3d" if three else None)
+    fig, panels = _umap_panels(embeddings, scores)
+    for i, m, df, ax, three in panels:
         cv, clabel = score_colour(df["score"])
         logs = pd.Series(cv, index=df.index)
         order = np.argsort(logs.to_numpy())
@@ -111,7 +123,7 @@ def plot_umap_scores(embeddings: dict, scores: dict, out_base, formats=("png", "
             ax.set_zlabel("UMAP 3")
         cb = fig.colorbar(sc, ax=ax, shrink=0.6, pad=0.1)
         cb.set_label(clabel)
-        ins = fig.add_axes([0.06 + i / len(models), 0.72, 0.12, 0.14])
+        ins = fig.add_axes([0.06 + i / len(embeddings), 0.72, 0.12, 0.14])
         s = df["score"].to_numpy()
         ins.hist(cv, bins=25, color="0.4")
         for q, ls in ((50, "-"), (90, "--")):
@@ -125,12 +137,8 @@ def plot_umap_scores(embeddings: dict, scores: dict, out_base, formats=("png", "
 
 def plot_umap_agn(embeddings: dict, scores: dict, out_base, formats=("png", "pdf")):
     """Fig. 2 analogue with AGN overlaid by selection method on grey galaxies."""
-    models = list(embeddings)
-    fig = plt.figure(figsize=(6.5 * len(models), 6))
-    for i, m in enumerate(models):
-        df = _merge(embeddings[m], scores[m])
-        three = len(_umap_cols(df)) == 3
-        ax = fig.add_subplot(1, len(models), i + 1, projection="3d" if three else None)
+    fig, panels = _umap_panels(embeddings, scores)
+    for _, m, df, ax, three in panels:
         _scatter3d(ax, df, "0.75", s=8, alpha=0.5, label=f"all galaxies ({len(df)})")
         for meth in METHODS:
             if meth in df and df[meth].astype(bool).any():

@@ -13,92 +13,21 @@ Conventions used throughout linecube:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import enum
 import json
 import os
-import re
-import tempfile
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from .manga import BUNIT
+
 # --------------------------------------------------------------------------
 # The MaNGA DRP LOGCUBE (sdss/datamodel: mangaCube, DR17)
 # --------------------------------------------------------------------------
-
-#: DRP version of DR17.
-DR17_DRPVER = "v3_1_1"
-#: Number of log-spaced wavelength bins of a LOGCUBE.
-NWAVE = 4563
-#: Central vacuum wavelength of the first bin (Angstrom); CRVAL3.
-CRVAL3 = 3621.59598486
-#: Bin width in log10(lambda).
-DLOG10 = 1e-4
-#: CD3_3 as written by the DRP (Angstrom per pixel at the first bin).
-CD3_3 = 0.833903304339
-#: Spaxel size (arcsec).
-SPAXEL_ARCSEC = 0.5
-#: Flux unit string of the FLUX HDU (BUNIT).
-BUNIT = "1E-17 erg/s/cm^2/Angstrom/spaxel"
-#: Velocity width of one log-lambda bin (km/s): c * ln(10) * 1e-4.
-KMS_PER_BIN = 299792.458 * np.log(10.0) * DLOG10
-#: Speed of light (km/s).
-C_KMS = 299792.458
-
-#: HDU names of a DR17 LOGCUBE, in file order.
-LOGCUBE_HDUS: tuple[str, ...] = (
-    "PRIMARY",
-    "FLUX",
-    "IVAR",
-    "MASK",
-    "LSFPOST",
-    "LSFPRE",
-    "WAVE",
-    "SPECRES",
-    "SPECRESD",
-    "PRESPECRES",
-    "PRESPECRESD",
-    "OBSINFO",
-    "GIMG",
-    "RIMG",
-    "IIMG",
-    "ZIMG",
-    "GPSF",
-    "RPSF",
-    "IPSF",
-    "ZPSF",
-    "GCORREL",
-    "RCORREL",
-    "ICORREL",
-    "ZCORREL",
-)
-
-#: IFU bundle size (fibres) -> cube side (spaxels) used by the DRP.
-IFU_CUBE_SIZE: dict[int, int] = {19: 34, 37: 44, 61: 54, 91: 64, 127: 74}
-#: IFU bundle size -> hexagon diameter (arcsec, corner to corner).
-IFU_DIAMETER_ARCSEC: dict[int, float] = {19: 12.5, 37: 17.5, 61: 22.5, 91: 27.5, 127: 32.5}
-
-
-class DRP3PixMask(enum.IntFlag):
-    """Bits of MANGA_DRP3PIXMASK (the LOGCUBE MASK HDU), by name."""
-
-    NOCOV = 1 << 0
-    LOWCOV = 1 << 1
-    DEADFIBER = 1 << 2
-    FORESTAR = 1 << 3
-    DONOTUSE = 1 << 10
-
-
-#: DRP3QUAL bit 30: the whole cube is unusable.
-DRP3QUAL_CRITICAL = 1 << 30
-
-#: DRP mask bits that make a voxel unusable for linecube.
-DRP_UNUSABLE = DRP3PixMask.NOCOV | DRP3PixMask.DEADFIBER | DRP3PixMask.FORESTAR | DRP3PixMask.DONOTUSE
 
 
 class VoxelFlag(enum.IntFlag):
@@ -108,50 +37,6 @@ class VoxelFlag(enum.IntFlag):
     OUTSIDE_CUBE = 1 << 1  #: the 32x32 crop reaches past the cube edge (zero padding)
     NONFINITE = 1 << 2  #: flux or ivar was NaN/inf in the file (set to 0)
     BAD_IVAR = 1 << 3  #: ivar <= 0 (negative values are set to 0)
-
-
-PLATEIFU_RE = re.compile(r"^(\d{4,5})-(\d{3,5})$")
-MANGAID_RE = re.compile(r"^\d{1,2}-\d{1,9}$")
-
-
-def parse_plateifu(plateifu: str) -> tuple[int, int]:
-    """Split a plate-IFU string such as ``'8485-1901'`` into (plate, ifudsgn).
-
-    Raises ``ValueError`` naming the string for anything else, including
-    strings that try to escape a directory (``'../8485-1901'``).
-    """
-    m = PLATEIFU_RE.match(str(plateifu).strip()) if isinstance(plateifu, str) else None
-    if m is None:
-        raise ValueError(f"malformed plate-IFU {plateifu!r}: expected PLATE-IFUDESIGN such as '8485-1901'")
-    return int(m.group(1)), int(m.group(2))
-
-
-def logcube_name(plate: int, ifudsgn: int) -> str:
-    """File name of a LOGCUBE: ``manga-{plate}-{ifudsgn}-LOGCUBE.fits.gz``."""
-    return f"manga-{int(plate)}-{int(ifudsgn)}-LOGCUBE.fits.gz"
-
-
-def logcube_path(redux_dir: str | os.PathLike, drpver: str, plate: int, ifudsgn: int) -> Path:
-    """SAS path of a LOGCUBE: ``{redux_dir}/{drpver}/{plate}/stack/manga-...``."""
-    return Path(redux_dir) / drpver / str(int(plate)) / "stack" / logcube_name(plate, ifudsgn)
-
-
-def drpall_path(redux_dir: str | os.PathLike, drpver: str) -> Path:
-    """SAS path of the drpall catalogue: ``{redux_dir}/{drpver}/drpall-{drpver}.fits``."""
-    return Path(redux_dir) / drpver / f"drpall-{drpver}.fits"
-
-
-def plateifu_from_path(path: str | os.PathLike) -> str:
-    """Plate-IFU from a LOGCUBE file name (``manga-8485-1901-LOGCUBE.fits.gz``)."""
-    m = re.match(r"^manga-(\d{4,5})-(\d{3,5})-LOGCUBE\.fits(\.gz)?$", Path(path).name)
-    if m is None:
-        raise ValueError(f"{path}: not a LOGCUBE file name (manga-PLATE-IFU-LOGCUBE.fits.gz)")
-    return f"{m.group(1)}-{m.group(2)}"
-
-
-def log_wave_grid(n: int = NWAVE) -> np.ndarray:
-    """The DRP log-lambda grid (vacuum Angstrom, float64, shape (n,))."""
-    return CRVAL3 * 10.0 ** (DLOG10 * np.arange(n))
 
 
 # --------------------------------------------------------------------------
@@ -307,78 +192,3 @@ def read_strings(ds) -> list[str]:
 # --------------------------------------------------------------------------
 # Atomic output
 # --------------------------------------------------------------------------
-
-
-def _new_temporary(path: Path) -> Path:
-    """A fresh ``.{name}.XXXXXXXX.tmp`` next to ``path`` (its folder made, the
-    temporaries of an earlier killed write removed), with ordinary file permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are ordinary files
-    return Path(tmp)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
-
-    A job killed half-way leaves only a ``.tmp`` file that no rule takes as
-    input, never a truncated file under the final name; the next write of the
-    same file removes it.
-    """
-    path = Path(path)
-    tmp_path = _new_temporary(path)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-@contextlib.contextmanager
-def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
-    """:func:`atomic_path` for files that belong together: yields one temporary
-    path per file and renames them all, in order and back to back, only when the
-    block succeeds (on an error none is replaced and the temporaries go)."""
-    with contextlib.ExitStack() as stack:
-        tmps = []
-        for p in paths:
-            tmp = _new_temporary(Path(p))
-            tmps.append(tmp)
-            stack.callback(lambda t=tmp: t.unlink(missing_ok=True))
-        yield tmps
-        for tmp, p in zip(tmps, paths):
-            os.replace(tmp, p)
-
-
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files an earlier, killed write of ``path`` left behind
-    (``.{name}.XXXXXXXX.tmp`` from :func:`atomic_path`); returns what was removed.
-    Safe under Snakemake, which never runs two jobs writing the same output."""
-    path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp$")
-    removed = []
-    if path.parent.is_dir():
-        for f in path.parent.iterdir():
-            if pattern.match(f.name):
-                f.unlink(missing_ok=True)
-                removed.append(f)
-    return removed
-
-
-def write_csv_atomic(df, path: str | os.PathLike, **kwargs) -> None:
-    """Write a pandas DataFrame to CSV atomically."""
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, **kwargs)
-
-
-def ensure_columns(columns: Sequence[str], required: Sequence[str], what: str) -> None:
-    """Raise ``ValueError`` naming ``what`` if any required column is missing."""
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")

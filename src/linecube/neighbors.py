@@ -110,7 +110,7 @@ def neighbors_table(
     plateifu: str, *, k: int = 5, model: str = "ae", space: str = "umap", results: str | os.PathLike = "results"
 ) -> pd.DataFrame:
     """The neighbours of one galaxy with their scores and AGN flags (the CLI's table)."""
-    from .formats import parse_plateifu
+    from .manga import parse_plateifu
 
     res = Path(results)
     emb_path, sc_path = res / model / "embedding.csv", res / model / "scores.csv"

@@ -106,7 +106,7 @@ def rerank_files(
     results: str | os.PathLike, model: str, labels_csv: str | os.PathLike, *, weight: float = 1.0, k: int = 5
 ) -> tuple[Path, pd.DataFrame]:
     """results/{model}/scores.csv + embedding.csv + labels -> results/{model}/scores_ranked.csv."""
-    from .formats import write_csv_atomic
+    from .atomic import write_csv_atomic
 
     d = Path(results) / model
     for f in ("scores.csv", "embedding.csv"):

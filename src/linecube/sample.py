@@ -15,72 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .formats import DRP3QUAL_CRITICAL, ensure_columns, logcube_path, parse_plateifu
+from .manga import DRP3QUAL_CRITICAL, logcube_path, parse_plateifu, read_drpall
 
-DRPALL_REQUIRED = (
-    "plate",
-    "ifudsgn",
-    "plateifu",
-    "mangaid",
-    "objra",
-    "objdec",
-    "ifura",
-    "ifudec",
-    "z",
-    "nsa_z",
-    "mngtarg1",
-    "mngtarg2",
-    "mngtarg3",
-    "drp3qual",
-    "ifudesignsize",
-    "nexp",
-)
 SAMPLE_COLUMNS = ("plateifu", "plate", "ifudsgn", "mangaid", "z", "objra", "objdec", "ifudesignsize", "path")
 
 
-def read_drpall(path: str | os.PathLike, hdu: str = "MANGA") -> pd.DataFrame:
-    """The drpall MANGA table as a DataFrame of the columns linecube uses.
-
-    Strings are stripped; multi-dimensional columns are dropped.
-    """
-    from astropy.io import fits
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"drpall catalogue {path} does not exist")
-    try:
-        with fits.open(path, memmap=False) as hl:
-            names = [h.name for h in hl]
-            if hdu not in names:
-                ext = 1
-                if len(hl) < 2:
-                    raise ValueError(f"{path}: no table HDU (expected HDU 1 named {hdu})")
-            else:
-                ext = hdu
-            if not isinstance(hl[ext], fits.BinTableHDU | fits.TableHDU):
-                what = "a LOGCUBE" if "FLUX" in names else f"a {type(hl[ext]).__name__}"
-                raise ValueError(f"{path}: HDU {ext} is {what}, not the drpall's MANGA table (is this the drpall?)")
-            data = hl[ext].data
-            cols = [c.name for c in hl[ext].columns]
-            ensure_columns([c.lower() for c in cols], DRPALL_REQUIRED, f"drpall {path} HDU {ext}")
-            out = {}
-            for c in cols:
-                lc = c.lower()
-                if lc not in DRPALL_REQUIRED:
-                    continue
-                arr = np.asarray(data[c])
-                if arr.ndim > 1:
-                    continue
-                if arr.dtype.kind in "SU":
-                    out[lc] = np.char.strip(arr.astype(str))
-                else:
-                    out[lc] = arr.astype(arr.dtype.newbyteorder("="))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read as a drpall FITS table ({e})") from None
-    return pd.DataFrame(out)
-
-
-def select_sample(
+def apply_cuts(
     drpall: pd.DataFrame,
     *,
     plateifus: Sequence[str] | None = None,
@@ -161,7 +101,7 @@ def build_sample(
     download step to fetch).
     """
     table = read_drpall(drpall_path)
-    sel, dropped = select_sample(table, plateifus=plateifus, max_galaxies=max_galaxies)
+    sel, dropped = apply_cuts(table, plateifus=plateifus, max_galaxies=max_galaxies)
     sel = attach_paths(sel, redux_dir, drpver)
     rejects = []
     if require_files:
@@ -178,13 +118,3 @@ def build_sample(
     sample = sel[list(SAMPLE_COLUMNS)].copy()
     rej = pd.DataFrame(rejects, columns=["plateifu", "path", "reason"])
     return sample, rej, dropped
-
-
-def plate_requests(sample: pd.DataFrame, plate: int):
-    """CubeRequests of one plate from a sample table."""
-    from .extract import CubeRequest
-
-    rows = sample[sample["plate"].astype(int) == int(plate)]
-    return [
-        CubeRequest(r.plateifu, r.path, str(r.mangaid), float(r.z), float(r.objra), float(r.objdec)) for r in rows.itertuples()
-    ]

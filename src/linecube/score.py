@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import atomic_path, read_layout, read_strings, write_csv_atomic
-from .scaling import FluxScaler
+from .atomic import atomic_path, write_csv_atomic
+from .fluxscale import FluxScaler
+from .formats import read_layout, read_strings
 
 log = logging.getLogger("linecube")
 
@@ -239,7 +240,7 @@ def eq1_numpy(x: np.ndarray, xr: np.ndarray) -> np.ndarray:
 def median_cubes(cubes_h5: str | os.PathLike, rows, scaler, max_n: int = 200, seed: int = 0):
     """Per-voxel median cube over (at most ``max_n``, seeded) of ``rows``: in flux
     units and in the model's units (each cube scaled by the model's scaler)."""
-    from .data import read_rows
+    from .dataset import read_rows
 
     rows = np.asarray(rows, dtype=int)
     if len(rows) > max_n:
@@ -253,7 +254,7 @@ def loss_ratio(cubes_h5: str | os.PathLike, rec, rows, med_model: np.ndarray, ba
     """The model's mean Eq. 1 over that of the median cube, on ``rows`` (held-out
     galaxies), both in the units the model is trained in. Near 1: the model has
     learned no more than a mean galaxy."""
-    from .data import read_rows
+    from .dataset import read_rows
 
     rows = np.asarray(rows, dtype=int)
     lm, lc = [], []
@@ -426,7 +427,7 @@ def write_reconstructions(cubes_h5, rec: Reconstructor, keep: list[str], plateif
     """Inputs, reconstructions and residual maps of the chosen galaxies."""
     import h5py
 
-    from .data import read_rows
+    from .dataset import read_rows
 
     index = {p: i for i, p in enumerate(plateifus)}
     rows = np.array([index[p] for p in keep], dtype=int)

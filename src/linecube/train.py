@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import AugmentConfig, CubeSource, split_galaxies, split_table
-from .formats import atomic_path, read_layout, read_strings, write_csv_atomic
-from .scaling import FluxScaler
+from .atomic import atomic_path, write_csv_atomic
+from .dataset import AugmentConfig, CubeSource, split_galaxies, split_table
+from .fluxscale import FluxScaler
+from .formats import read_layout, read_strings
 from .tfsetup import configure_tensorflow
 
 log = logging.getLogger("linecube")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from linecube.manga import cube_requests, request_params
 from linecube.config import (
     ConfigError,
     check_inputs,
@@ -92,19 +93,7 @@ def get_plate_cubes(wildcards):
 def get_plate_galaxies(wildcards):
     """The drpall values extraction needs, per galaxy of the plate: passed as
     params so that a changed redshift or position reruns exactly that plate."""
-    s = sample_table()
-    rows = s.loc[s["plate"] == int(wildcards.plate)]
-    return [
-        {
-            "plateifu": r.plateifu,
-            "path": r.path,
-            "mangaid": r.mangaid,
-            "z": float(r.z),
-            "objra": float(r.objra),
-            "objdec": float(r.objdec),
-        }
-        for r in rows.itertuples()
-    ]
+    return [request_params(r) for r in cube_requests(sample_table(), wildcards.plate)]
 
 
 def get_plate_files(wildcards):

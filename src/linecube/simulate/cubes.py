@@ -1,4 +1,4 @@
-"""Survey-scale synthetic data without 2 TB of LOGCUBEs.
+"""The scale mode: survey-scale synthetic data without 2 TB of LOGCUBEs.
 
 ``simulate_cubes_h5`` evaluates the simulator's galaxy models (the same
 :func:`linecube.simulate.render_model`) only on the 190 wavelengths extraction
@@ -7,37 +7,24 @@ on the 32x32 crop around each galaxy, adds the same noise model, and streams the
 cubes into the cubes.h5 layout, or into one file per plate in the layout that
 ``extract_plate`` writes (for benchmarking assembly). Rows are in plate-IFU
 order. 9,000 galaxies take a few minutes on 2 cores.
-
-``python -m linecube.scale stage ...`` runs one stage of the pipeline and prints
-its wall time and peak RSS as JSON (used by benchmarks/scale.py and the tests).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import resource
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .extract import window_centres, window_indices
-from .formats import (
-    DR17_DRPVER,
-    IFU_CUBE_SIZE,
-    IFU_DIAMETER_ARCSEC,
-    SPAXEL_ARCSEC,
-    CubeLayout,
-    VoxelFlag,
-    atomic_path,
-    create_cube_file,
-    load_lines,
-    log_wave_grid,
-    write_csv_atomic,
-)
-from .simulate import galaxy_pixel_offsets, hexagon_mask, plan_survey, realise_noise, render_model, sky_sigma
+from ..atomic import atomic_path, write_csv_atomic
+from ..extract import window_centres, window_indices
+from ..formats import CubeLayout, VoxelFlag, create_cube_file, load_lines
+from ..manga import DR17_DRPVER, IFU_CUBE_SIZE, IFU_DIAMETER_ARCSEC, SPAXEL_ARCSEC, log_wave_grid
+from .galaxy import sky_sigma
+from .logcube import galaxy_pixel_offsets
+from .render import hexagon_mask, realise_noise, render_model
+from .survey import plan_survey
 
 PAD = 8  # spaxels rendered beyond the crop on each side (PSF smoothing edge)
 
@@ -194,93 +181,3 @@ def simulate_cubes_h5(
         meta_dir / "agn.csv",
     )
     return len(gals)
-
-
-# --------------------------------------------------------------------------
-# One stage per process, for wall time and peak RSS
-# --------------------------------------------------------------------------
-
-
-def _stage(name: str, a: dict) -> dict:
-    if name == "simulate":
-        n = simulate_cubes_h5(
-            a["out"], a["n"], a.get("seed", 1), per_plate=a.get("per_plate", False), threads=a.get("threads", 1), progress=False
-        )
-        return {"n": n}
-    if name == "assemble":
-        from .assemble import assemble
-
-        files = sorted(Path(a["plates"]).glob("*.h5"))
-        return {"n": assemble(files, a["out"], drpver=DR17_DRPVER, compression=a.get("compression", "none"), progress=False)}
-    if name == "train":
-        from .train import train
-
-        s = train(
-            a["cubes"],
-            a["out"],
-            "ae",
-            a.get("model", {}),
-            {"epochs": 1, **a.get("train", {})},
-            verbose=0,
-            steps_per_epoch=a["steps"],
-        )
-        return {"samples_per_second": s["samples_per_second"]}
-    if name == "score":
-        from .score import score_galaxies
-
-        return score_galaxies(
-            a["cubes"],
-            a["model"],
-            a.get("model_cfg", {}),
-            a["out"],
-            batch_size=a.get("batch", 32),
-            top_k=a.get("top_k", 20),
-            progress=False,
-        )
-    if name == "embed":
-        from .embed import embed_file
-
-        return embed_file(
-            a["latents"],
-            a["out"],
-            a["variance"],
-            pca_components=50,
-            umap_components=3,
-            umap_neighbors=15,
-            umap_min_dist=0.1,
-            seed=1,
-        )
-    if name == "neighbors":
-        import pandas as pd
-
-        from .neighbors import neighbors_frame
-
-        emb = pd.read_csv(a["embedding"], dtype={"plateifu": str})
-        q = list(emb["plateifu"].iloc[:: max(1, len(emb) // 200)])
-        nb = neighbors_frame(emb, q, 5, "umap")
-        write_csv_atomic(nb, a["out"])
-        return {"queries": len(q)}
-    raise ValueError(f"unknown stage {name!r}")
-
-
-def run_stage(name: str, args: dict) -> dict:
-    t0 = time.perf_counter()
-    info = _stage(name, args)
-    info = {k: v for k, v in (info or {}).items() if isinstance(v, int | float | str)}
-    info["seconds"] = time.perf_counter() - t0
-    info["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-    return info
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] != "stage":
-        print("usage: python -m linecube.scale stage NAME JSON-ARGS", file=sys.stderr)
-        return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print("STAGE " + json.dumps(run_stage(argv[1], json.loads(argv[2]))), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,463 @@
+"""MaNGA DR17 files: DRP constants and mask bits, the drpall catalogue, the
+streaming LOGCUBE reader with its WCS and wavelength-grid checks, and the cube
+requests (one galaxy's LOGCUBE path and drpall values) built in one place.
+
+Formats as the SAS serves them (DR17, DRP v3_1_1):
+
+* ``{redux_dir}/{drpver}/drpall-{drpver}.fits``: HDU 1 ``MANGA`` (plate, ifudsgn,
+  plateifu, mangaid, objra, objdec, z, mngtarg1-3, drp3qual, ...);
+* ``{redux_dir}/{drpver}/{plate}/stack/manga-{plate}-{ifudsgn}-LOGCUBE.fits.gz``:
+  FLUX, IVAR, MASK (4563, NY, NX) on the log-lambda grid from 3621.596 A
+  (dlog10 = 1e-4, vacuum), flux in 1e-17 erg/s/cm^2/A/spaxel.
+
+Plain numpy/astropy: no TensorFlow, Keras or umap.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: DRP version of DR17.
+DR17_DRPVER = "v3_1_1"
+
+
+#: Number of log-spaced wavelength bins of a LOGCUBE.
+NWAVE = 4563
+
+
+#: Central vacuum wavelength of the first bin (Angstrom); CRVAL3.
+CRVAL3 = 3621.59598486
+
+
+#: Bin width in log10(lambda).
+DLOG10 = 1e-4
+
+
+#: CD3_3 as written by the DRP (Angstrom per pixel at the first bin).
+CD3_3 = 0.833903304339
+
+
+#: Spaxel size (arcsec).
+SPAXEL_ARCSEC = 0.5
+
+
+#: Flux unit string of the FLUX HDU (BUNIT).
+BUNIT = "1E-17 erg/s/cm^2/Angstrom/spaxel"
+
+
+#: Velocity width of one log-lambda bin (km/s): c * ln(10) * 1e-4.
+KMS_PER_BIN = 299792.458 * np.log(10.0) * DLOG10
+
+
+#: Speed of light (km/s).
+C_KMS = 299792.458
+
+
+#: HDU names of a DR17 LOGCUBE, in file order.
+LOGCUBE_HDUS: tuple[str, ...] = (
+    "PRIMARY",
+    "FLUX",
+    "IVAR",
+    "MASK",
+    "LSFPOST",
+    "LSFPRE",
+    "WAVE",
+    "SPECRES",
+    "SPECRESD",
+    "PRESPECRES",
+    "PRESPECRESD",
+    "OBSINFO",
+    "GIMG",
+    "RIMG",
+    "IIMG",
+    "ZIMG",
+    "GPSF",
+    "RPSF",
+    "IPSF",
+    "ZPSF",
+    "GCORREL",
+    "RCORREL",
+    "ICORREL",
+    "ZCORREL",
+)
+
+
+#: IFU bundle size (fibres) -> cube side (spaxels) used by the DRP.
+IFU_CUBE_SIZE: dict[int, int] = {19: 34, 37: 44, 61: 54, 91: 64, 127: 74}
+
+
+#: IFU bundle size -> hexagon diameter (arcsec, corner to corner).
+IFU_DIAMETER_ARCSEC: dict[int, float] = {19: 12.5, 37: 17.5, 61: 22.5, 91: 27.5, 127: 32.5}
+
+
+class DRP3PixMask(enum.IntFlag):
+    """Bits of MANGA_DRP3PIXMASK (the LOGCUBE MASK HDU), by name."""
+
+    NOCOV = 1 << 0
+    LOWCOV = 1 << 1
+    DEADFIBER = 1 << 2
+    FORESTAR = 1 << 3
+    DONOTUSE = 1 << 10
+
+
+#: DRP3QUAL bit 30: the whole cube is unusable.
+DRP3QUAL_CRITICAL = 1 << 30
+
+
+#: DRP mask bits that make a voxel unusable for linecube.
+DRP_UNUSABLE = DRP3PixMask.NOCOV | DRP3PixMask.DEADFIBER | DRP3PixMask.FORESTAR | DRP3PixMask.DONOTUSE
+
+
+PLATEIFU_RE = re.compile(r"^(\d{4,5})-(\d{3,5})$")
+
+
+MANGAID_RE = re.compile(r"^\d{1,2}-\d{1,9}$")
+
+
+def parse_plateifu(plateifu: str) -> tuple[int, int]:
+    """Split a plate-IFU string such as ``'8485-1901'`` into (plate, ifudsgn).
+
+    Raises ``ValueError`` naming the string for anything else, including
+    strings that try to escape a directory (``'../8485-1901'``).
+    """
+    m = PLATEIFU_RE.match(str(plateifu).strip()) if isinstance(plateifu, str) else None
+    if m is None:
+        raise ValueError(f"malformed plate-IFU {plateifu!r}: expected PLATE-IFUDESIGN such as '8485-1901'")
+    return int(m.group(1)), int(m.group(2))
+
+
+def logcube_name(plate: int, ifudsgn: int) -> str:
+    """File name of a LOGCUBE: ``manga-{plate}-{ifudsgn}-LOGCUBE.fits.gz``."""
+    return f"manga-{int(plate)}-{int(ifudsgn)}-LOGCUBE.fits.gz"
+
+
+def logcube_path(redux_dir: str | os.PathLike, drpver: str, plate: int, ifudsgn: int) -> Path:
+    """SAS path of a LOGCUBE: ``{redux_dir}/{drpver}/{plate}/stack/manga-...``."""
+    return Path(redux_dir) / drpver / str(int(plate)) / "stack" / logcube_name(plate, ifudsgn)
+
+
+def drpall_path(redux_dir: str | os.PathLike, drpver: str) -> Path:
+    """SAS path of the drpall catalogue: ``{redux_dir}/{drpver}/drpall-{drpver}.fits``."""
+    return Path(redux_dir) / drpver / f"drpall-{drpver}.fits"
+
+
+def plateifu_from_path(path: str | os.PathLike) -> str:
+    """Plate-IFU from a LOGCUBE file name (``manga-8485-1901-LOGCUBE.fits.gz``)."""
+    m = re.match(r"^manga-(\d{4,5})-(\d{3,5})-LOGCUBE\.fits(\.gz)?$", Path(path).name)
+    if m is None:
+        raise ValueError(f"{path}: not a LOGCUBE file name (manga-PLATE-IFU-LOGCUBE.fits.gz)")
+    return f"{m.group(1)}-{m.group(2)}"
+
+
+def log_wave_grid(n: int = NWAVE) -> np.ndarray:
+    """The DRP log-lambda grid (vacuum Angstrom, float64, shape (n,))."""
+    return CRVAL3 * 10.0 ** (DLOG10 * np.arange(n))
+
+
+def ensure_columns(columns: Sequence[str], required: Sequence[str], what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` if any required column is missing."""
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")
+
+
+DRPALL_REQUIRED = (
+    "plate",
+    "ifudsgn",
+    "plateifu",
+    "mangaid",
+    "objra",
+    "objdec",
+    "ifura",
+    "ifudec",
+    "z",
+    "nsa_z",
+    "mngtarg1",
+    "mngtarg2",
+    "mngtarg3",
+    "drp3qual",
+    "ifudesignsize",
+    "nexp",
+)
+
+
+def read_drpall(path: str | os.PathLike, hdu: str = "MANGA"):
+    """The drpall MANGA table as a DataFrame of the columns linecube uses.
+
+    Strings are stripped; multi-dimensional columns are dropped.
+    """
+    import pandas as pd
+    from astropy.io import fits
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"drpall catalogue {path} does not exist")
+    try:
+        with fits.open(path, memmap=False) as hl:
+            names = [h.name for h in hl]
+            if hdu not in names:
+                ext = 1
+                if len(hl) < 2:
+                    raise ValueError(f"{path}: no table HDU (expected HDU 1 named {hdu})")
+            else:
+                ext = hdu
+            if not isinstance(hl[ext], fits.BinTableHDU | fits.TableHDU):
+                what = "a LOGCUBE" if "FLUX" in names else f"a {type(hl[ext]).__name__}"
+                raise ValueError(f"{path}: HDU {ext} is {what}, not the drpall's MANGA table (is this the drpall?)")
+            data = hl[ext].data
+            cols = [c.name for c in hl[ext].columns]
+            ensure_columns([c.lower() for c in cols], DRPALL_REQUIRED, f"drpall {path} HDU {ext}")
+            out = {}
+            for c in cols:
+                lc = c.lower()
+                if lc not in DRPALL_REQUIRED:
+                    continue
+                arr = np.asarray(data[c])
+                if arr.ndim > 1:
+                    continue
+                if arr.dtype.kind in "SU":
+                    out[lc] = np.char.strip(arr.astype(str))
+                else:
+                    out[lc] = arr.astype(arr.dtype.newbyteorder("="))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read as a drpall FITS table ({e})") from None
+    return pd.DataFrame(out)
+
+
+BLOCK = 2880
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def decompress_errors() -> tuple[type[BaseException], ...]:
+    """Exception types a broken deflate stream raises (ISA-L's are not OSErrors)."""
+    import zlib
+
+    from isal.isal_zlib import IsalError
+
+    return (IsalError, zlib.error)
+
+
+class CubeError(Exception):
+    """A cube that cannot be used; the message says why in words."""
+
+
+@dataclass(frozen=True)
+class CubeRequest:
+    """One galaxy to extract: its LOGCUBE and drpall values."""
+
+    plateifu: str
+    path: str
+    mangaid: str
+    z: float
+    objra: float
+    objdec: float
+
+
+_WCS_KEY = re.compile(
+    r"^(NAXIS\d?|WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CD\d_\d|PC\d_\d|CUNIT\d|CROTA\d|RADESYS|EQUINOX|LONPOLE|LATPOLE)$"
+)
+
+
+def cube_wcs(header):
+    """astropy WCS of a cube header, built from its WCS cards only (the DRP's
+    PLATEID and DATE-OBS cards are not WCS and only make astropy warn)."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    h = fits.Header([c for c in header.cards if _WCS_KEY.match(c.keyword)])
+    return WCS(h)
+
+
+def centre_pixel(header, objra: float, objdec: float) -> tuple[float, float]:
+    """0-based (x, y) pixel of (objra, objdec) through the celestial WCS of a header."""
+    x, y = cube_wcs(header).celestial.world_to_pixel_values(objra, objdec)
+    return float(x), float(y)
+
+
+def header_wavelengths(header) -> np.ndarray:
+    """Vacuum wavelengths (A) of every bin, from the spectral WCS of a header."""
+    w = cube_wcs(header).spectral
+    n = int(header["NAXIS3"])
+    return np.asarray(w.pixel_to_world_values(np.arange(n)), dtype=float) * 1e10  # m -> A
+
+
+def check_wave_grid(header, where: str) -> None:
+    """Reject a cube whose wavelength axis is not the DR17 LOGCUBE grid."""
+    naxis3 = header.get("NAXIS3")
+    if naxis3 != NWAVE:
+        raise CubeError(f"{where}: wavelength axis has NAXIS3={naxis3}, expected {NWAVE} (the DR17 LOGCUBE grid)")
+    if str(header.get("CTYPE3", "")).strip() != "WAVE-LOG":
+        raise CubeError(f"{where}: CTYPE3={header.get('CTYPE3')!r}, expected 'WAVE-LOG' (is this a LINCUBE?)")
+    crval3 = float(header.get("CRVAL3", np.nan))
+    cd33 = float(header.get("CD3_3", np.nan))
+    if not (abs(crval3 - CRVAL3) < 1e-3 and abs(cd33 - CD3_3) < 1e-4):
+        raise CubeError(
+            f"{where}: wavelength grid starts at CRVAL3={crval3} A with CD3_3={cd33}; "
+            f"expected {CRVAL3} A and {CD3_3} (the DR17 log-lambda grid)"
+        )
+
+
+class LogcubeStream:
+    """Forward-only reader of a (gzipped) FITS file: headers one by one, data by
+    skipping or reading exact byte ranges. Nothing is decompressed twice."""
+
+    def __init__(self, path: str | os.PathLike, chunk: int = 1 << 22):
+        self.path = str(path)
+        raw = open(self.path, "rb")
+        head = raw.read(2)
+        raw.seek(0)
+        if head == _GZIP_MAGIC:
+            from isal import igzip
+
+            self._fh = igzip.IGzipFile(fileobj=raw, mode="rb")
+        else:
+            self._fh = raw
+        self._raw = raw
+        self._scratch = bytearray(chunk)
+        self.pos = 0
+
+    def close(self) -> None:
+        self._fh.close()
+        self._raw.close()
+
+    def __enter__(self) -> LogcubeStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def readinto(self, buf) -> None:
+        """Fill ``buf`` (a writable buffer) exactly, or raise EOFError."""
+        mv = memoryview(buf).cast("B")
+        got = 0
+        while got < len(mv):
+            n = self._fh.readinto(mv[got:])
+            if not n:
+                raise EOFError(f"file ends after {self.pos + got} bytes")
+            got += n
+        self.pos += got
+
+    def skip(self, nbytes: int) -> None:
+        """Decompress and discard ``nbytes``."""
+        scratch = memoryview(self._scratch)
+        while nbytes > 0:
+            k = min(nbytes, len(scratch))
+            self.readinto(scratch[:k])
+            nbytes -= k
+
+    def read_header(self):
+        """Read one FITS header (2880-byte blocks up to END) as an astropy Header,
+        or ``None`` at a clean end of file."""
+        from astropy.io import fits
+
+        blocks = []
+        start = self.pos
+        while True:
+            block = bytearray(BLOCK)
+            try:
+                self.readinto(block)
+            except EOFError as e:
+                if not blocks and not bytes(block).rstrip(b"\x00"):
+                    return None  # a clean end of file
+                if not blocks and start == 0 and not block.startswith(b"SIMPLE  ="):
+                    raise CubeError(f"not a FITS file (it starts with {bytes(block[:20])!r})") from None
+                raise CubeError(f"truncated FITS header at byte {start}: {e} (a header is a multiple of 2880 bytes)") from None
+            if not blocks and start == 0 and not block.startswith(b"SIMPLE  ="):
+                raise CubeError(f"not a FITS file (it starts with {bytes(block[:20])!r})")
+            blocks.append(bytes(block))
+            text = block.decode("ascii", errors="replace")
+            if any(text[i : i + 8] == "END     " for i in range(0, BLOCK, 80)):
+                break
+            if len(blocks) > 200:
+                raise CubeError(f"no END card in 200 header blocks from byte {start}: the data are corrupt")
+        try:
+            return fits.Header.fromstring(b"".join(blocks).decode("ascii", errors="replace"))
+        except Exception as e:  # astropy raises several types for a garbled header
+            raise CubeError(f"unreadable FITS header at byte {start} ({e}): the data are corrupt") from None
+
+
+def data_nbytes(header) -> int:
+    """Size in bytes of an HDU's data unit, padded to 2880."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    n = 1
+    for i in range(1, naxis + 1):
+        n *= int(header[f"NAXIS{i}"])
+    n = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1)) * (n + int(header.get("PCOUNT", 0)))
+    return (n + BLOCK - 1) // BLOCK * BLOCK
+
+
+BITPIX_DTYPES = {-32: ">f4", -64: ">f8", 8: "u1", 16: ">i2", 32: ">i4", 64: ">i8"}
+
+
+def check_scaling(header, name: str, where: str) -> None:
+    """FLUX/IVAR may be stored scaled (BSCALE/BZERO, applied when read); MASK must be
+    plain integers and no HDU may have a BSCALE of 0 or non-finite scaling."""
+    bscale, bzero = header.get("BSCALE", 1.0), header.get("BZERO", 0.0)
+    try:
+        bscale, bzero = float(bscale), float(bzero)
+    except (TypeError, ValueError):
+        raise CubeError(f"{where}: HDU {name} has BSCALE={bscale!r}, BZERO={bzero!r}, not numbers") from None
+    if not (np.isfinite(bscale) and np.isfinite(bzero)) or bscale == 0:
+        raise CubeError(f"{where}: HDU {name} has unusable scaling BSCALE={bscale}, BZERO={bzero}")
+    if name == "MASK" and (bscale, bzero) != (1.0, 0.0):
+        raise CubeError(
+            f"{where}: HDU MASK is stored scaled (BSCALE={bscale}, BZERO={bzero}); MaNGA bit masks are plain integers"
+        )
+    if int(header["BITPIX"]) not in BITPIX_DTYPES:
+        raise CubeError(f"{where}: HDU {name} has BITPIX={header['BITPIX']}, not a FITS data type")
+
+
+#: drpall / sample columns a :class:`CubeRequest` is made of
+REQUEST_COLUMNS = ("plateifu", "path", "mangaid", "z", "objra", "objdec")
+
+
+def cube_requests(table, plate: int | None = None) -> list[CubeRequest]:
+    """The :class:`CubeRequest` of every row of ``table`` (a DataFrame with
+    :data:`REQUEST_COLUMNS`, e.g. the sample table), or of one plate's rows: the one
+    place requests are built (the workflow's extract_plate params, ``linecube
+    extract`` and the tests use it)."""
+    rows = table if plate is None else table[table["plate"].astype(int) == int(plate)]
+    return [
+        CubeRequest(str(r.plateifu), str(r.path), str(r.mangaid), float(r.z), float(r.objra), float(r.objdec))
+        for r in rows.itertuples()
+    ]
+
+
+def request_params(req: CubeRequest) -> dict:
+    """A request as plain values (Snakemake params: a changed z reruns that plate)."""
+    return asdict(req)
+
+
+def requests_from_drpall(drpall: str | os.PathLike, cubes: Sequence[str | os.PathLike]) -> tuple[list[CubeRequest], list[dict]]:
+    """Match LOGCUBE paths to their drpall rows by plate-IFU.
+
+    Returns the requests and reject rows for paths that are not LOGCUBE names
+    or have no drpall row.
+    """
+    table = read_drpall(drpall)
+    by_pifu = {str(p): i for i, p in enumerate(table["plateifu"])}
+    rows, paths, rejects = [], [], []
+    for c in cubes:
+        try:
+            pifu = plateifu_from_path(c)
+        except ValueError as e:
+            rejects.append({"plateifu": "", "path": str(c), "reason": str(e)})
+            continue
+        i = by_pifu.get(pifu)
+        if i is None:
+            rejects.append({"plateifu": pifu, "path": str(c), "reason": f"{pifu} has no row in {drpall}"})
+            continue
+        rows.append(i)
+        paths.append(str(c))
+    return cube_requests(table.iloc[rows].assign(path=paths)), rejects

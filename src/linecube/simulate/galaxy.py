@@ -1,0 +1,326 @@
+"""Galaxy parameters: classes, IFU sizes, survey styles, the gas components of a
+galaxy, its observing conditions (sky noise), and the anomalies the simulator
+can inject (``with_anomaly`` renders the same galaxy with one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..bpt import kauffmann03
+from ..manga import IFU_DIAMETER_ARCSEC
+from .ratios import Ratios, draw_ratios
+
+CLASSES: tuple[str, ...] = ("star-forming", "composite", "seyfert", "liner")
+
+
+CLASS_PROBS: tuple[float, ...] = (0.6, 0.15, 0.1, 0.15)
+
+
+ANOMALY_TYPES: tuple[str, ...] = (
+    "blueberry",
+    "broad_balmer",
+    "double_peaked",
+    "off_centre",
+    "shock",
+    "foreground_star",
+)
+
+
+#: IFU sizes of the bundled sample and how often each is drawn (small bundles
+#: dominate so the sample stays within its disk budget).
+IFU_SIZES: tuple[int, ...] = (19, 37, 61, 91, 127)
+
+
+IFU_PROBS: tuple[float, ...] = (0.5, 0.3, 0.12, 0.05, 0.03)
+
+
+@dataclass(frozen=True)
+class SurveyStyle:
+    """How a simulated survey is drawn: class and IFU-size mixes, brightness, noise
+    and line-ratio families. ``default`` is the bundled sample's; ``alt`` is a
+    second, differently built survey for the science benchmark (more AGN and
+    LINER-like galaxies, larger IFUs, fainter lines, 2.5x the sky noise, a
+    metal-rich star-forming sequence), so that a score is not judged on one
+    simulator setting only."""
+
+    name: str = "default"
+    class_probs: tuple[float, ...] = CLASS_PROBS
+    ifu_probs: tuple[float, ...] = IFU_PROBS
+    brightness: float = 1.0  #: multiplies every line component's surface brightness
+    noise: float = 1.0  #: multiplies the sky noise (and divides the gain)
+    sf_n2_shift: float = 0.0  #: dex added to log [NII]/Halpha of star-forming discs
+
+
+SURVEY_STYLES: dict[str, SurveyStyle] = {
+    "default": SurveyStyle(),
+    "alt": SurveyStyle(
+        "alt",
+        class_probs=(0.35, 0.2, 0.2, 0.25),
+        ifu_probs=(0.15, 0.25, 0.25, 0.2, 0.15),
+        brightness=0.5,
+        noise=2.5,
+        sf_n2_shift=0.25,
+    ),
+}
+
+
+SIGMA_INST_KMS = 70.0  #: instrumental dispersion (R ~ 2000)
+
+
+PSF_FWHM_ARCSEC = 2.5
+
+
+@dataclass
+class Component:
+    """One emission-line component: surface-brightness profile, kinematics, ratios."""
+
+    kind: str  #: excitation class of its line ratios
+    profile: str  #: "disc" (exponential) or "gauss" (compact)
+    scale_arcsec: float  #: disc scale length or Gaussian sigma (arcsec)
+    hbeta_peak: float  #: central Hbeta surface brightness (1e-17 erg/s/cm^2/spaxel)
+    sigma_kms: float  #: gas velocity dispersion (before the instrumental one)
+    vmax_kms: float = 0.0  #: projected rotation amplitude (v_max sin i)
+    v_offset_kms: float = 0.0  #: systemic offset (double peaks)
+    x0_arcsec: float = 0.0  #: centre offset from the galaxy centre (arcsec, +x)
+    y0_arcsec: float = 0.0
+    ratios: Ratios | None = None
+    broad_balmer_only: bool = False  #: a broad-line region: Balmer lines only
+
+
+@dataclass
+class GalaxyParams:
+    """Everything needed to render one galaxy; drawn by :func:`draw_galaxy`."""
+
+    index: int
+    plate: int
+    ifudsgn: int
+    ifusize: int
+    mangaid: str
+    z: float
+    ifura: float
+    ifudec: float
+    objra: float
+    objdec: float
+    cls: str
+    anomaly: str
+    incl_deg: float
+    pa_deg: float
+    r_turn_arcsec: float
+    cont_peak: float  #: central continuum at 5500 A rest (flux units)
+    cont_scale_arcsec: float
+    cont_slope: float
+    d4000: float
+    balmer_abs_ew: float
+    av: float
+    sky_sigma: float  #: sky noise per spaxel at 5500 A (flux units)
+    gain: float  #: Poisson-like term: var += model / gain
+    components: list[Component] = field(default_factory=list)
+    star: dict | None = None  #: foreground star (x0, y0 arcsec, amplitude)
+    agn: dict = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def plateifu(self) -> str:
+        return f"{self.plate}-{self.ifudsgn}"
+
+
+def _disc_geometry(dx: np.ndarray, dy: np.ndarray, incl_deg: float, pa_deg: float):
+    """Deprojected radius and cos(azimuth) of sky offsets (arcsec) in a disc plane."""
+    pa = np.deg2rad(pa_deg)
+    cos_i = max(np.cos(np.deg2rad(incl_deg)), 0.15)
+    xp = dx * np.cos(pa) + dy * np.sin(pa)  # along the major axis
+    yp = (-dx * np.sin(pa) + dy * np.cos(pa)) / cos_i
+    r = np.hypot(xp, yp)
+    cos_phi = np.divide(xp, r, out=np.zeros_like(r), where=r > 0)
+    return r, cos_phi
+
+
+def draw_galaxy(
+    index: int,
+    plate: int,
+    ifudsgn: int,
+    ifusize: int,
+    cls: str,
+    anomaly: str,
+    rng: np.random.Generator,
+    seed: int,
+    style: SurveyStyle | None = None,
+) -> GalaxyParams:
+    """Draw the parameters of one galaxy of class ``cls`` with an optional anomaly.
+
+    ``style`` (default :data:`SURVEY_STYLES` ``["default"]``) scales brightness and
+    noise and shifts the star-forming line ratios after the draws, so a style
+    changes no other parameter of the galaxy."""
+    ifura = rng.uniform(120.0, 240.0)
+    ifudec = rng.uniform(0.0, 60.0)
+    # galaxy centre within ~0.3" of the IFU centre, as for targeted MaNGA galaxies
+    off = rng.normal(0.0, 0.3, 2) / 3600.0
+    objra = ifura + off[0] / np.cos(np.deg2rad(ifudec))
+    objdec = ifudec + off[1]
+    z = float(np.clip(rng.lognormal(np.log(0.035), 0.5), 0.01, 0.15))
+    diam = IFU_DIAMETER_ARCSEC[ifusize]
+    h = rng.uniform(0.18, 0.35) * diam  # disc scale length matched to the bundle (1.5 Re design)
+    incl = float(np.degrees(np.arccos(rng.uniform(0.25, 1.0))))
+    vmax = rng.uniform(100, 300) * np.sin(np.deg2rad(incl))
+    hb_peak = float(rng.lognormal(np.log(6.0), 0.7))  # central Hbeta (flux per spaxel)
+    disc_kind = "liner" if cls == "liner" else "star-forming"
+    comps = [
+        Component(
+            disc_kind,
+            "disc",
+            h,
+            hb_peak if cls != "liner" else hb_peak * 0.25,
+            rng.uniform(30, 70),
+            vmax,
+            ratios=draw_ratios(disc_kind, rng),
+        )
+    ]
+    if cls in ("composite", "seyfert", "liner"):
+        nuc_sigma = rng.uniform(1.0, 2.0) if cls != "liner" else rng.uniform(2.0, 4.0)
+        nuc_peak = hb_peak * (rng.uniform(0.8, 2.0) if cls == "seyfert" else rng.uniform(0.4, 1.0))
+        comps.append(Component(cls, "gauss", nuc_sigma, nuc_peak, rng.uniform(80, 180), 0.3 * vmax, ratios=draw_ratios(cls, rng)))
+    g = GalaxyParams(
+        index=index,
+        plate=plate,
+        ifudsgn=ifudsgn,
+        ifusize=ifusize,
+        mangaid=f"1-{200000 + index}",
+        z=z,
+        ifura=ifura,
+        ifudec=ifudec,
+        objra=float(objra),
+        objdec=float(objdec),
+        cls=cls,
+        anomaly=anomaly,
+        incl_deg=incl,
+        pa_deg=rng.uniform(0, 180),
+        r_turn_arcsec=rng.uniform(1.0, 4.0),
+        cont_peak=float(rng.lognormal(np.log(0.6), 0.6)),
+        cont_scale_arcsec=h * rng.uniform(0.6, 1.0),
+        cont_slope=rng.uniform(-1.0, 0.8),
+        d4000=rng.uniform(0.1, 0.55) if cls != "star-forming" else rng.uniform(0.05, 0.3),
+        balmer_abs_ew=rng.uniform(1.0, 5.0),
+        av=rng.uniform(0.2, 1.5),
+        sky_sigma=rng.uniform(0.03, 0.08),
+        gain=rng.uniform(20, 60),
+        components=comps,
+        seed=seed,
+    )
+    st = style or SURVEY_STYLES["default"]
+    if st.name != "default":
+        for c in g.components:
+            c.hbeta_peak *= st.brightness
+            if c.kind == "star-forming" and c.ratios is not None:
+                c.ratios.n2 = min(c.ratios.n2 + st.sf_n2_shift, -0.15)
+                c.ratios.o3 = min(c.ratios.o3, float(kauffmann03(c.ratios.n2)) - 0.1)
+        g.cont_peak *= st.brightness
+        g.sky_sigma *= st.noise
+        g.gain /= st.noise
+    _apply_anomaly(g, rng)
+    return g
+
+
+def with_anomaly(g: GalaxyParams, anomaly: str) -> GalaxyParams:
+    """The same galaxy (every parameter, the same noise seed) carrying ``anomaly``
+    (one of :data:`ANOMALY_TYPES`): a twin for paired evaluation. ``g`` must be
+    normal; the anomaly's own draws come from a generator seeded by (g.seed, type),
+    and ``g`` is not modified."""
+    import copy
+
+    if g.anomaly:
+        raise ValueError(f"{g.plateifu} already carries an anomaly ({g.anomaly})")
+    if anomaly not in ANOMALY_TYPES:
+        raise ValueError(f"unknown anomaly type {anomaly!r}; expected one of {ANOMALY_TYPES}")
+    twin = copy.deepcopy(g)
+    twin.anomaly = anomaly
+    _apply_anomaly(twin, np.random.default_rng([g.seed, 77, ANOMALY_TYPES.index(anomaly)]))
+    return twin
+
+
+def _apply_anomaly(g: GalaxyParams, rng: np.random.Generator) -> None:
+    """Modify a galaxy in place to carry its injected anomaly (astro-facts.md)."""
+    a = g.anomaly
+    if not a:
+        return
+    if a == "blueberry":
+        # compact, low-metallicity starburst: extreme [OIII]/Hbeta, weak continuum
+        g.cls = "star-forming"
+        g.components = [Component("blueberry", "gauss", rng.uniform(0.6, 1.0), rng.uniform(60, 150), 45.0, 30.0)]
+        g.components[0].ratios = draw_ratios("blueberry", rng)
+        g.cont_peak *= 0.3
+        g.av = 0.1
+    elif a == "broad_balmer":
+        g.cls = "seyfert"
+        narrow = [c for c in g.components if c.profile == "gauss"] or g.components
+        peak = max(c.hbeta_peak for c in narrow)
+        if not any(c.profile == "gauss" for c in g.components):
+            g.components.append(Component("seyfert", "gauss", 1.2, peak, 120.0, ratios=draw_ratios("seyfert", rng)))
+        fwhm = rng.uniform(3000, 8000)
+        g.components.append(
+            Component("seyfert", "gauss", 0.4, peak * rng.uniform(2.0, 4.0), fwhm / 2.355, broad_balmer_only=True)
+        )
+    elif a == "double_peaked":
+        # a second, counter-rotating gas disc offset in velocity: double-peaked lines
+        base = g.components[0]
+        sep = rng.uniform(200, 500)
+        base.v_offset_kms = -sep / 2
+        twin = Component(
+            base.kind,
+            base.profile,
+            base.scale_arcsec,
+            base.hbeta_peak,
+            base.sigma_kms,
+            -base.vmax_kms,
+            sep / 2,
+            ratios=base.ratios,
+        )
+        g.components.append(twin)
+    elif a == "off_centre":
+        ang = rng.uniform(0, 2 * np.pi)
+        rad = rng.uniform(0.22, 0.32) * IFU_DIAMETER_ARCSEC[g.ifusize]
+        g.components.append(
+            Component(
+                "star-forming",
+                "gauss",
+                rng.uniform(1.0, 1.6),
+                rng.uniform(15, 40),
+                40.0,
+                x0_arcsec=rad * np.cos(ang),
+                y0_arcsec=rad * np.sin(ang),
+                ratios=draw_ratios("star-forming", rng),
+            )
+        )
+        for c in g.components[:-1]:
+            c.hbeta_peak *= 0.3
+    elif a == "shock":
+        g.cls = "liner"
+        g.components = [
+            Component(
+                "shock",
+                "disc",
+                c.scale_arcsec,
+                c.hbeta_peak * 1.5,
+                rng.uniform(150, 250),
+                c.vmax_kms,
+                ratios=draw_ratios("shock", rng),
+            )
+            for c in g.components[:1]
+        ]
+    elif a == "foreground_star":
+        ang = rng.uniform(0, 2 * np.pi)
+        rad = rng.uniform(0.1, 0.25) * IFU_DIAMETER_ARCSEC[g.ifusize]
+        g.star = {"x0": rad * np.cos(ang), "y0": rad * np.sin(ang), "amp": float(rng.uniform(15, 50)), "radius": 3.0}
+    else:
+        raise ValueError(f"unknown anomaly type {a!r}")
+
+
+def sky_sigma(wave: np.ndarray, base: float) -> np.ndarray:
+    """Sky noise per spaxel (flux units) at observed wavelengths: higher at the
+    blue end, at the red end and on the bright sky lines."""
+    s = 1.0 + 1.5 * np.exp(-(wave - 3600.0) / 300.0) + 0.8 * np.clip((wave - 8500.0) / 1800.0, 0, None)
+    for lam, amp in ((5578.5, 4.0), (5891.6, 1.5), (5897.6, 1.5), (6301.7, 3.0), (6365.5, 1.5), (7246.0, 1.0), (7913.7, 1.0)):
+        s = s + amp * np.exp(-0.5 * ((wave - lam) / 1.5) ** 2)
+    return base * s

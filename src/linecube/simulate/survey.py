@@ -1,0 +1,182 @@
+"""A whole survey: the plan (plates, IFUs, classes, anomalies, AGN flags) and
+``simulate_survey``, which writes LOGCUBEs, the drpall, agn.csv and truth.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..formats import load_lines
+from ..manga import DR17_DRPVER, DRP3QUAL_CRITICAL, drpall_path, logcube_path
+from .drpall import drpall_row, write_drpall
+from .galaxy import ANOMALY_TYPES, CLASSES, IFU_SIZES, SURVEY_STYLES, GalaxyParams, SurveyStyle, draw_galaxy
+from .logcube import build_logcube, write_fits_gz
+
+
+def plan_survey(
+    n_galaxies: int, seed: int, anomaly_fraction: float = 0.06, style: str | SurveyStyle = "default"
+) -> list[GalaxyParams]:
+    """Draw the galaxies of a survey: plates, IFUs, classes and injected anomalies.
+
+    Every anomaly type appears at least once when ``n_galaxies * anomaly_fraction``
+    allows; anomalies are spread over random galaxies. Deterministic in ``seed``.
+    ``style``: a :class:`SurveyStyle` or a name in :data:`SURVEY_STYLES`.
+    """
+    st = SURVEY_STYLES[style] if isinstance(style, str) else style
+    rng = np.random.default_rng(seed)
+    seeds = np.random.SeedSequence(seed).spawn(n_galaxies)
+    n_anom = int(round(n_galaxies * anomaly_fraction))
+    anomalies = [ANOMALY_TYPES[i % len(ANOMALY_TYPES)] for i in range(n_anom)] + [""] * (n_galaxies - n_anom)
+    anomalies = list(rng.permutation(np.array(anomalies, dtype=object)))
+    classes = rng.choice(len(CLASSES), size=n_galaxies, p=st.class_probs)
+    sizes = rng.choice(IFU_SIZES, size=n_galaxies, p=st.ifu_probs)
+    galaxies = []
+    plate = 8000 + int(rng.integers(0, 1000)) // 10 * 10
+    used: dict[int, int] = {}
+    per_plate = 0
+    for i in range(n_galaxies):
+        if per_plate >= 12:
+            plate += int(rng.integers(1, 40))
+            used = {}
+            per_plate = 0
+        size = int(sizes[i])
+        used[size] = used.get(size, 0) + 1
+        ifudsgn = int(f"{size}{used[size]:02d}")
+        per_plate += 1
+        sub = np.random.default_rng(seeds[i])
+        galaxies.append(
+            draw_galaxy(
+                i, plate, ifudsgn, size, CLASSES[classes[i]], str(anomalies[i]), sub, int(seeds[i].generate_state(1)[0]), st
+            )
+        )
+    for g in galaxies:
+        _assign_agn(g, np.random.default_rng([seed, g.index, 7]))
+    return galaxies
+
+
+def _assign_agn(g: GalaxyParams, rng: np.random.Generator) -> None:
+    """AGN selection flags in the proportions of Comerford et al. (2020): radio
+    dominates, mid-IR next, hard X-ray and broad lines rare."""
+    p_radio = {"seyfert": 0.5, "liner": 0.4, "composite": 0.1, "star-forming": 0.03}[g.cls]
+    p_wise = {"seyfert": 0.45, "liner": 0.05, "composite": 0.05, "star-forming": 0.005}[g.cls]
+    p_bat = {"seyfert": 0.12, "liner": 0.0, "composite": 0.0, "star-forming": 0.0}[g.cls]
+    flags = {
+        "wise_agn": bool(rng.random() < p_wise),
+        "bat_agn": bool(rng.random() < p_bat),
+        "radio_agn": bool(rng.random() < p_radio),
+        "broad_agn": g.anomaly == "broad_balmer",
+    }
+    if g.cls == "seyfert" and not any(flags.values()):
+        flags["radio_agn" if rng.random() < 0.6 else "wise_agn"] = True
+    g.agn = flags
+
+
+def _write_one(args) -> tuple[str, int]:
+    g, out, drpver, lines_path, level = args
+    lines = load_lines(lines_path)
+    rng = np.random.default_rng([g.seed, 1])
+    hdul = build_logcube(g, lines, rng)
+    path = logcube_path(out, drpver, g.plate, g.ifudsgn)
+    write_fits_gz(hdul, path, level=level)
+    return g.plateifu, path.stat().st_size
+
+
+def simulate_survey(
+    out: str | os.PathLike,
+    n_galaxies: int,
+    seed: int,
+    *,
+    drpver: str = DR17_DRPVER,
+    anomaly_fraction: float = 0.06,
+    lines_path: str | os.PathLike | None = None,
+    threads: int = 1,
+    compresslevel: int = 1,
+    extras: bool = True,
+    progress: bool = True,
+) -> list[GalaxyParams]:
+    """Write a synthetic survey in the real DR17 formats under ``out``.
+
+    ``extras`` adds drpall rows that a real drpall also has and that sample
+    selection must drop: a star (mngtarg2 only), a CRITICAL cube, a galaxy with
+    no redshift and a repeat observation of a galaxy in a smaller IFU. Their
+    cubes are not written (none would be used).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    galaxies = plan_survey(n_galaxies, seed, anomaly_fraction)
+    rows = [drpall_row(g) for g in galaxies]
+    if extras and galaxies:
+        g0 = galaxies[0]
+        last_plate = max(g.plate for g in galaxies) + 7
+        rows.append(drpall_row(g0, plate=last_plate, ifudsgn="1901", plateifu=f"{last_plate}-1901", ifudesignsize=19))
+        rows.append(
+            drpall_row(
+                g0, plate=last_plate, ifudsgn="1902", plateifu=f"{last_plate}-1902", mangaid="1-999001", mngtarg1=0, mngtarg2=64
+            )
+        )
+        rows.append(
+            drpall_row(
+                g0,
+                plate=last_plate,
+                ifudsgn="3701",
+                plateifu=f"{last_plate}-3701",
+                mangaid="1-999002",
+                drp3qual=DRP3QUAL_CRITICAL,
+            )
+        )
+        rows.append(
+            drpall_row(
+                g0, plate=last_plate, ifudsgn="3702", plateifu=f"{last_plate}-3702", mangaid="1-999003", z=-999.0, nsa_z=-999.0
+            )
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(g, out, drpver, lines_path, compresslevel) for g in galaxies]
+    bar = tqdm(total=len(jobs), desc="simulate LOGCUBEs", unit="cube", disable=not progress, file=sys.stderr)
+    if threads > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=threads, mp_context=mp.get_context("fork")) as pool:
+            for _ in pool.map(_write_one, jobs):
+                bar.update()
+    else:
+        for job in jobs:
+            _write_one(job)
+            bar.update()
+    bar.close()
+    write_drpall(rows, drpall_path(out, drpver))
+    agn = pd.DataFrame(
+        [{"mangaid": g.mangaid, "plateifu": g.plateifu, **g.agn} for g in galaxies if any(g.agn.values())],
+        columns=["mangaid", "plateifu", "wise_agn", "bat_agn", "radio_agn", "broad_agn"],
+    )
+    truth = pd.DataFrame(
+        [{"plateifu": g.plateifu, "class": g.cls, "is_anomaly": bool(g.anomaly), "anomaly_type": g.anomaly} for g in galaxies],
+        columns=["plateifu", "class", "is_anomaly", "anomaly_type"],
+    )
+    from ..atomic import write_csv_atomic
+
+    write_csv_atomic(agn, out / "agn.csv")
+    write_csv_atomic(truth, out / "truth.csv")
+    with atomic_path(out / "simulation.json") as tmp:
+        tmp.write_text(
+            json.dumps(
+                {"n_galaxies": n_galaxies, "seed": seed, "anomaly_fraction": anomaly_fraction, "drpver": drpver,
+                 "galaxies": [_params_json(g) for g in galaxies]},
+                indent=1,
+            )
+        )  # fmt: skip
+    return galaxies
+
+
+def _params_json(g: GalaxyParams) -> dict:
+    d = asdict(g)
+    return json.loads(json.dumps(d, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
