@@ -35,3 +35,13 @@ def median_time(fn, repeats: int) -> float:
         fn()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def tensorflow_and_defaults() -> dict:
+    """TensorFlow set up for timing (seeded, not deterministic: faster kernels) and
+    the validated default configuration."""
+    from linecube.config import validate_config
+    from linecube.tfsetup import configure_tensorflow
+
+    configure_tensorflow(0, deterministic=False)
+    return validate_config({"data": {}})

@@ -29,16 +29,14 @@ def main() -> None:
     args = ap.parse_args()
 
     import h5py
+    from common import tensorflow_and_defaults
 
-    from linecube.config import validate_config
     from linecube.formats import read_layout
     from linecube.models import ModelConfig, build_model
     from linecube.score import Reconstructor, iter_batches
     from linecube.simulate import simulate_cubes_h5
-    from linecube.tfsetup import configure_tensorflow
 
-    configure_tensorflow(0, deterministic=False)
-    defaults = validate_config({"data": {}})
+    defaults = tensorflow_and_defaults()
     rows = []
     with tempfile.TemporaryDirectory() as td:
         cubes = Path(td) / "cubes.h5"

@@ -35,16 +35,14 @@ def main() -> None:
 
     import numpy as np
     import tensorflow as tf
-    from common import simulated_cubes
+    from common import simulated_cubes, tensorflow_and_defaults
 
-    from linecube.config import validate_config
     from linecube.dataset import AugmentConfig, CubeSource
     from linecube.fluxscale import FluxScaler
     from linecube.models import ModelConfig, build_model, to_model_layout
-    from linecube.train import _optimizer, configure_tensorflow, make_dataset
+    from linecube.train import _optimizer, make_dataset
 
-    configure_tensorflow(0, deterministic=False)
-    defaults = validate_config({"data": {}})
+    defaults = tensorflow_and_defaults()
     results = []
     with tempfile.TemporaryDirectory() as td:
         cubes = simulated_cubes(Path(td), args.galaxies)

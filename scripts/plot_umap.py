@@ -1,4 +1,4 @@
-"""Rule plot_umap: Fig. 2 analogues, score distributions, PCA variance (thin wrapper)."""
+"""Rule plot_umap: Fig. 2 analogues, UMAP by score and with AGN (thin wrapper)."""
 
 import pandas as pd
 
@@ -10,8 +10,5 @@ with rule_log(sm.log[0]):
     models = list(sm.params.models)
     emb = {m: pd.read_csv(p, dtype={"plateifu": str}) for m, p in zip(models, sm.input.embeddings)}
     sc = {m: pd.read_csv(p, dtype={"plateifu": str, "mangaid": str}) for m, p in zip(models, sm.input.scores)}
-    var = {m: pd.read_csv(p) for m, p in zip(models, sm.input.variance)}
     figures.plot_umap_scores(emb, sc, sm.output.scores.removesuffix(".png"))
     figures.plot_umap_agn(emb, sc, sm.output.agn.removesuffix(".png"))
-    figures.plot_score_distributions(sc, sm.output.distributions.removesuffix(".png"))
-    figures.plot_pca_variance(var, sm.output.variance.removesuffix(".png"))

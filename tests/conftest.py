@@ -1,18 +1,18 @@
-"""Shared fixtures: tiny simulated surveys in the real MaNGA formats."""
+"""pytest fixtures: the line list, a tiny simulated survey, one good LOGCUBE
+(helpers live in fixtures.py)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
+import h5py
 import numpy as np
+import pandas as pd
 import pytest
+from fixtures import REPO, make_galaxy, write_cube, write_cubes_h5, write_results
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_SPECTRA = REPO.parent / "shared" / "data" / "manga-real-spectra"
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +32,36 @@ def tiny_survey(tmp_path_factory):
     return out, gals
 
 
-def make_galaxy(index=0, ifusize=19, plate=8485, ifudsgn=None, z=0.03, seed=1, **kw):
-    """Draw one star-forming galaxy with controllable IFU, plate and redshift."""
-    from linecube.simulate import draw_galaxy
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, lines):
+    d = tmp_path_factory.mktemp("good")
+    g = make_galaxy(ifusize=19, plate=8001, z=0.03)
+    return g, write_cube(d, g, lines)
 
-    g = draw_galaxy(index, plate, ifudsgn or int(f"{ifusize}01"), ifusize, "star-forming", "", np.random.default_rng(seed), seed)
-    g.z = z
-    for k, v in kw.items():
-        setattr(g, k, v)
-    return g
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    pifus = write_cubes_h5(d / "cubes.h5", n=12)
+    for m in ("ae", "vae"):
+        write_results(d, m, pifus, seed=1 if m == "ae" else 2)
+        with h5py.File(d / "cubes.h5") as src, h5py.File(d / m / "reconstructions.h5", "w") as h5:
+            keep = list(pd.read_csv(d / m / "scores.csv")["plateifu"].iloc[:6])
+            rows = [pifus.index(p) for p in keep]
+            for a in ("line_names", "line_rest_wavelengths", "window_bins", "crop"):
+                h5.attrs[a] = src.attrs[a]
+            h5["plateifu"] = np.array(keep, dtype=object)
+            h5["flux"] = np.stack([src["flux"][r] for r in rows])
+            h5["recon"] = h5["flux"][()] * 0.9
+            h5["mask"] = np.stack([src["mask"][r] for r in rows])
+            h5["wave"] = np.stack([src["wave"][r] for r in rows])
+            h5["residual"] = np.abs(h5["flux"][()] - h5["recon"][()]).mean(axis=1)
+        nb = pd.DataFrame(
+            [
+                {"query": pifus[q], "rank": r + 1, "neighbor": pifus[(q + r + 1) % 12], "distance": 0.1 * (r + 1)}
+                for q in (0, 5)
+                for r in range(3)
+            ]
+        )
+        nb.to_csv(d / m / "neighbors.csv", index=False)
+    return d, pifus

@@ -51,3 +51,78 @@ def test_config_readme_tables_are_generated_from_the_schema():
         "config/README.md is out of step with the schema: run python -m linecube.config --tables config/README.md"
     )
     assert "| `ml_env` | `cpu` |" in want and "(`true` in config.yaml)" in want
+
+
+def test_config_wrong_type_and_unknown_key():
+    from linecube.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=r"train.epochs: 'ten' is not of type 'integer'"):
+        validate_config({"data": {}, "train": {"epochs": "ten"}})
+    with pytest.raises(ConfigError, match=r"extract.*'windowbins' was unexpected"):
+        validate_config({"data": {}, "extract": {"windowbins": 10}})
+    with pytest.raises(ConfigError, match=r"sample.plateifus.0"):
+        validate_config({"data": {}, "sample": {"plateifus": ["../etc-1901"]}})
+
+
+def test_real_data_override_never_reads_the_simulated_catalogues():
+    from pathlib import Path
+
+    from linecube.config import load_config, resolve_catalogues
+
+    repo = Path(__file__).resolve().parents[1]
+    bundled = resolve_catalogues(load_config(repo / "config" / "config.yaml"))
+    assert bundled["data"]["agn_catalog"] == "results/sample/redux/agn.csv"
+    assert bundled["data"]["truth"] == "results/sample/redux/truth.csv"
+    # a user's override that only points at real data and switches the simulator off
+    real = resolve_catalogues(
+        load_config(
+            repo / "config" / "config.yaml", overrides={"data": {"redux_dir": "/data/redux"}, "simulate": {"enabled": False}}
+        )
+    )
+    assert real["data"]["agn_catalog"] is None and real["data"]["truth"] is None
+    asked = resolve_catalogues(
+        load_config(
+            repo / "config" / "config.yaml",
+            overrides={"simulate": {"enabled": False}, "data": {"agn_catalog": "my/agn.fits", "truth": "sim/truth.csv"}},
+        )
+    )
+    assert asked["data"]["agn_catalog"] == "my/agn.fits" and asked["data"]["truth"] == "sim/truth.csv"
+    dr17 = resolve_catalogues(load_config(repo / "config" / "config.yaml", repo / "config" / "manga-dr17.yaml"))
+    assert dr17["data"]["agn_catalog"] is None and dr17["model"]["flux_scaling"] == "halpha"
+
+
+def test_config_numbers_from_the_command_line_and_start_up_checks():
+    from linecube.config import ConfigError, validate_config
+
+    # snakemake --config 'train={epochs: 5}' passes nested values as text
+    c = validate_config({"data": {}, "train": {"epochs": "5", "clipnorm": "null"}, "model": {"filters": "[4, 8]"}})
+    assert c["train"]["epochs"] == 5 and c["train"]["clipnorm"] is None and c["model"]["filters"] == [4, 8]
+    with pytest.raises(ConfigError, match=r"model.strides: has 2 entries but model.filters has 3"):
+        validate_config({"data": {}, "model": {"filters": [4, 8, 16]}})
+
+
+def test_start_up_checks_name_the_file_and_problem(tmp_path):
+    from linecube.config import check_inputs, resolve_catalogues, validate_config
+
+    truth = tmp_path / "truth.csv"
+    truth.write_text("plateifu,class\n8000-1901,seyfert\n")
+    agn = tmp_path / "agn.csv"
+    agn.write_text("plateifu,radio_agn,wise_agn\n8000-1901,true,N/A\n8000-1902,false,false\n")
+    cfg = resolve_catalogues(
+        validate_config(
+            {
+                "data": {"lines": str(tmp_path / "nolines.csv"), "truth": str(truth), "agn_catalog": str(agn)},
+                "simulate": {"enabled": False},
+            }
+        )
+    )
+    errs = "\n".join(check_inputs(cfg))
+    assert "nolines.csv" in errs
+    assert f"{truth}: missing column(s) is_anomaly" in errs
+    assert f"{agn}: column wise_agn must be true/false" in errs and "row 2 ('N/A')" in errs
+    ok = resolve_catalogues(validate_config({"data": {}, "simulate": {"enabled": True}}))  # the simulator writes them
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    ok["data"]["lines"] = str(repo / "resources" / "emission_lines.csv")
+    assert check_inputs(ok) == []

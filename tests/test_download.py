@@ -6,8 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import make_galaxy
-from helpers import write_cube
+from fixtures import make_galaxy, write_cube
 
 from linecube.download import DownloadError, cube_url, download_cube, verify_logcube
 from linecube.manga import CubeError

@@ -113,7 +113,7 @@ def test_sdm_conda_installs_linecube_from_this_checkout(tmp_path):
     import subprocess
     import sys
 
-    from wf import make_workdir, snakemake_bin
+    from fixtures import make_workdir, snakemake_bin
 
     wd = make_workdir(tmp_path / "wf", {"simulate": {"enabled": True, "n_galaxies": 4}, "ml_env": "gpu"})
     shutil.copy2(REPO / "pyproject.toml", wd / "pyproject.toml")

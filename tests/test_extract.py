@@ -1,14 +1,16 @@
 """Windows, crops, WCS and masks of the emission-line extraction."""
 
+import gzip
+
 import numpy as np
+import pandas as pd
 import pytest
 from astropy.io import fits
-from conftest import REAL_SPECTRA, make_galaxy
-from helpers import write_cube
+from fixtures import REAL_SPECTRA, check, make_galaxy, req, write_cube
 
-from linecube.extract import crop_bounds, extract_cube, window_centres, window_indices
+from linecube.extract import TooManyRejects, crop_bounds, extract_cube, extract_to_h5, window_centres, window_indices
 from linecube.formats import VoxelFlag
-from linecube.manga import CubeError, CubeRequest, header_wavelengths, log_wave_grid
+from linecube.manga import CubeError, CubeRequest, header_wavelengths, log_wave_grid, logcube_path
 
 
 def req_for(g, path, **kw):
@@ -176,3 +178,178 @@ def test_blueberry_spaxel_strong_lines_peak_at_window_centre(tmp_path, lines):
         / cube["flux"][lines.index("Hbeta") * 10 : lines.index("Hbeta") * 10 + 10, 16, 16].sum()
     )
     assert o3hb > 4  # a blueberry: log [OIII]/Hbeta > 0.6
+
+
+def test_zero_byte_file(tmp_path, good, lines):
+    g, _ = good
+    p = tmp_path / "manga-8001-1901-LOGCUBE.fits.gz"
+    p.write_bytes(b"")
+    check(req(g, p), lines, "empty")
+
+
+def test_missing_file(tmp_path, good, lines):
+    g, _ = good
+    check(req(g, tmp_path / "nope.fits.gz"), lines, "does not exist")
+
+
+def test_truncated_gzip(tmp_path, good, lines):
+    g, path = good
+    data = path.read_bytes()
+    for frac in (0.05, 0.5):
+        p = tmp_path / f"trunc{frac}.fits.gz"
+        p.write_bytes(data[: int(len(data) * frac)])
+        check(req(g, p), lines, "truncated")
+
+
+@pytest.mark.parametrize("where", [0.001, 0.1, 0.3])
+def test_corrupt_gzip_bytes(tmp_path, good, lines, where):
+    g, path = good
+    data = bytearray(path.read_bytes())
+    at = int(len(data) * where) + 20
+    data[at : at + 4000] = bytes(b ^ 0x5A for b in data[at : at + 4000])
+    p = tmp_path / "corrupt.fits.gz"
+    p.write_bytes(bytes(data))
+    check(req(g, p), lines, "corrupt")
+
+
+@pytest.mark.parametrize("content", [b"this is not a FITS file\n" * 200, b"\x1f\x8b" + b"nonsense" * 10])
+def test_not_fits(tmp_path, good, lines, content):
+    g, _ = good
+    p = tmp_path / "notfits.fits.gz"
+    if content.startswith(b"\x1f\x8b"):
+        p.write_bytes(content)  # gzip magic, garbage after
+        check(req(g, p), lines, "gzip")
+    else:
+        p.write_bytes(gzip.compress(content))
+        check(req(g, p), lines, "not a FITS file")
+
+
+@pytest.mark.parametrize("drop", ["FLUX", "IVAR", "MASK"])
+def test_missing_hdu(tmp_path, lines, drop):
+    g = make_galaxy(ifusize=19, plate=8002, z=0.03)
+
+    def edit(hl):
+        del hl[drop]
+
+    p = write_cube(tmp_path, g, lines, edit=edit)
+    check(req(g, p), lines, f"no {drop} HDU")
+
+
+@pytest.mark.parametrize(
+    "key,value,needle", [("NAXIS3", None, "NAXIS3"), ("CRVAL3", 3600.0, "CRVAL3"), ("CTYPE3", "WAVE", "CTYPE3")]
+)
+def test_wrong_wavelength_grid(tmp_path, lines, key, value, needle):
+    g = make_galaxy(ifusize=19, plate=8003, z=0.03)
+
+    def edit(hl):
+        if key == "NAXIS3":
+            for name in ("FLUX", "IVAR", "MASK"):
+                hl[name].data = hl[name].data[:4000]
+        else:
+            hl["FLUX"].header[key] = value
+
+    p = write_cube(tmp_path, g, lines, edit=edit)
+    check(req(g, p), lines, needle)
+
+
+def test_all_donotuse(tmp_path, lines):
+    g = make_galaxy(ifusize=19, plate=8004, z=0.03)
+
+    def edit(hl):
+        hl["MASK"].data[:] = 1024
+
+    p = write_cube(tmp_path, g, lines, edit=edit)
+    check(req(g, p), lines, "no usable voxel")
+
+
+def test_centre_outside_cube(good, lines):
+    g, path = good
+    check(req(g, path, objra=g.ifura + 0.01, objdec=g.ifudec), lines, "outside the 34x34 cube")
+
+
+@pytest.mark.parametrize(
+    "z,needle", [(float("nan"), "missing or not a number"), (-0.01, "not positive"), (0.0, "not positive"), (0.8, "leaves the")]
+)
+def test_bad_redshift(good, lines, z, needle):
+    g, path = good
+    check(req(g, path, z=z), lines, needle)
+
+
+def test_nan_and_negative_ivar_are_masked_not_rejected(tmp_path, lines):
+    g = make_galaxy(ifusize=19, plate=8005, z=0.03)
+
+    def edit(hl):
+        hl["FLUX"].data[:, 17, 17] = np.nan
+        hl["IVAR"].data[:, 16, 17] = -5
+
+    p = write_cube(tmp_path, g, lines, edit=edit)
+    c = extract_cube(req(g, p, objra=g.ifura, objdec=g.ifudec), lines)
+    assert np.isfinite(c["flux"]).all() and (c["ivar"] >= 0).all()
+
+
+def test_plate_goes_on_and_max_reject_fraction(tmp_path, lines):
+    good = [make_galaxy(index=i, ifusize=19, plate=8010, ifudsgn=1901 + i, z=0.03, seed=i) for i in range(3)]
+    reqs = [req(g, write_cube(tmp_path, g, lines)) for g in good]
+    bad = make_galaxy(index=9, ifusize=19, plate=8010, ifudsgn=1909, z=0.03)
+    bad_path = logcube_path(tmp_path, "v3_1_1", 8010, 1909)
+    bad_path.write_bytes(b"")
+    reqs.append(req(bad, bad_path))
+    reqs.append(reqs[0])  # a duplicate plate-IFU
+    out = tmp_path / "8010.h5"
+    s = extract_to_h5(reqs, out, lines, drpver="v3_1_1", max_reject_fraction=0.5, progress=False)
+    assert s.extracted == 3 and s.rejected == 2
+    rej = pd.read_csv(tmp_path / "8010.rejects.csv")
+    assert list(rej.columns) == ["plateifu", "path", "reason"]
+    assert "empty" in rej.set_index("plateifu").loc["8010-1909", "reason"]
+    assert rej["reason"].str.contains("duplicate plate-IFU").any()
+    with pytest.raises(TooManyRejects) as e:
+        extract_to_h5(reqs, tmp_path / "strict.h5", lines, drpver="v3_1_1", max_reject_fraction=0.2, progress=False)
+    assert "8010-1909" in str(e.value) and "empty" in str(e.value) and "max_reject_fraction=0.2" in str(e.value)
+    assert (tmp_path / "strict.rejects.csv").exists() and not (tmp_path / "strict.h5").exists()
+
+
+def test_scaled_integer_flux_is_read_in_physical_units(tmp_path, good, lines):
+    """FLUX stored as 16-bit integers with BSCALE/BZERO: extraction applies the scaling."""
+    g, path = good
+    ref = extract_cube(req(g, path), lines)
+
+    def to_int16(hl):
+        from astropy.io import fits
+
+        flux = hl["FLUX"].data.astype(np.float64)
+        hdr = hl["FLUX"].header.copy()
+        scaled = fits.ImageHDU(flux.astype(np.float32), header=hdr, name="FLUX")
+        scaled.scale("int16", bscale=0.01, bzero=50.0)
+        hl[hl.index_of("FLUX")] = scaled
+        return hl
+
+    p = write_cube(tmp_path, g, lines, edit=to_int16)
+    from astropy.io import fits
+
+    with fits.open(p) as hl:
+        assert hl["FLUX"].header["BITPIX"] == 16 and hl["FLUX"].header["BSCALE"] == 0.01
+    got = extract_cube(req(g, p), lines)
+    use = ref["mask"] == 0
+    np.testing.assert_allclose(got["flux"][use], ref["flux"][use], atol=0.006)  # quantised to 0.01
+
+
+def test_scaled_mask_is_rejected_with_a_reason(tmp_path, good, lines):
+    g, _ = good
+
+    def scale_mask(hl):
+        hl["MASK"].header["BZERO"] = 5
+        return hl
+
+    p = write_cube(tmp_path, g, lines, edit=scale_mask)
+    check(req(g, p), lines, "MASK", "scaled")
+
+
+def test_truncated_header_is_reported_as_truncated(tmp_path, good, lines):
+    g, path = good
+    head = gzip.decompress(path.read_bytes())[:1500]  # inside the first header block
+    p = tmp_path / "manga-8001-1901-LOGCUBE.fits.gz"
+    p.write_bytes(gzip.compress(head))
+    msg = check(req(g, p), lines, "truncated")
+    assert "not a FITS" not in msg
+    p.write_bytes(gzip.compress(b"hello, not a cube"))
+    check(req(g, p), lines, "not a FITS file")

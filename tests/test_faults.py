@@ -13,7 +13,7 @@ from functools import partial
 import h5py
 import pandas as pd
 import pytest
-from wf import make_workdir, rule_properties, run, snakemake_bin
+from fixtures import make_workdir, rule_properties, run, snakemake_bin
 
 DATA_ONLY = {"simulate": {"enabled": True, "n_galaxies": 14, "seed": 5}}
 

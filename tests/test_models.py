@@ -122,13 +122,3 @@ def test_same_seed_same_initial_weights():
     b = build_model(cfg, "vae", seed=5).get_weights()
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
-
-
-def test_architecture_doc_in_sync():
-    """docs/architecture.md is generated from the code (python -m linecube.archdoc)."""
-    from pathlib import Path
-
-    from linecube.archdoc import render
-
-    doc = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
-    assert doc.read_text() == render(), "docs/architecture.md is stale: run python -m linecube.archdoc"

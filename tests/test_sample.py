@@ -1,6 +1,5 @@
 """Sample selection from the drpall and assembly into cubes.h5."""
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -55,39 +54,24 @@ def test_missing_file_becomes_a_reject(tiny_survey, tmp_path):
     assert rejects.reason.str.contains("no LOGCUBE file").all()
 
 
-def test_extract_and_assemble_layout(tiny_survey, tmp_path, lines):
-    from linecube.assemble import assemble
-    from linecube.extract import extract_to_h5
-    from linecube.manga import cube_requests
+def test_drpall_duplicates_and_malformed_plateifus(tmp_path):
+    from linecube.sample import apply_cuts
 
-    out, gals = tiny_survey
-    sample, _, _ = build_sample(out / "v3_1_1" / "drpall-v3_1_1.fits", out, "v3_1_1")
-    # split into two "plates" to exercise the merge and the global sort
-    reqs = cube_requests(sample, sample.plate.iloc[0])
-    half = len(reqs) // 2
-    files = []
-    for i, part in enumerate((reqs[half:], reqs[:half])):
-        f = tmp_path / f"{8000 + i}.h5"
-        s = extract_to_h5(part, f, lines, drpver="v3_1_1", progress=False)
-        assert s.extracted == len(part) and (tmp_path / f"{8000 + i}.rejects.csv").exists()
-        files.append(f)
-    n = assemble(files, tmp_path / "cubes.h5", drpver="v3_1_1", config={"x": 1}, progress=False)
-    assert n == len(gals)
-    with h5py.File(tmp_path / "cubes.h5") as h5:
-        pifu = [s.decode() for s in h5["plateifu"][()]]
-        assert pifu == sorted(g.plateifu for g in gals)
-        assert h5["flux"].shape == (n, 190, 32, 32) and h5["flux"].dtype == np.float32
-        assert h5["ivar"].dtype == np.float32 and h5["mask"].dtype == np.uint8
-        assert h5["flux"].chunks == (1, 190, 32, 32)
-        assert h5["wave"].shape == (n, 190) and h5["wave"].dtype == np.float64
-        assert list(h5.attrs["line_names"]) == list(lines.names)
-        np.testing.assert_allclose(h5.attrs["line_rest_wavelengths"], lines.rest)
-        assert h5.attrs["window_bins"] == 10 and h5.attrs["crop"] == 32 and h5.attrs["drpver"] == "v3_1_1"
-        assert "config" in h5.attrs
-        by = {g.plateifu: g for g in gals}
-        for i, p in enumerate(pifu):
-            assert h5["z"][i] == pytest.approx(by[p].z)
-            assert h5["mangaid"][i].decode() == by[p].mangaid
-            # observed wavelength of each window's centre bin is within half a bin of rest*(1+z)
-            c = h5["wave"][i][5::10]
-            np.testing.assert_allclose(c, lines.rest * (1 + by[p].z), rtol=1.2e-4)
+    df = pd.DataFrame(
+        {
+            "plateifu": ["8000-1901", "8000-1901", "../../etc/passwd", "8000 1902", "8001-3701"],
+            "mangaid": ["1-1", "1-1", "1-2", "1-3", "1-4"],
+            "ifudesignsize": [19, 19, 19, 19, 37],
+            "nexp": [9] * 5,
+            "mngtarg1": [1] * 5,
+            "mngtarg3": [0] * 5,
+            "drp3qual": [0] * 5,
+            "z": [0.03, 0.03, 0.03, 0.03, np.nan],
+        }
+    )
+    sel, dropped = apply_cuts(df)
+    assert list(sel.plateifu) == ["8000-1901"]
+    reasons = dict(zip(dropped.plateifu, dropped.reason))
+    assert "duplicate plate-IFU" in " ".join(dropped.reason)
+    assert "malformed" in reasons["../../etc/passwd"] and "malformed" in reasons["8000 1902"]
+    assert "no redshift" in reasons["8001-3701"]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from wf import REPO, make_workdir, run
+from fixtures import REPO, make_workdir, run
 
 TINY = {
     "simulate": {"enabled": True, "n_galaxies": 14, "seed": 21},  # two plates: one extraction group of two

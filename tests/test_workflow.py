@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from wf import make_workdir, planned_jobs, run, write_config
+from fixtures import make_workdir, planned_jobs, run, write_config
 
 TINY = {
     "simulate": {"enabled": True, "n_galaxies": 14, "seed": 11},
@@ -21,7 +21,7 @@ TINY = {
     "score": {"top_k": 4},
     "figures": {"gallery_n": 2},
 }
-DOWNSTREAM_OF_EMBED = {"embed_latents", "find_neighbors", "plot_umap", "plot_gallery", "build_explorer"}
+DOWNSTREAM_OF_EMBED = {"embed_latents", "find_neighbors", "plot_umap", "plot_pca_variance", "plot_neighbors", "build_explorer"}
 
 
 @pytest.fixture(scope="module")

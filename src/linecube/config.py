@@ -8,6 +8,7 @@ in, every error listed with its key); :func:`load_config` merges YAML files firs
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Mapping
 from importlib import resources
@@ -22,6 +23,24 @@ class ConfigError(ValueError):
 
 def schema_path() -> Path:
     return Path(str(resources.files("linecube") / "data" / "config.schema.yaml"))
+
+
+@functools.cache
+def _schema() -> dict:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def defaults(section: str) -> dict:
+    """The schema's default of every key of one config section: the one source
+    of defaults (code never repeats them)."""
+    props = _schema()["properties"][section]["properties"]
+    return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
+
+
+def with_defaults(section: str, values: Mapping | None) -> dict:
+    """``values`` (a possibly partial section, e.g. from a test or a benchmark)
+    over the schema's defaults."""
+    return {**defaults(section), **dict(values or {})}
 
 
 def _validator_with_defaults():

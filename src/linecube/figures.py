@@ -171,6 +171,21 @@ def _map_panel(ax, img, title, cmap="magma"):
     return im
 
 
+def gallery_pick(recon_h5, scores: pd.DataFrame, n: int) -> tuple[list[str], str]:
+    """The gallery's galaxies (plate-IFUs, by rank) and its title: the ``n`` most
+    anomalous AGN with a stored reconstruction, or galaxies without a catalogue."""
+    import h5py
+
+    from .formats import read_strings
+
+    with h5py.File(recon_h5, "r") as h5:
+        have = read_strings(h5["plateifu"])
+    pool = scores[scores["plateifu"].isin(have)].sort_values("rank")
+    if "agn" in pool and pool["agn"].astype(bool).any():
+        return list(pool.loc[pool["agn"].astype(bool), "plateifu"].iloc[:n]), "most anomalous AGN"
+    return list(pool["plateifu"].iloc[:n]), "most anomalous galaxies"
+
+
 def plot_gallery(recon_h5, scores: pd.DataFrame, out_base, n: int = 6, formats=("png", "pdf"), model: str = ""):
     """Fig. 3 analogue: the ``n`` most anomalous AGN (or galaxies, without a
     catalogue) that have a stored reconstruction."""
@@ -178,16 +193,11 @@ def plot_gallery(recon_h5, scores: pd.DataFrame, out_base, n: int = 6, formats=(
 
     from .formats import read_strings
 
+    pick, title = gallery_pick(recon_h5, scores, n)
     with h5py.File(recon_h5, "r") as h5:
         have = read_strings(h5["plateifu"])
         names = [s.decode() if isinstance(s, bytes) else str(s) for s in h5.attrs["line_names"]]
         wb = int(h5.attrs["window_bins"])
-        pool = scores[scores["plateifu"].isin(have)].sort_values("rank")
-        title = "most anomalous galaxies"
-        if "agn" in pool and pool["agn"].astype(bool).any():
-            pool = pool[pool["agn"].astype(bool)]
-            title = "most anomalous AGN"
-        pick = list(pool["plateifu"].iloc[:n])
         pos = {p: i for i, p in enumerate(have)}
         fig, axes = plt.subplots(max(len(pick), 1), 6, figsize=(19, 2.9 * max(len(pick), 1)), squeeze=False)
         for r, p in enumerate(pick):
@@ -478,3 +488,23 @@ def plot_pca_variance(variance: dict, out_base, formats=("png", "pdf")):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return save_figure(fig, out_base, formats)
+
+
+def plot_history(history_csv: str | os.PathLike, out_png: str | os.PathLike, title: str) -> None:
+    """The loss curve of a training run (train and held-out test loss per epoch,
+    log scale) from its history.csv, as one PNG written atomically."""
+    h = pd.read_csv(history_csv)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(h["epoch"], h["loss"], "o-", label="train")
+    if "test_loss" in h:
+        ax.plot(h["epoch"], h["test_loss"], "s--", label="test (held-out galaxies)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (Eq. 1" + (" + beta KL" if "kl" in h else "") + ")")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

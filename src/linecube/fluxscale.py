@@ -38,13 +38,16 @@ class FluxScaler:
     @classmethod
     def from_config(cls, model_cfg: dict, line_names=None, window_bins: int = 10) -> FluxScaler:
         """The scaler of a validated ``model:`` config; ``line_names`` locate Halpha."""
+        from .config import with_defaults
+
+        model_cfg = with_defaults("model", model_cfg)
         names = list(line_names) if line_names is not None else []
-        kind = model_cfg.get("flux_scaling", "none")
+        kind = model_cfg["flux_scaling"]
         if kind == "halpha" and "Halpha" not in names:
             raise ValueError("flux_scaling: halpha needs Halpha in the line list")
         return cls(
             kind,
-            float(model_cfg.get("asinh_softening", 1.0)),
+            float(model_cfg["asinh_softening"]),
             names.index("Halpha") if "Halpha" in names else 15,
             int(window_bins),
         )

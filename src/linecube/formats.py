@@ -1,7 +1,9 @@
-"""MaNGA DR17 file formats, the emission-line list and the ``cubes.h5`` contract.
+"""The emission-line list and the ``cubes.h5`` contract (the layout every stage
+after extraction reads: datasets, attributes, voxel flags, chunking).
 
-Everything here is plain numpy/astropy/h5py: the data layer (simulate, sample,
-extract, assemble) builds on it and never imports TensorFlow, Keras or umap.
+Everything here is plain numpy/h5py: the data layer builds on it and never
+imports TensorFlow, Keras or umap. MaNGA's own files (LOGCUBE, drpall, DRP
+constants) are in :mod:`linecube.manga`; atomic writes in :mod:`linecube.atomic`.
 
 Conventions used throughout linecube:
 

@@ -54,23 +54,28 @@ class ModelConfig:
 
     @classmethod
     def from_config(cls, model: dict, n_lines: int = 19, window_bins: int = 10, crop: int = 32) -> ModelConfig:
-        filters = tuple(int(f) for f in model.get("filters", (32, 64)))
-        strides = tuple(int(s) for s in model.get("strides", (2,) * len(filters)))
+        """From a ``model:`` section, partial or whole (the schema fills the rest);
+        strides default to 2 per filter block when not given."""
+        from .config import with_defaults
+
+        m = with_defaults("model", model)
+        filters = tuple(int(f) for f in m["filters"])
+        strides = tuple(int(s) for s in model["strides"]) if "strides" in model else (2,) * len(filters)
         if len(strides) != len(filters):
             raise ValueError(f"model.strides has {len(strides)} entries but model.filters has {len(filters)}")
-        layout = model.get("layout", "lines")
+        layout = m["layout"]
         if layout not in LAYOUTS:
             raise ValueError(f"model.layout must be one of {LAYOUTS}, got {layout!r}")
         return cls(
             layout=layout,
             filters=filters,
-            kernel=int(model.get("kernel", 3)),
+            kernel=int(m["kernel"]),
             strides=strides,
-            latent_dim=int(model.get("latent_dim", 128)),
-            beta=float(model.get("beta", 1.0)),
-            loss_mask=bool(model.get("loss_mask", False)),
-            encoder_layernorm=bool(model.get("encoder_layernorm", True)),
-            kl_free_bits=float(model.get("kl_free_bits", 0.0)),
+            latent_dim=int(m["latent_dim"]),
+            beta=float(m["beta"]),
+            loss_mask=bool(m["loss_mask"]),
+            encoder_layernorm=bool(m["encoder_layernorm"]),
+            kl_free_bits=float(m["kl_free_bits"]),
             n_lines=n_lines,
             window_bins=window_bins,
             crop=crop,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, write_csv_atomic
+from .atomic import write_csv_atomic
 from .dataset import AugmentConfig, CubeSource, split_galaxies, split_table
 from .fluxscale import FluxScaler
 from .formats import read_layout, read_strings
@@ -192,30 +192,6 @@ def save_model_atomic(model, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
-def plot_history(history_csv: str | os.PathLike, out_png: str | os.PathLike, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    h = pd.read_csv(history_csv)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(h["epoch"], h["loss"], "o-", label="train")
-    if "test_loss" in h:
-        ax.plot(h["epoch"], h["test_loss"], "s--", label="test (held-out galaxies)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (Eq. 1" + (" + beta KL" if "kl" in h else "") + ")")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-
-
 def train(
     cubes_h5: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -234,9 +210,12 @@ def train(
     """
     import h5py
 
+    from .config import with_defaults
+
+    model_cfg, train_cfg = with_defaults("model", model_cfg), with_defaults("train", train_cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seed = int(train_cfg.get("seed", 42))
+    seed = int(train_cfg["seed"])
     tf = configure_tensorflow(seed, threads=threads)
     import keras
 
@@ -246,7 +225,7 @@ def train(
         layout, lines = read_layout(h5)
         plateifus = read_strings(h5["plateifu"])
     mcfg = ModelConfig.from_config(model_cfg, layout.n_lines, layout.window_bins, layout.crop)
-    train_idx, test_idx = split_galaxies(plateifus, float(train_cfg.get("test_fraction", 1 / 6)), seed)
+    train_idx, test_idx = split_galaxies(plateifus, float(train_cfg["test_fraction"]), seed)
     write_csv_atomic(split_table(plateifus, train_idx, test_idx), out_dir / "split.csv")
     log.info(
         "%s: %d galaxies, %d train / %d test (split by galaxy, before augmentation)",
@@ -257,7 +236,7 @@ def train(
     )
 
     gpus = tf.config.list_physical_devices("GPU")
-    if train_cfg.get("mixed_precision"):
+    if train_cfg["mixed_precision"]:
         if gpus:
             keras.mixed_precision.set_global_policy("mixed_float16")
         else:
@@ -266,14 +245,14 @@ def train(
     log.info("devices: %s; replicas: %d", [d.name for d in gpus] or ["CPU"], strategy.num_replicas_in_sync)
 
     aug = AugmentConfig(
-        copies=int(train_cfg.get("augment_copies", 3)),
-        noise_sigma=float(train_cfg.get("noise_sigma", 1.0)),
-        noise_from_ivar=bool(train_cfg.get("noise_from_ivar", True)),
-        max_shift=int(train_cfg.get("max_shift", 5)),
+        copies=int(train_cfg["augment_copies"]),
+        noise_sigma=float(train_cfg["noise_sigma"]),
+        noise_from_ivar=bool(train_cfg["noise_from_ivar"]),
+        max_shift=int(train_cfg["max_shift"]),
     )
     scaler = FluxScaler.from_config(model_cfg, lines.names, layout.window_bins)
-    bs = int(train_cfg.get("batch_size", 16)) * strategy.num_replicas_in_sync
-    with_w = bool(model_cfg.get("loss_mask", False))
+    bs = int(train_cfg["batch_size"]) * strategy.num_replicas_in_sync
+    with_w = bool(model_cfg["loss_mask"])
     need_mask = with_w or scaler.per_galaxy
     train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, need_mask=need_mask)
     test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, need_mask=need_mask)
@@ -283,16 +262,16 @@ def train(
         train_ds = train_ds.repeat()
         test_ds = test_ds.repeat() if test_ds is not None else None
 
-    epochs = int(train_cfg.get("epochs", 30))
-    lr = float(train_cfg.get("learning_rate", 0.01))
-    if train_cfg.get("schedule", "constant") == "onecycle":
+    epochs = int(train_cfg["epochs"])
+    lr = float(train_cfg["learning_rate"])
+    if train_cfg["schedule"] == "onecycle":
         steps = (steps_per_epoch or -(-len(train_src) // bs)) * epochs
         lr = one_cycle(lr, steps)
     with strategy.scope():
         model = build_model(mcfg, kind, seed=seed)
         model.compile(
-            optimizer=_optimizer(train_cfg.get("optimizer", "adagrad"), lr, train_cfg.get("clipnorm")),
-            jit_compile=bool(train_cfg.get("xla", False)),
+            optimizer=_optimizer(train_cfg["optimizer"], lr, train_cfg["clipnorm"]),
+            jit_compile=bool(train_cfg["xla"]),
         )
         model.optimizer.build(model.trainable_variables)
 
@@ -316,6 +295,8 @@ def train(
     _write_history(out_dir / "history.csv", rows)
     history_path.unlink(missing_ok=True)
     shutil.rmtree(backup_dir, ignore_errors=True)
+    from .figures import plot_history
+
     plot_history(out_dir / "history.csv", out_dir / "loss.png", f"{kind.upper()} ({mcfg.layout} layout, {mcfg.steps} steps)")
     n_epochs_run = len(rows)
     summary = {

@@ -5,7 +5,6 @@ rule plot_umap:
     input:
         embeddings=expand("results/{model}/embedding.csv", model=MODELS),
         scores=expand("results/{model}/scores.csv", model=MODELS),
-        variance=expand("results/{model}/pca_variance.csv", model=MODELS),
     output:
         scores=report(
             "results/figures/umap_scores.png",
@@ -21,20 +20,6 @@ rule plot_umap:
             labels={"figure": "UMAP with AGN (Fig. 2)"},
         ),
         agn_pdf="results/figures/umap_agn.pdf",
-        distributions=report(
-            "results/figures/score_distributions.png",
-            caption="../report/score_distributions.rst",
-            category="Figures",
-            labels={"figure": "score distributions"},
-        ),
-        distributions_pdf="results/figures/score_distributions.pdf",
-        variance=report(
-            "results/figures/pca_variance.png",
-            caption="../report/pca_variance.rst",
-            category="Figures",
-            labels={"figure": "PCA explained variance"},
-        ),
-        variance_pdf="results/figures/pca_variance.pdf",
     log:
         "logs/plot_umap.log",
     benchmark:
@@ -51,12 +36,64 @@ rule plot_umap:
         "../../scripts/plot_umap.py"
 
 
+rule plot_score_distributions:
+    input:
+        scores=expand("results/{model}/scores.csv", model=MODELS),
+    output:
+        distributions=report(
+            "results/figures/score_distributions.png",
+            caption="../report/score_distributions.rst",
+            category="Figures",
+            labels={"figure": "score distributions"},
+        ),
+        distributions_pdf="results/figures/score_distributions.pdf",
+    log:
+        "logs/plot_score_distributions.log",
+    benchmark:
+        "results/benchmarks/plot_score_distributions.tsv"
+    retries: 0  # deterministic: a retry fails the same way
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        models=MODELS,
+    script:
+        "../../scripts/plot_score_distributions.py"
+
+
+rule plot_pca_variance:
+    input:
+        variance=expand("results/{model}/pca_variance.csv", model=MODELS),
+    output:
+        variance=report(
+            "results/figures/pca_variance.png",
+            caption="../report/pca_variance.rst",
+            category="Figures",
+            labels={"figure": "PCA explained variance"},
+        ),
+        variance_pdf="results/figures/pca_variance.pdf",
+    log:
+        "logs/plot_pca_variance.log",
+    benchmark:
+        "results/benchmarks/plot_pca_variance.tsv"
+    retries: 0  # deterministic: a retry fails the same way
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        models=MODELS,
+    script:
+        "../../scripts/plot_pca_variance.py"
+
+
 rule plot_gallery:
     input:
-        cubes="results/cubes.h5",
         reconstructions="results/{model}/reconstructions.h5",
         scores="results/{model}/scores.csv",
-        neighbors="results/{model}/neighbors.csv",
     output:
         gallery=report(
             "results/figures/{model}/gallery.png",
@@ -65,27 +102,6 @@ rule plot_gallery:
             labels={"model": "{model}", "figure": "anomalous AGN gallery (Fig. 3)"},
         ),
         gallery_pdf="results/figures/{model}/gallery.pdf",
-        bpt=report(
-            "results/figures/{model}/bpt.png",
-            caption="../report/bpt.rst",
-            category="Figures",
-            labels={"model": "{model}", "figure": "BPT of the gallery"},
-        ),
-        bpt_pdf="results/figures/{model}/bpt.pdf",
-        neighbors=report(
-            "results/figures/{model}/neighbors.png",
-            caption="../report/neighbors_fig.rst",
-            category="Figures",
-            labels={"model": "{model}", "figure": "nearest neighbours (Fig. 3)"},
-        ),
-        neighbors_pdf="results/figures/{model}/neighbors.pdf",
-        heatmap=report(
-            "results/figures/{model}/line_heatmap.png",
-            caption="../report/line_heatmap.rst",
-            category="Figures",
-            labels={"model": "{model}", "figure": "per-line contributions"},
-        ),
-        heatmap_pdf="results/figures/{model}/line_heatmap.pdf",
     log:
         "logs/plot_gallery/{model}.log",
     benchmark:
@@ -100,6 +116,86 @@ rule plot_gallery:
         n=config["figures"]["gallery_n"],
     script:
         "../../scripts/plot_gallery.py"
+
+
+rule plot_bpt:
+    input:
+        reconstructions="results/{model}/reconstructions.h5",
+        scores="results/{model}/scores.csv",
+    output:
+        bpt=report(
+            "results/figures/{model}/bpt.png",
+            caption="../report/bpt.rst",
+            category="Figures",
+            labels={"model": "{model}", "figure": "BPT of the gallery"},
+        ),
+        bpt_pdf="results/figures/{model}/bpt.pdf",
+    log:
+        "logs/plot_bpt/{model}.log",
+    benchmark:
+        "results/benchmarks/plot_bpt/{model}.tsv"
+    retries: 0  # deterministic: a retry fails the same way
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        n=config["figures"]["gallery_n"],
+    script:
+        "../../scripts/plot_bpt.py"
+
+
+rule plot_neighbors:
+    input:
+        cubes="results/cubes.h5",
+        scores="results/{model}/scores.csv",
+        neighbors="results/{model}/neighbors.csv",
+    output:
+        neighbors=report(
+            "results/figures/{model}/neighbors.png",
+            caption="../report/neighbors_fig.rst",
+            category="Figures",
+            labels={"model": "{model}", "figure": "nearest neighbours (Fig. 3)"},
+        ),
+        neighbors_pdf="results/figures/{model}/neighbors.pdf",
+    log:
+        "logs/plot_neighbors/{model}.log",
+    benchmark:
+        "results/benchmarks/plot_neighbors/{model}.tsv"
+    retries: 0  # deterministic: a retry fails the same way
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../../scripts/plot_neighbors.py"
+
+
+rule plot_line_heatmap:
+    input:
+        scores="results/{model}/scores.csv",
+    output:
+        heatmap=report(
+            "results/figures/{model}/line_heatmap.png",
+            caption="../report/line_heatmap.rst",
+            category="Figures",
+            labels={"model": "{model}", "figure": "per-line contributions"},
+        ),
+        heatmap_pdf="results/figures/{model}/line_heatmap.pdf",
+    log:
+        "logs/plot_line_heatmap/{model}.log",
+    benchmark:
+        "results/benchmarks/plot_line_heatmap/{model}.tsv"
+    retries: 0  # deterministic: a retry fails the same way
+    conda:
+        "../../envs/analysis.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../../scripts/plot_line_heatmap.py"
 
 
 rule build_explorer:

@@ -1,0 +1,108 @@
+"""linecube.score: the paper's MAE, per-line shares, the brightness check."""
+
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures import write_cubes_h5
+
+from linecube.score import SCORE_COLUMNS, brightness_check, line_shares
+
+
+def test_line_shares_sum_to_one():
+    err = np.abs(np.random.default_rng(0).normal(size=(4, 190, 8, 8)))
+    err[1, 20:30] *= 100  # line 2 dominates galaxy 1
+    s = line_shares(err, 19, 10)
+    np.testing.assert_allclose(s.sum(axis=1), 1.0)
+    assert np.argmax(s[1]) == 2
+    np.testing.assert_allclose(line_shares(np.zeros((1, 190, 2, 2)), 19, 10), 1 / 19)
+
+
+@pytest.mark.slow
+def test_score_is_mae_in_flux_units(tmp_path):
+    pytest.importorskip("keras")
+    from linecube.models import ModelConfig, build_model, from_model_layout, to_model_layout
+    from linecube.score import score_galaxies
+
+    cubes = tmp_path / "cubes.h5"
+    pifus = write_cubes_h5(cubes, n=6)
+    for scaling in ("none", "asinh"):
+        mcfg = {"filters": [4, 8], "latent_dim": 8, "flux_scaling": scaling, "asinh_softening": 0.5}
+        cfg = ModelConfig.from_config(mcfg)
+        m = build_model(cfg, "vae", seed=1)
+        m.save(tmp_path / "m.keras")
+        out = tmp_path / scaling
+        score_galaxies(cubes, tmp_path / "m.keras", mcfg, out, batch_size=4, top_k=2, progress=False)
+        sc = pd.read_csv(out / "scores.csv").set_index("plateifu")
+        with h5py.File(cubes) as h5:
+            flux = h5["flux"][()]
+        x = to_model_layout(np.arcsinh(flux / 0.5) if scaling == "asinh" else flux, cfg)
+        xr = from_model_layout(np.asarray(m.decoder(m.encode(x))), cfg)  # VAE: through mu
+        if scaling == "asinh":
+            xr = 0.5 * np.sinh(xr)
+        ref = np.abs(flux.astype(np.float64) - xr).reshape(6, -1).mean(axis=1)
+        np.testing.assert_allclose(sc.loc[pifus, "score_paper"].to_numpy(), ref, rtol=1e-4)  # the paper's score
+        assert set(SCORE_COLUMNS) <= set(sc.columns) and sc["explain_line"].notna().all()
+        np.testing.assert_allclose(sc["score"], sc["score_max"])  # the default ranking
+        maf = np.abs(flux.astype(np.float64)).reshape(6, -1).mean(axis=1)  # an all-zero reconstruction's MAE
+        np.testing.assert_allclose(sc.loc[pifus, "mean_abs_flux"].to_numpy(), maf, rtol=1e-9)
+        shares = sc[[c for c in sc.columns if c.startswith("share_")]]
+        assert shares.shape[1] == 19
+        np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-9)
+        assert sorted(sc["rank"]) == list(range(1, 7)) and sc["rank"].idxmin() == sc["score"].idxmax()
+        with h5py.File(out / "latents.h5") as h5:
+            assert h5["latent"].shape == (6, 8)
+        with h5py.File(out / "reconstructions.h5") as h5:
+            assert h5["residual"].shape == (2, 32, 32) and h5["recon"].shape == (2, 190, 32, 32)
+
+
+def test_brightness_check():
+    maf = np.array([1.0, 2.0, 3.0, 4.0])
+    # a model that reconstructs nothing scores each galaxy's mean |flux|
+    assert brightness_check(maf, maf) == pytest.approx(
+        {"median_score_over_mean_abs_flux": 1.0, "spearman_score_vs_mean_abs_flux": 1.0}
+    )
+    chk = brightness_check(np.array([0.4, 0.1, 0.3, 0.2]), maf)  # beats zeros; ranking not by brightness
+    assert chk["median_score_over_mean_abs_flux"] == pytest.approx(np.median([0.4, 0.05, 0.1, 0.05]))
+    assert chk["spearman_score_vs_mean_abs_flux"] == pytest.approx(-0.4)
+
+
+def _stage(name, **args):
+    """One stage in its own process, through the benchmarks' stage runner."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from scale import stage
+
+    return stage(name, **args)
+
+
+@pytest.mark.slow
+def test_memory_flat_in_n_for_assembly_and_scoring(tmp_path):
+    """Peak RSS at 5x the galaxies stays within 15 % for assembly and scoring
+    (streaming, one cube or one batch at a time); a fixed bound, not a time."""
+    peaks = {}
+    for n in (60, 300):
+        d = tmp_path / f"n{n}"
+        _stage("simulate", out=str(d / "plates"), n=n, seed=1, per_plate=True, threads=2)
+        a = _stage("assemble", plates=str(d / "plates"), out=str(d / "cubes.h5"))
+        if n == 60:
+            _stage(
+                "train",
+                cubes=str(d / "cubes.h5"),
+                out=str(tmp_path / "models" / "ae"),
+                steps=2,
+                model={"filters": [4, 8], "latent_dim": 8},
+            )
+        s = _stage(
+            "score",
+            cubes=str(d / "cubes.h5"),
+            model=str(tmp_path / "models" / "ae" / "model.keras"),
+            model_cfg={"filters": [4, 8], "latent_dim": 8},
+            out=str(d / "ae"),
+            top_k=5,
+        )
+        peaks[n] = (a["peak_rss_mb"], s["peak_rss_mb"])
+    assert peaks[300][0] <= 1.15 * peaks[60][0], peaks
+    assert peaks[300][1] <= 1.15 * peaks[60][1], peaks
