@@ -209,6 +209,15 @@ RATIO_FEATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sii_ha", ("[SII]6718", "[SII]6733")),
 )
 WIDTH_LINES: tuple[str, ...] = ("Halpha", "[NII]6585", "[OIII]5008", "Hbeta")
+#: continuum references of the Balmer pedestals: the mean of one window on each side
+#: of the line (interpolating the stellar continuum across it), both outside the
+#: broad-line profile. A broad Balmer line (FWHM 2,000-10,000 km/s) is a near-flat
+#: pedestal over a 10-bin (690 km/s) window; it also raises the [NII]6550/6585
+#: windows (~700-950 km/s from Halpha), so a reference there cancels it.
+PEDESTAL_REFERENCES: dict[str, tuple[str, str]] = {
+    "Halpha": ("[OI]6366", "[SII]6733"),
+    "Hbeta": ("[OIII]4364", "[OIII]4960"),
+}
 FEATURE_NAMES: tuple[str, ...] = (
     *(n for n, _ in RATIO_FEATURES),
     *(f"width_{ln}" for ln in WIDTH_LINES),
@@ -261,8 +270,9 @@ def galaxy_features(flux: np.ndarray, mask: np.ndarray, names: Sequence[str], wi
     Ratios are asinh(10 F_line / F_Halpha) of window-integrated, continuum-
     subtracted fluxes (a signed log that tolerates faint or negative lines);
     widths are second moments in bins; offsets are in spaxels from the crop
-    centre; pedestals are a Balmer window's continuum minus its neighbour's
-    ([NII]6585, [OIII]4960), summed over the galaxy, per bin, over F_Halpha.
+    centre; pedestals are a Balmer window's continuum minus the mean of its
+    :data:`PEDESTAL_REFERENCES` windows', summed over the galaxy, per bin, over
+    F_Halpha (and, nuclear, the centre's excess over a ring's).
     """
     names = list(names)
     n_lines = len(names)
@@ -282,8 +292,9 @@ def galaxy_features(flux: np.ndarray, mask: np.ndarray, names: Sequence[str], wi
     _, sw = _moments(np.moveaxis(lines[:, ha].astype(np.float64), 1, -1))  # (N, y, x)
     wgt = np.maximum(lf[:, ha], 0.0).astype(np.float64)
     cols.append((sw * wgt).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
-    for bal, nb in (("Halpha", "[NII]6585"), ("Hbeta", "[OIII]4960")):
-        ped = (cont[:, idx[bal]] - cont[:, idx[nb]]).sum(axis=(1, 2), dtype=np.float64)
+    for bal, refs in PEDESTAL_REFERENCES.items():
+        ref = np.mean([cont[:, idx[r]] for r in refs], axis=0)
+        ped = (cont[:, idx[bal]] - ref).sum(axis=(1, 2), dtype=np.float64)
         cols.append(ped * window_bins / f_ha)
     ny, nx = flux.shape[-2:]
     cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
@@ -291,10 +302,11 @@ def galaxy_features(flux: np.ndarray, mask: np.ndarray, names: Sequence[str], wi
     rr = np.hypot(yy - cy, xx - cx)
     inner = (rr < 3.0)[None]
     ring = ((rr >= 3.0) & (rr < 8.0))[None]
-    for bal, nb in (("Halpha", "[NII]6585"), ("Hbeta", "[OIII]4960")):
+    for bal, refs in PEDESTAL_REFERENCES.items():
         # a nuclear point source (a broad-line region) raises the Balmer window's
         # continuum in the centre only; stellar Balmer absorption follows the disc
-        cb, cn = cont[:, idx[bal]].astype(np.float64), cont[:, idx[nb]].astype(np.float64)
+        cb = cont[:, idx[bal]].astype(np.float64)
+        cn = np.mean([cont[:, idx[r]] for r in refs], axis=0).astype(np.float64)
         c_in = ((cb - cn) * inner).sum(axis=(1, 2)) / np.maximum(np.abs(cn * inner).sum(axis=(1, 2)), 1e-6)
         c_out = ((cb - cn) * ring).sum(axis=(1, 2)) / np.maximum(np.abs(cn * ring).sum(axis=(1, 2)), 1e-6)
         cols.append(c_in - c_out)
