@@ -25,17 +25,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from linecube.rerank import rerank  # noqa: E402
 
 
-def truth_labels(top: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    t = truth.set_index("plateifu")
-    anom = t["is_anomaly"].astype(str).str.lower().isin(["true", "1"])
-    kind = t.get("anomaly_type", pd.Series("", index=t.index)).astype(str)
+def truth_kinds(truth: pd.DataFrame) -> dict[str, str]:
+    """plate-IFU -> "science" (an injected anomaly), "artefact" (the foreground star)
+    or "" (normal), from truth.csv."""
+    from linecube.validate import truth_flags
 
-    def label(p: str) -> str:
-        if kind.get(p, "") == "foreground_star":
-            return "artefact"
-        return "interesting" if anom.get(p, False) else "not interesting"
+    anom = truth_flags(truth["is_anomaly"])
+    kind = truth["anomaly_type"].astype(str) if "anomaly_type" in truth else pd.Series("", index=truth.index)
+    return {
+        p: ("artefact" if k == "foreground_star" else "science") if a else "" for p, a, k in zip(truth["plateifu"], anom, kind)
+    }
 
-    return pd.DataFrame({"plateifu": top["plateifu"], "label": [label(p) for p in top["plateifu"]]})
+
+def truth_labels(top: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
+    """The labels an astronomer would give the galaxies of ``top``."""
+    name = {"science": "interesting", "artefact": "artefact", "": "not interesting"}
+    return pd.DataFrame({"plateifu": top["plateifu"], "label": [name[kinds.get(p, "")] for p in top["plateifu"]]})
 
 
 def simulated_run(n: int, seed: int, epochs: int, threads: int, work: Path):
@@ -81,11 +86,11 @@ def simulated_run(n: int, seed: int, epochs: int, threads: int, work: Path):
 def measure(name: str, sc: pd.DataFrame, emb: pd.DataFrame, truth: pd.DataFrame, top: int) -> dict:
     """Science anomalies (the foreground star is an artefact, not a find) in the top N:
     before, after dropping the labelled non-finds, after reranking."""
-    sci = dict(zip(truth["plateifu"], truth["is_anomaly"].astype(str).str.lower().isin(["true", "1"])
-                   & (truth.get("anomaly_type", "").astype(str) != "foreground_star")))  # fmt: skip
+    kinds = truth_kinds(truth)
+    sci = {p: k == "science" for p, k in kinds.items()}
     sc = sc.sort_values("rank")
     head = sc.head(top)
-    labels = truth_labels(head, truth)
+    labels = truth_labels(head, kinds)
     count = lambda ps: int(sum(sci.get(p, False) for p in ps))  # noqa: E731
     dropped = sc[~sc["plateifu"].isin(labels.loc[labels["label"] != "interesting", "plateifu"])].head(top)
     out = rerank(sc, emb, labels).head(top)

@@ -26,10 +26,7 @@ def test_layout_doc_in_sync_and_no_import_cycles():
         assert f"| `{p.relative_to(archdoc.REPO / 'src' / 'linecube').as_posix()}` |" in text, m
     assert "| `extract.py` | Cut a MaNGA LOGCUBE" in text and "extract_plate" in text
     # cycles: depth-first search over module -> imported modules
-    deps = {}
-    for m, p in mods.items():
-        pkg = m if p.name == "__init__.py" else (m.rsplit(".", 1)[0] if "." in m else "")
-        deps[m] = {d for d in archdoc._imports(p, pkg) if d in mods and d != m}
+    deps = archdoc.import_graph()
     state: dict[str, int] = {}
 
     def visit(m, path):

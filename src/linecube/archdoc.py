@@ -106,23 +106,28 @@ def _rule_scripts() -> dict[str, str]:
     return out
 
 
+def _resolve(names: set[str], known: set[str]) -> set[str]:
+    """Imported names as modules of the package (``x.name`` -> ``x`` when ``name``
+    is not itself a module)."""
+    return {n if n in known else n.rsplit(".", 1)[0] for n in names if n in known or n.rsplit(".", 1)[0] in known}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """linecube module -> the linecube modules it imports (at any depth in the file)."""
+    mods = _modules()
+    known = set(mods)
+    return {
+        m: _resolve(_imports(p, m if p.name == "__init__.py" else m.rpartition(".")[0]), known) - {m} for m, p in mods.items()
+    }
+
+
 def render_layout() -> str:
     """docs/layout.md: one row per module of the package."""
     mods = _modules()
-    known = set(mods)
-
-    def resolve(names: set[str]) -> set[str]:
-        return {n for n in names if n in known} | {
-            n.rsplit(".", 1)[0] for n in names if n not in known and n.rsplit(".", 1)[0] in known
-        }
-
-    deps = {m: resolve(_imports(p, m.rsplit(".", 1)[0] if "." in m else "")) - {m} for m, p in mods.items()}
-    for m, p in mods.items():
-        if p.name == "__init__.py":
-            deps[m] = resolve(_imports(p, m)) - {m}
+    deps = import_graph()
     direct: dict[str, set[str]] = {m: set() for m in mods}
     for rule, script in _rule_scripts().items():
-        for m in resolve(_imports(REPO / "scripts" / f"{script}.py", None)):
+        for m in _resolve(_imports(REPO / "scripts" / f"{script}.py", None), set(mods)):
             direct[m].add(rule)
     # rules that reach a module through other modules
     reach = {m: set(r) for m, r in direct.items()}

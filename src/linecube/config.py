@@ -104,7 +104,7 @@ def semantic_errors(cfg: dict) -> list[str]:
 
 def validate_config(cfg: dict, source: str = "config") -> dict:
     """Fill defaults and validate; raise :class:`ConfigError` naming the key."""
-    schema = yaml.safe_load(schema_path().read_text())
+    schema = _schema()
     cfg = coerce_strings(copy.deepcopy(cfg) if cfg else {}, schema)
     cls = _validator_with_defaults()
     errors = sorted(cls(schema).iter_errors(cfg), key=lambda e: list(e.path))
@@ -170,9 +170,9 @@ def resolve_redux_dir(cfg: dict, environ: Mapping[str, str] | None = None) -> di
 
 def _expand(text: str, env: Mapping[str, str]) -> str:
     """``$VAR`` and ``${VAR}`` from ``env``; unknown ones stay as they are."""
-    import re
+    from string import Template
 
-    return re.sub(r"\$(\w+|\{\w+\})", lambda m: env.get(m.group(1).strip("{}"), m.group(0)), text)
+    return Template(text).safe_substitute(env)
 
 
 #: ``data.agn_catalog`` / ``data.truth`` value meaning "the simulated survey's file
@@ -273,8 +273,7 @@ def key_tables(schema: dict | None = None, bundled: dict | None = None) -> str:
     """Markdown: one table (key | default | meaning) per section of the schema,
     then the top-level keys; where ``bundled`` (config/config.yaml) sets another
     value, the default cell says so."""
-    if schema is None:
-        schema = yaml.safe_load(schema_path().read_text())
+    schema = _schema() if schema is None else schema
     bundled = bundled or {}
     out: list[str] = []
     top: list[str] = []

@@ -107,6 +107,7 @@ def build_explorer(
     from plotly.offline import get_plotlyjs
 
     from .neighbors import knn, space_columns
+    from .validate import truth_flags
 
     models = list(embeddings)
     data: dict = {"models": {}, "lines": None}
@@ -121,7 +122,7 @@ def build_explorer(
         t = pd.read_csv(truth, dtype={"plateifu": str}, keep_default_na=False)
         cls = t["class"].astype(str) if "class" in t else pd.Series([""] * len(t))
         kind = t["anomaly_type"].astype(str) if "anomaly_type" in t else pd.Series(["anomaly"] * len(t))
-        anom = t["is_anomaly"].astype(str).str.lower().isin(["true", "1"]) if "is_anomaly" in t else np.zeros(len(t), bool)
+        anom = truth_flags(t["is_anomaly"]) if "is_anomaly" in t else np.zeros(len(t), bool)
         label = np.where(anom, np.where(cls != "", cls + " + " + kind, kind), cls)
         classes = dict(zip(t["plateifu"], label))
     from .figures import score_colour

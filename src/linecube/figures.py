@@ -394,8 +394,10 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
     """ROC curves (overall, per type), score by anomaly type, AGN vs non-AGN."""
     from sklearn.metrics import roc_curve
 
+    from .validate import truth_flags
+
     df = scores.merge(truth, on="plateifu")
-    anom = df["is_anomaly"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+    anom = truth_flags(df["is_anomaly"])
     types = df["anomaly_type"].fillna("").astype(str).to_numpy()
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     ax = axes[0]

@@ -53,10 +53,15 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
 
 def whitened_space(embedding: pd.DataFrame) -> np.ndarray:
     """(N, k) float64: embedding.csv's pc1..pck, each divided by its standard deviation."""
-    cols = [c for c in embedding.columns if c.startswith("pc") and c[2:].isdigit()]
-    if not cols:
-        raise BadLabels("embedding.csv has no pc columns")
+    from .neighbors import space_columns
+
+    try:
+        cols = space_columns(embedding, "pca")
+    except ValueError:
+        raise BadLabels("embedding.csv has no pc columns") from None
     x = embedding[cols].to_numpy(np.float64)
+    if np.isnan(x).any():
+        raise BadLabels("embedding.csv does not cover every galaxy of scores.csv")
     sd = x.std(axis=0)
     return x / np.where(sd > 0, sd, 1.0)
 
@@ -67,27 +72,25 @@ def rerank(
     """scores.csv rows reordered with the labels: adds ``label``, ``rank_before``,
     ``rerank_score`` and a new ``rank`` (1 = look at first). Labels of galaxies
     not in scores.csv are ignored (counted in ``attrs['unknown_labels']``)."""
+    from scipy.spatial.distance import cdist
     from scipy.stats import norm
-    from sklearn.neighbors import NearestNeighbors
+
+    from .neighbors import knn
 
     df = scores.merge(embedding, on="plateifu", how="left", suffixes=("", "_emb"))
-    if df.filter(regex=r"^pc\d+$").isna().any().any():
-        raise BadLabels("embedding.csv does not cover every galaxy of scores.csv")
     n = len(df)
     lab = dict(zip(labels["plateifu"], labels["label"]))
     df["label"] = [lab.get(p, "") for p in df["plateifu"]]
     x = whitened_space(df)
     # the ranking's own order, Gaussianised: rank 1 -> highest
     base = norm.ppf((n - df["rank"].to_numpy(np.float64) + 0.5) / n)
-    kk = max(1, min(k, n - 1))
-    dist, _ = NearestNeighbors(n_neighbors=kk + 1).fit(x).kneighbors(x)
-    h = float(np.median(dist[:, kk])) or 1.0
+    dist, _ = knn(x, np.arange(n), max(1, min(k, n - 1)))
+    h = float(np.median(dist[:, -1])) or 1.0
     shift = np.zeros(n)
     for label, sign in PULL.items():
         rows = np.flatnonzero(df["label"].to_numpy() == label)
         if len(rows):
-            d2 = ((x[:, None, :] - x[None, rows, :]) ** 2).sum(axis=2)
-            shift += sign * np.exp(-0.5 * d2 / h**2).max(axis=1)
+            shift += sign * np.exp(-0.5 * cdist(x, x[rows], "sqeuclidean") / h**2).max(axis=1)
     score = base + weight * shift
     top = df["label"].to_numpy() == "interesting"
     bottom = np.isin(df["label"].to_numpy(), ["not interesting", "artefact"])

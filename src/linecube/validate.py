@@ -125,13 +125,18 @@ def default_score_name(df: pd.DataFrame) -> str | None:
     return None
 
 
+def truth_flags(values) -> np.ndarray:
+    """truth.csv's ``is_anomaly`` column (true/false, 1/0, any case) as a bool array."""
+    return pd.Series(values).astype(str).str.strip().str.lower().isin(["true", "1"]).to_numpy()
+
+
 def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
     """Metrics dict (see module doc); ``scores`` from score_galaxies, ``truth`` from the simulator."""
     df = scores.merge(truth, on="plateifu", how="inner", validate="one_to_one")
     if df.empty:
         raise ValueError("no plate-IFU of the scores is in truth.csv")
     s = df["score"].to_numpy(float)
-    anom = df["is_anomaly"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+    anom = truth_flags(df["is_anomaly"])
     out: dict = {
         "n_galaxies": int(len(df)),
         "n_anomalies": int(anom.sum()),
