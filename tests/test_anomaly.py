@@ -114,13 +114,18 @@ def test_gauss_rank_orders_beyond_the_reference_and_combines():
 def test_features_are_brightness_free_and_see_an_offset():
     rng = np.random.default_rng(5)
     names = list(load_lines().names)
-    f1, _, m1 = _galaxy(rng, amp=1.0)
-    f2, _, m2 = _galaxy(rng, amp=40.0)
-    fo, _, mo = _galaxy(rng, amp=1.0, offset=(6, 0))
-    x = galaxy_features(np.concatenate([f1, f2, fo]), np.concatenate([m1, m2, mo]), names, B)
+    f1, i1, m1 = _galaxy(rng, amp=1.0)
+    f2, i2, m2 = _galaxy(rng, amp=40.0)
+    fo, io, mo = _galaxy(rng, amp=1.0, offset=(6, 0))
+    cat = np.concatenate
+    x = galaxy_features(cat([f1, f2, fo]), cat([i1, i2, io]), cat([m1, m2, mo]), names, B)
     assert x.shape == (3, len(FEATURE_NAMES))
     ratios = [FEATURE_NAMES.index(n) for n in ("hb_ha", "oiii_ha", "nii_ha")]
     np.testing.assert_allclose(x[0, ratios], x[1, ratios], atol=0.02)
+    # the nuclear pedestal is a signal-to-noise: the same for the galaxy 40x brighter with 40x the noise
+    nuc = FEATURE_NAMES.index("nuclear_pedestal_Halpha")
+    x40 = galaxy_features(40 * f1, i1 / 1600, m1, names, B)
+    assert abs(x40[0, nuc] - x[0, nuc]) < 1e-3 and abs(x[0, nuc]) < 5
     off = FEATURE_NAMES.index("halpha_centroid_offset")
     assert x[2, off] > 3.0 > x[0, off]
     scorer = FeatureScorer(seed=0).fit(np.repeat(x[:2], 20, axis=0) + rng.normal(0, 0.01, (40, x.shape[1])))
@@ -230,9 +235,29 @@ def test_balmer_pedestal_sees_a_broad_line_its_reference_does_not_cancel(tmp_pat
     h = tmp_path / "cubes.h5"
     simulate_cubes_h5(h, 0, 0, galaxies=gals, threads=2, progress=False)
     with h5py.File(h) as f:
-        flux, mask = f["flux"][()], f["mask"][()]
+        flux, ivar, mask = f["flux"][()], f["ivar"][()], f["mask"][()]
         pifu = [s.decode() for s in f["plateifu"][()]]
-    feats = galaxy_features(flux, mask, lines.names, 10)[:, FEATURE_NAMES.index("nuclear_pedestal_Halpha")]
+    feats = galaxy_features(flux, ivar, mask, lines.names, 10)[:, FEATURE_NAMES.index("nuclear_pedestal_Halpha")]
     row = {p: i for i, p in enumerate(pifu)}
     wins = [feats[row[f"{g.plate + 10000}-{g.ifudsgn}"]] > feats[row[g.plateifu]] for g in gals[::2]]
     assert sum(wins) >= 11, wins
+
+
+def test_feature_scorer_leaves_a_reference_galaxy_out_of_its_own_lof():
+    """A reference galaxy's LOF is computed without itself among its neighbours
+    (counting itself, it would sit lower than a new galaxy's from the same
+    population); an outlier tops the mean Gaussianised rank of IF and LOF."""
+    from sklearn.neighbors import LocalOutlierFactor
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 6))
+    ref = np.arange(300)
+    sc = FeatureScorer(seed=0).fit(x[ref])
+    fair, counting_itself = sc.detectors(x, ref)[1], sc.detectors(x)[1]
+    loo = -LocalOutlierFactor(n_neighbors=20).fit(sc._t(x[ref])).negative_outlier_factor_
+    np.testing.assert_allclose(fair[ref], loo)
+    np.testing.assert_array_equal(fair[300:], counting_itself[300:])
+    assert fair[ref].mean() > counting_itself[ref].mean()
+    out = np.r_[x, [[8.0, 0, 0, 0, 0, 0]]]
+    s = sc(out, ref)
+    assert np.argmax(s) == 600 and s.shape == (601,)

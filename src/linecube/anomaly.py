@@ -25,10 +25,12 @@ computed per galaxy from cubes (N, lines * window_bins, y, x) in flux units
   features -> density-based outlier scores.
 * :func:`galaxy_features` + :class:`FeatureScorer`: a non-deep baseline that needs
   no model: window-integrated line ratios to Halpha, line widths (integrated and
-  per spaxel), Balmer pedestals (a broad component raises the Balmer windows'
-  continuum above their [NII]/[OIII] neighbours'), Halpha centroid offset and
+  per spaxel), Balmer pedestals (a broad component raises the continuum of the
+  Balmer windows above the stellar continuum interpolated from windows outside
+  its profile; in the nucleus as a signal-to-noise), Halpha centroid offset and
   concentration, continuum/Halpha offsets -> robust standardisation ->
-  IsolationForest (Liu, Ting & Zhou 2008) fitted on training galaxies.
+  IsolationForest (Liu, Ting & Zhou 2008) and LOF (Breunig et al. 2000), their
+  Gaussianised ranks averaged, fitted on training galaxies.
 * :func:`combine_by_rank`: each component turned into a Gaussianised rank against
   the training galaxies' values of the same score (ECDF -> probit, extrapolated
   linearly in robust-z beyond the reference's range), averaged.
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dataset import sigma_from_ivar
+from .formats import load_lines
 
 #: normalised flux unit: 1/1000 of the galaxy's total Halpha window flux
 NORM_PER = 1000.0
@@ -209,15 +212,27 @@ RATIO_FEATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sii_ha", ("[SII]6718", "[SII]6733")),
 )
 WIDTH_LINES: tuple[str, ...] = ("Halpha", "[NII]6585", "[OIII]5008", "Hbeta")
-#: continuum references of the Balmer pedestals: the mean of one window on each side
-#: of the line (interpolating the stellar continuum across it), both outside the
-#: broad-line profile. A broad Balmer line (FWHM 2,000-10,000 km/s) is a near-flat
-#: pedestal over a 10-bin (690 km/s) window; it also raises the [NII]6550/6585
-#: windows (~700-950 km/s from Halpha), so a reference there cancels it.
+#: continuum references of the Balmer pedestals: one window on each side of the
+#: line, both outside the broad-line profile; the stellar continuum under the
+#: line is their linear interpolation in wavelength. A broad Balmer line (FWHM
+#: 2,000-10,000 km/s) is a near-flat pedestal over a 10-bin (690 km/s) window; it
+#: also raises the [NII]6550/6585 windows (~700-950 km/s from Halpha), so a
+#: reference there cancels it.
 PEDESTAL_REFERENCES: dict[str, tuple[str, str]] = {
     "Halpha": ("[OI]6366", "[SII]6733"),
     "Hbeta": ("[OIII]4364", "[OIII]4960"),
 }
+#: the windows a broad Balmer line raises, whose continua the pedestal averages:
+#: for Halpha the [NII] pair beside it too (three samples of the broad profile
+#: within ~1,000 km/s instead of one)
+PEDESTAL_WINDOWS: dict[str, tuple[str, ...]] = {
+    "Halpha": ("[NII]6550", "Halpha", "[NII]6585"),
+    "Hbeta": ("Hbeta",),
+}
+#: nuclear aperture (spaxels from the crop centre; MaNGA's PSF FWHM, 2.5", is 5
+#: spaxels) and the ring a disc's own excess is measured in
+NUCLEUS_RADIUS = 3.0
+RING_RADII = (3.0, 8.0)
 FEATURE_NAMES: tuple[str, ...] = (
     *(n for n, _ in RATIO_FEATURES),
     *(f"width_{ln}" for ln in WIDTH_LINES),
@@ -242,6 +257,51 @@ def _line_maps(flux: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: in
     return f - cont[:, :, None], cont
 
 
+def _continuum_variance(ivar: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
+    """Variance (N, L, y, x) of :func:`_line_maps`' continuum: the median of four
+    edge bins, (1.2533 sigma)^2 / 4 for Gaussian noise (0 where all are masked)."""
+    sig = _windows(np.where(mask == 0, sigma_from_ivar(ivar), 0.0), n_lines, window_bins).astype(np.float64)
+    edge = np.concatenate([sig[:, :, :2], sig[:, :, -2:]], axis=2)
+    return 1.2533**2 * (edge**2).mean(axis=2) / 4.0
+
+
+def _pedestal_maps(
+    cont: np.ndarray, cvar: np.ndarray, names: Sequence[str], rest: Mapping[str, float], line: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per spaxel (N, y, x): the mean continuum of ``line``'s :data:`PEDESTAL_WINDOWS`
+    minus the stellar continuum interpolated linearly in wavelength between its two
+    :data:`PEDESTAL_REFERENCES`, that difference's variance (from ``cvar``), and the interpolated reference continuum itself (flux units)."""
+    idx = {n: i for i, n in enumerate(names)}
+    lo, hi = PEDESTAL_REFERENCES[line]
+    diffs, variances, refs = [], [], []
+    for w in PEDESTAL_WINDOWS[line]:
+        a = (rest[hi] - rest[w]) / (rest[hi] - rest[lo])  # weight of the blue reference
+        ref = a * cont[:, idx[lo]].astype(np.float64) + (1 - a) * cont[:, idx[hi]]
+        diffs.append(cont[:, idx[w]] - ref)
+        refs.append(ref)
+        variances.append(cvar[:, idx[w]] + a**2 * cvar[:, idx[lo]] + (1 - a) ** 2 * cvar[:, idx[hi]])
+    # the windows share their references: their errors are correlated, so this
+    # variance (as if independent) is a lower bound, alike for every galaxy
+    return np.mean(diffs, axis=0), np.sum(variances, axis=0) / len(diffs) ** 2, np.mean(refs, axis=0)
+
+
+def nuclear_pedestal_snr(d: np.ndarray, var: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Signal-to-noise (N,) of a nuclear pedestal: the excess ``d`` (N, y, x)
+    summed within :data:`NUCLEUS_RADIUS` of the crop centre, minus the ring's
+    (:data:`RING_RADII`) excess scaled by the ratio of the reference continuum
+    ``ref`` in the two apertures (what a disc's own absorption or continuum slope
+    would put in the centre), over its noise from ``var``. A broad-line region is
+    a point source: it raises the centre only."""
+    ny, nx = d.shape[-2:]
+    yy, xx = np.mgrid[:ny, :nx]
+    rr = np.hypot(yy - (ny - 1) / 2.0, xx - (nx - 1) / 2.0)
+    inner, ring = rr < NUCLEUS_RADIUS, (rr >= RING_RADII[0]) & (rr < RING_RADII[1])
+    k = np.abs(ref[:, inner]).sum(axis=1) / np.maximum(np.abs(ref[:, ring]).sum(axis=1), 1e-9)
+    excess = d[:, inner].sum(axis=1) - k * d[:, ring].sum(axis=1)
+    noise = np.sqrt(var[:, inner].sum(axis=1) + k**2 * var[:, ring].sum(axis=1))
+    return excess / np.maximum(noise, 1e-9)
+
+
 def _moments(spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centroid and second moment (bins) along the last axis of positive spectra."""
     p = np.maximum(spec, 0.0)
@@ -263,16 +323,26 @@ def _centroid(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (p * yy).sum(axis=(1, 2)) / safe, (p * xx).sum(axis=(1, 2)) / safe, tot
 
 
-def galaxy_features(flux: np.ndarray, mask: np.ndarray, names: Sequence[str], window_bins: int) -> np.ndarray:
+def galaxy_features(
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    mask: np.ndarray,
+    names: Sequence[str],
+    window_bins: int,
+    rest: Mapping[str, float] | None = None,
+) -> np.ndarray:
     """The baseline's features (N, len(FEATURE_NAMES)), float64, from cubes
-    (N, lines * window_bins, y, x) in flux units and their masks.
+    (N, lines * window_bins, y, x) in flux units, their ivar and masks.
 
     Ratios are asinh(10 F_line / F_Halpha) of window-integrated, continuum-
     subtracted fluxes (a signed log that tolerates faint or negative lines);
     widths are second moments in bins; offsets are in spaxels from the crop
-    centre; pedestals are a Balmer window's continuum minus the mean of its
-    :data:`PEDESTAL_REFERENCES` windows', summed over the galaxy, per bin, over
-    F_Halpha (and, nuclear, the centre's excess over a ring's).
+    centre; pedestals are the continuum of a Balmer line's
+    :data:`PEDESTAL_WINDOWS` minus the stellar continuum interpolated between its
+    :data:`PEDESTAL_REFERENCES`: over the whole galaxy per bin over F_Halpha, and
+    in the nucleus as a signal-to-noise (:func:`nuclear_pedestal_snr`, its
+    noise from ``ivar``). ``rest``: rest wavelengths (Angstrom) by line name, default the
+    packaged line list's.
     """
     names = list(names)
     n_lines = len(names)
@@ -292,24 +362,19 @@ def galaxy_features(flux: np.ndarray, mask: np.ndarray, names: Sequence[str], wi
     _, sw = _moments(np.moveaxis(lines[:, ha].astype(np.float64), 1, -1))  # (N, y, x)
     wgt = np.maximum(lf[:, ha], 0.0).astype(np.float64)
     cols.append((sw * wgt).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
-    for bal, refs in PEDESTAL_REFERENCES.items():
-        ref = np.mean([cont[:, idx[r]] for r in refs], axis=0)
-        ped = (cont[:, idx[bal]] - ref).sum(axis=(1, 2), dtype=np.float64)
-        cols.append(ped * window_bins / f_ha)
+    if rest is None:
+        lines_rest = load_lines()
+        rest = dict(zip(lines_rest.names, lines_rest.rest))
+    cvar = _continuum_variance(ivar, mask, n_lines, window_bins)
+    peds = {bal: _pedestal_maps(cont, cvar, names, rest, bal) for bal in PEDESTAL_REFERENCES}
+    for d, _, _ in peds.values():
+        cols.append(d.sum(axis=(1, 2)) * window_bins / f_ha)
+    for d, var, ref in peds.values():
+        cols.append(nuclear_pedestal_snr(d, var, ref))
     ny, nx = flux.shape[-2:]
     cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
     yy, xx = np.mgrid[:ny, :nx]
-    rr = np.hypot(yy - cy, xx - cx)
-    inner = (rr < 3.0)[None]
-    ring = ((rr >= 3.0) & (rr < 8.0))[None]
-    for bal, refs in PEDESTAL_REFERENCES.items():
-        # a nuclear point source (a broad-line region) raises the Balmer window's
-        # continuum in the centre only; stellar Balmer absorption follows the disc
-        cb = cont[:, idx[bal]].astype(np.float64)
-        cn = np.mean([cont[:, idx[r]] for r in refs], axis=0).astype(np.float64)
-        c_in = ((cb - cn) * inner).sum(axis=(1, 2)) / np.maximum(np.abs(cn * inner).sum(axis=(1, 2)), 1e-6)
-        c_out = ((cb - cn) * ring).sum(axis=(1, 2)) / np.maximum(np.abs(cn * ring).sum(axis=(1, 2)), 1e-6)
-        cols.append(c_in - c_out)
+    inner = (np.hypot(yy - cy, xx - cx) < NUCLEUS_RADIUS)[None]
     hy, hx, _ = _centroid(lf[:, ha])
     cols.append(np.hypot(hy - cy, hx - cx))
     cols.append((wgt * inner).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
@@ -322,24 +387,53 @@ def galaxy_features(flux: np.ndarray, mask: np.ndarray, names: Sequence[str], wi
 
 
 class FeatureScorer:
-    """Robust standardisation (fitted on reference galaxies) -> IsolationForest."""
+    """Robust standardisation (fitted on reference galaxies) -> IsolationForest
+    (Liu, Ting & Zhou 2008) and the local outlier factor (LOF, Breunig et al.
+    2000), the two detectors Astronomaly offers (Lochner & Bassett 2021); the
+    score is the mean of their Gaussianised ranks against the reference.
 
-    def __init__(self, seed: int = 0, n_estimators: int = 300):
+    A reference galaxy's LOF is the one computed without itself among its
+    neighbours (scikit-learn's ``negative_outlier_factor_``), so training and
+    new galaxies are ranked alike."""
+
+    def __init__(self, seed: int = 0, n_estimators: int = 300, n_neighbors: int = 20):
         self.seed = int(seed)
         self.n_estimators = int(n_estimators)
+        self.n_neighbors = int(n_neighbors)
 
     def fit(self, ref: np.ndarray) -> FeatureScorer:
         from sklearn.ensemble import IsolationForest
+        from sklearn.neighbors import LocalOutlierFactor
 
+        ref = np.asarray(ref, dtype=np.float64)
         self.z = RobustZ.fit(ref)
-        self.forest = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed).fit(self._t(ref))
+        t = self._t(ref)
+        self.forest = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed).fit(t)
+        k = max(1, min(self.n_neighbors, len(ref) - 1))
+        self.lof = LocalOutlierFactor(n_neighbors=k, novelty=True).fit(t)
+        self.ref_scores = np.stack([-self.forest.score_samples(t), -self.lof.negative_outlier_factor_])
         return self
 
     def _t(self, x: np.ndarray) -> np.ndarray:
         return np.clip(self.z(x), -50, 50)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return -self.forest.score_samples(self._t(x))
+    def detectors(self, x: np.ndarray, ref_rows: np.ndarray | None = None) -> np.ndarray:
+        """(2, N): IsolationForest and LOF scores (higher = more anomalous);
+        ``ref_rows``: the rows of ``x`` that are the fitted reference, in order."""
+        t = self._t(x)
+        out = np.stack([-self.forest.score_samples(t), -self.lof.score_samples(t)])
+        if ref_rows is not None:
+            out[1, np.asarray(ref_rows, dtype=int)] = self.ref_scores[1]
+        return out
+
+    def __call__(self, x: np.ndarray, ref_rows: np.ndarray | None = None) -> np.ndarray:
+        """Mean Gaussianised rank (:func:`gauss_rank`) of the two detectors;
+        reference rows (``ref_rows``, as in :meth:`detectors`) leave-one-out."""
+        d = self.detectors(x, ref_rows)
+        own = np.zeros(d.shape[1], bool)
+        if ref_rows is not None:
+            own[np.asarray(ref_rows, dtype=int)] = True
+        return np.mean([gauss_rank(r, v, own) for r, v in zip(self.ref_scores, d)], axis=0)
 
 
 # --------------------------------------------------------------------------

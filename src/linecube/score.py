@@ -183,7 +183,7 @@ def collect_stats(
         parts["shares"].append(line_shares(err, n_lines, window_bins))
         parts["halpha"].append(scale)
         parts["line_resid"].append(stats)
-        parts["features"].append(galaxy_features(flux, mask, line_names, window_bins))
+        parts["features"].append(galaxy_features(flux, ivar, mask, line_names, window_bins))
         bar.update(nb)
     bar.close()
     return RawStats(**{k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()})
@@ -195,7 +195,7 @@ SCORE_COLUMNS: dict[str, str] = {
     "score_residual": "max over lines of the robust z of the localised, noise-aware, Halpha-normalised residual",
     "score_latent": "mean distance to the 10 nearest training galaxies in whitened PCA of the latents",
     "score_latent_if": "IsolationForest on whitened PCA of the latents",
-    "score_features": "non-deep baseline: IsolationForest on line ratios, widths, offsets",
+    "score_features": "non-deep baseline: IsolationForest + LOF on line ratios, widths, pedestals, offsets",
     "score_combined": "mean Gaussianised rank of score_residual, score_latent and score_features",
     "score_deep": "mean Gaussianised rank of score_residual and score_latent (model-based only)",
     "score_max": "largest Gaussianised rank of score_residual, score_latent and score_features",
@@ -219,7 +219,7 @@ def derive_scores(raw: RawStats, ref_rows: np.ndarray, line_names: list[str], se
         "score_residual": resid,
         "score_latent": dens.knn(raw.latents, is_ref),
         "score_latent_if": dens.iforest(raw.latents),
-        "score_features": FeatureScorer(seed).fit(raw.features[ref_rows])(raw.features),
+        "score_features": FeatureScorer(seed).fit(raw.features[ref_rows])(raw.features, ref_rows),
     }
     g = gauss_ranks({k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows)
     out["score_combined"] = g.mean(axis=0)
