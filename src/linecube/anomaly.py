@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -252,31 +253,48 @@ def _line_maps(flux: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: in
     """Continuum-subtracted windows (N, L, B, y, x) and continuum maps (N, L, y, x):
     the continuum of each spaxel's window is the median of its four outermost bins."""
     f = _windows(np.where(mask == 0, flux, 0.0).astype(np.float32), n_lines, window_bins)
-    edge = np.concatenate([f[:, :, :2], f[:, :, -2:]], axis=2)
-    cont = np.median(edge, axis=2)
+    cont = np.median(_edge_bins(f), axis=2)
     return f - cont[:, :, None], cont
+
+
+def _edge_bins(w: np.ndarray) -> np.ndarray:
+    """The four outermost bins (two per side) of windows (N, L, B, y, x)."""
+    return np.concatenate([w[:, :, :2], w[:, :, -2:]], axis=2)
+
+
+def _radius(ny: int, nx: int) -> np.ndarray:
+    """Distance (spaxels) of each spaxel (ny, nx) from the crop centre."""
+    yy, xx = np.mgrid[:ny, :nx]
+    return np.hypot(yy - (ny - 1) / 2.0, xx - (nx - 1) / 2.0)
+
+
+@lru_cache(maxsize=1)
+def _packaged_rest() -> dict[str, float]:
+    """Rest wavelengths (Angstrom) by name from the packaged line list, read once."""
+    lines = load_lines()
+    return dict(zip(lines.names, (float(r) for r in lines.rest)))
 
 
 def _continuum_variance(ivar: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
     """Variance (N, L, y, x) of :func:`_line_maps`' continuum: the median of four
     edge bins, (1.2533 sigma)^2 / 4 for Gaussian noise (0 where all are masked)."""
     sig = _windows(np.where(mask == 0, sigma_from_ivar(ivar), 0.0), n_lines, window_bins).astype(np.float64)
-    edge = np.concatenate([sig[:, :, :2], sig[:, :, -2:]], axis=2)
-    return 1.2533**2 * (edge**2).mean(axis=2) / 4.0
+    return 1.2533**2 * (_edge_bins(sig) ** 2).mean(axis=2) / 4.0
 
 
 def _pedestal_maps(
-    cont: np.ndarray, cvar: np.ndarray, names: Sequence[str], rest: Mapping[str, float], line: str
+    cont: np.ndarray, cvar: np.ndarray, idx: Mapping[str, int], rest: Mapping[str, float], line: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per spaxel (N, y, x): the mean continuum of ``line``'s :data:`PEDESTAL_WINDOWS`
     minus the stellar continuum interpolated linearly in wavelength between its two
-    :data:`PEDESTAL_REFERENCES`, that difference's variance (from ``cvar``), and the interpolated reference continuum itself (flux units)."""
-    idx = {n: i for i, n in enumerate(names)}
+    :data:`PEDESTAL_REFERENCES`, that difference's variance (from ``cvar``), and
+    the interpolated reference continuum itself (flux units). ``idx``: line
+    positions by name in ``cont``'s axis 1."""
     lo, hi = PEDESTAL_REFERENCES[line]
     diffs, variances, refs = [], [], []
     for w in PEDESTAL_WINDOWS[line]:
         a = (rest[hi] - rest[w]) / (rest[hi] - rest[lo])  # weight of the blue reference
-        ref = a * cont[:, idx[lo]].astype(np.float64) + (1 - a) * cont[:, idx[hi]]
+        ref = a * cont[:, idx[lo]].astype(np.float64) + (1 - a) * cont[:, idx[hi]].astype(np.float64)
         diffs.append(cont[:, idx[w]] - ref)
         refs.append(ref)
         variances.append(cvar[:, idx[w]] + a**2 * cvar[:, idx[lo]] + (1 - a) ** 2 * cvar[:, idx[hi]])
@@ -292,9 +310,7 @@ def nuclear_pedestal_snr(d: np.ndarray, var: np.ndarray, ref: np.ndarray) -> np.
     ``ref`` in the two apertures (what a disc's own absorption or continuum slope
     would put in the centre), over its noise from ``var``. A broad-line region is
     a point source: it raises the centre only."""
-    ny, nx = d.shape[-2:]
-    yy, xx = np.mgrid[:ny, :nx]
-    rr = np.hypot(yy - (ny - 1) / 2.0, xx - (nx - 1) / 2.0)
+    rr = _radius(*d.shape[-2:])
     inner, ring = rr < NUCLEUS_RADIUS, (rr >= RING_RADII[0]) & (rr < RING_RADII[1])
     k = np.abs(ref[:, inner]).sum(axis=1) / np.maximum(np.abs(ref[:, ring]).sum(axis=1), 1e-9)
     excess = d[:, inner].sum(axis=1) - k * d[:, ring].sum(axis=1)
@@ -341,8 +357,8 @@ def galaxy_features(
     :data:`PEDESTAL_WINDOWS` minus the stellar continuum interpolated between its
     :data:`PEDESTAL_REFERENCES`: over the whole galaxy per bin over F_Halpha, and
     in the nucleus as a signal-to-noise (:func:`nuclear_pedestal_snr`, its
-    noise from ``ivar``). ``rest``: rest wavelengths (Angstrom) by line name, default the
-    packaged line list's.
+    noise from ``ivar``). ``rest``: rest wavelengths (Angstrom) by line name,
+    default the packaged line list's.
     """
     names = list(names)
     n_lines = len(names)
@@ -362,19 +378,16 @@ def galaxy_features(
     _, sw = _moments(np.moveaxis(lines[:, ha].astype(np.float64), 1, -1))  # (N, y, x)
     wgt = np.maximum(lf[:, ha], 0.0).astype(np.float64)
     cols.append((sw * wgt).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
-    if rest is None:
-        lines_rest = load_lines()
-        rest = dict(zip(lines_rest.names, lines_rest.rest))
+    rest = _packaged_rest() if rest is None else rest
     cvar = _continuum_variance(ivar, mask, n_lines, window_bins)
-    peds = {bal: _pedestal_maps(cont, cvar, names, rest, bal) for bal in PEDESTAL_REFERENCES}
+    peds = {bal: _pedestal_maps(cont, cvar, idx, rest, bal) for bal in PEDESTAL_REFERENCES}
     for d, _, _ in peds.values():
         cols.append(d.sum(axis=(1, 2)) * window_bins / f_ha)
     for d, var, ref in peds.values():
         cols.append(nuclear_pedestal_snr(d, var, ref))
     ny, nx = flux.shape[-2:]
     cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
-    yy, xx = np.mgrid[:ny, :nx]
-    inner = (np.hypot(yy - cy, xx - cx) < NUCLEUS_RADIUS)[None]
+    inner = (_radius(ny, nx) < NUCLEUS_RADIUS)[None]
     hy, hx, _ = _centroid(lf[:, ha])
     cols.append(np.hypot(hy - cy, hx - cx))
     cols.append((wgt * inner).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
