@@ -23,9 +23,13 @@ quality), the paired win rate (a twin scores above its own clean galaxy),
 recall in the top 5 % of populations with 5 % anomalies (bootstrap draws),
 Spearman rho of the score with mean |flux| over the clean galaxies (judged as
 |rho|). And the model's test Eq. 1 loss over the median cube's, both in the
-units the model is trained in, on the clean evaluation galaxies.
+units the model is trained in, on the clean evaluation galaxies, beside the same
+ratio for a perfect model (each galaxy's own noise-free cube, rendered by the
+simulator): the floor that noise sets (``test_loss_floor``).
 
     python benchmarks/science.py [--quick] [--seeds N] [--kind ae] [--config X.yaml] --out FILE.json
+        [--save-stats DIR]   keep each run's per-galaxy statistics (DIR/{style}-{seed}.npz)
+        [--from-stats DIR]   re-score kept statistics in seconds: no simulation, no training
 
 Top-level "scores"/"baselines" average the seeds of every survey style; each
 style's own numbers are under "surveys". The model trains for 3 epochs
@@ -75,6 +79,8 @@ def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, thre
             meta[tw.plateifu] = (g.plateifu, t)
     eval_h5 = tmp / "eval" / "cubes.h5"
     simulate_cubes_h5(eval_h5, 0, 0, galaxies=gals, threads=threads, progress=False)
+    # the clean galaxies' noise-free cubes: the floor of the test-loss ratio
+    simulate_cubes_h5(tmp / "truth" / "cubes.h5", 0, 0, galaxies=clean, threads=threads, progress=False, noise_free=True)
     import h5py
 
     from linecube.formats import read_strings
@@ -84,6 +90,33 @@ def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, thre
     base = np.array([meta[p][0] for p in order], dtype=object)
     kind = np.array([meta[p][1] for p in order], dtype=object)
     return train_h5, eval_h5, base, kind
+
+
+def loss_floor(eval_h5: Path, truth_h5: Path, scaler, med_model, batch_size: int = 32) -> float:
+    """Test-loss ratio of a perfect model: Eq. 1 of each clean galaxy's noisy cube
+    against its own noise-free cube, over Eq. 1 against the median cube, in the
+    model's units (as :func:`linecube.score.loss_ratio`). What is left above it is
+    noise no reconstruction can (or should) follow."""
+    import h5py
+    import numpy as np
+
+    from linecube.dataset import read_rows
+    from linecube.formats import read_strings
+    from linecube.score import eq1_numpy
+
+    with h5py.File(eval_h5, "r") as a, h5py.File(truth_h5, "r") as b:
+        row = {p: i for i, p in enumerate(read_strings(a["plateifu"]))}
+        pairs = [(row[p], j) for j, p in enumerate(read_strings(b["plateifu"]))]
+    lt, lm = [], []
+    for s0 in range(0, len(pairs), batch_size):
+        ia, ib = map(np.array, zip(*pairs[s0 : s0 + batch_size]))
+        flux, _iv, mask = read_rows(eval_h5, ia)
+        truth, _iv, _m = read_rows(truth_h5, ib)
+        sc = scaler.galaxy_scale(flux, mask)
+        x = scaler.forward(flux, sc)
+        lt.append(eq1_numpy(x, scaler.forward(np.where(mask == 0, truth, 0.0), sc)))
+        lm.append(eq1_numpy(x, np.broadcast_to(med_model, x.shape)))
+    return float(np.mean(np.concatenate(lt)) / max(np.mean(np.concatenate(lm)), 1e-30))
 
 
 def metrics_for(score, mean_abs_flux, base, kind, rng_seed: int, n_boot: int) -> dict:
@@ -108,11 +141,27 @@ def metrics_for(score, mean_abs_flux, base, kind, rng_seed: int, n_boot: int) ->
     return out
 
 
+RAW_SETS = ("raw_tr", "raw_ev", "med_tr", "med_ev")
+
+
 def run_one(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
+    """Simulate, train and collect one survey's per-galaxy statistics, then score
+    them (:func:`evaluate`); with ``--save-stats`` the statistics are kept."""
+    stats = collect_run(style, seed, args, cfg, work)
+    if args.save_stats:
+        save_stats(Path(args.save_stats) / f"{style}-{seed}.npz", stats)
+    return evaluate(stats, seed, args)
+
+
+def collect_run(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
+    """Everything :func:`evaluate` needs of one (style, seed): the per-galaxy raw
+    statistics of the model and of the median cube on the training survey and
+    the evaluation set, the reference rows, each evaluation galaxy's clean twin
+    (``base``) and anomaly type (``kind``, "" = clean), the test-loss ratio."""
     import numpy as np
 
     from linecube.formats import read_layout
-    from linecube.score import Reconstructor, collect_stats, derive_scores, loss_ratio, median_cubes, reference_rows
+    from linecube.score import Reconstructor, collect_stats, loss_ratio, median_cubes, reference_rows
     from linecube.train import train
 
     tmp = work / f"{style}-{seed}"
@@ -140,26 +189,78 @@ def run_one(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
     rec = Reconstructor(tmp / "model" / "model.keras", cfg["model"], layout, names)
     t0 = time.perf_counter()
     kw = {"batch_size": 32, "progress": False}
-    raw_tr = collect_stats(train_h5, rec, names, layout.window_bins, **kw)
-    raw_ev = collect_stats(eval_h5, rec, names, layout.window_bins, **kw)
+    raw = {"raw_tr": collect_stats(train_h5, rec, names, layout.window_bins, **kw)}
+    raw["raw_ev"] = collect_stats(eval_h5, rec, names, layout.window_bins, **kw)
     med_flux, med_model = median_cubes(train_h5, ref, rec.scaler, max_n=len(ref))
 
     def median_rec(flux, mask):
         return np.zeros((len(flux), 1), np.float32), np.broadcast_to(med_flux, flux.shape)
 
-    med_tr = collect_stats(train_h5, median_rec, names, layout.window_bins, **kw)
-    med_ev = collect_stats(eval_h5, median_rec, names, layout.window_bins, **kw)
+    raw["med_tr"] = collect_stats(train_h5, median_rec, names, layout.window_bins, **kw)
+    raw["med_ev"] = collect_stats(eval_h5, median_rec, names, layout.window_bins, **kw)
     t_score = time.perf_counter() - t0
+    out = {
+        **raw,
+        "ref": ref,
+        "base": base,
+        "kind": kind,
+        "names": names,
+        "test_loss_ratio": loss_ratio(eval_h5, rec, np.nonzero(kind == "")[0], med_model),
+        "test_loss_floor": loss_floor(eval_h5, tmp / "truth" / "cubes.h5", rec.scaler, med_model),
+        "train": {k: summ[k] for k in ("epochs", "final_loss", "final_test_loss", "wall_seconds", "parameters")},
+        "seconds": {"simulate": t_sim, "train": t_train, "score": t_score},
+    }
+    if args.kind == "vae":
+        import pandas as pd
+
+        h = pd.read_csv(tmp / "model" / "history.csv")
+        out["kl_per_galaxy"] = float(h["test_kl"].iloc[-1]) if "test_kl" in h else float(h["kl"].iloc[-1])
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def save_stats(path: Path, stats: dict) -> None:
+    """One run's statistics as an .npz (arrays) whose ``meta`` entry is JSON."""
+    import numpy as np
+
+    arrays = {f"{s}.{k}": v for s in RAW_SETS for k, v in vars(stats[s]).items()}
+    arrays.update(ref=stats["ref"], base=stats["base"].astype(str), kind=stats["kind"].astype(str))
+    meta = {k: v for k, v in stats.items() if k not in (*RAW_SETS, "ref", "base", "kind")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.npz")
+    np.savez(tmp, meta=np.array(json.dumps(meta, default=float)), **arrays)
+    os.replace(tmp, path)
+
+
+def load_stats(path: Path) -> dict:
+    """Inverse of :func:`save_stats`."""
+    import numpy as np
+
+    from linecube.score import RawStats
+
+    with np.load(path) as z:
+        out = json.loads(str(z["meta"]))
+        for s in RAW_SETS:
+            out[s] = RawStats(**{k: z[f"{s}.{k}"] for k in RawStats.__dataclass_fields__})
+        out.update(ref=z["ref"], base=z["base"].astype(object), kind=z["kind"].astype(object))
+    return out
+
+
+def evaluate(stats: dict, seed: int, args) -> dict:
+    """Every score and baseline of one run (:func:`collect_run`) and its metrics."""
+    import numpy as np
+
+    from linecube.score import RawStats, derive_scores
 
     def joined(a, b):
-        from linecube.score import RawStats
-
         return RawStats(**{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in RawStats.__dataclass_fields__})
 
-    n_tr = len(train_ids)
-    ev = slice(n_tr, None)
-    sc = derive_scores(joined(raw_tr, raw_ev), ref, names, seed)
-    med_sc = derive_scores(joined(med_tr, med_ev), ref, names, seed)
+    raw_ev, med_ev = stats["raw_ev"], stats["med_ev"]
+    ref, names, base, kind = stats["ref"], stats["names"], stats["base"], stats["kind"]
+    ev = slice(len(stats["raw_tr"].paper), None)
+    sc = derive_scores(joined(stats["raw_tr"], raw_ev), ref, names, seed)
+    med_sc = derive_scores(joined(stats["med_tr"], med_ev), ref, names, seed)
     scores = {k: v[ev] for k, v in sc.items() if k.startswith("score_")}
     scores["residual_median_cube"] = med_sc["score_residual"][ev]
     baselines = {
@@ -171,17 +272,8 @@ def run_one(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
     res = {
         "scores": {k: metrics_for(v, maf, base, kind, seed, args.boot) for k, v in scores.items()},
         "baselines": {k: metrics_for(v, maf, base, kind, seed, args.boot) for k, v in baselines.items()},
-        "test_loss_ratio": loss_ratio(eval_h5, rec, np.nonzero(kind == "")[0], med_model),
-        "train": {k: summ[k] for k in ("epochs", "final_loss", "final_test_loss", "wall_seconds", "parameters")},
-        "seconds": {"simulate": t_sim, "train": t_train, "score": t_score},
+        **{k: stats[k] for k in ("test_loss_ratio", "test_loss_floor", "train", "seconds", "kl_per_galaxy") if k in stats},
     }
-    if args.kind == "vae":
-        import pandas as pd
-
-        h = pd.read_csv(tmp / "model" / "history.csv")
-        res["kl_per_galaxy"] = float(h["test_kl"].iloc[-1]) if "test_kl" in h else float(h["kl"].iloc[-1])
-    if not args.keep:
-        shutil.rmtree(tmp, ignore_errors=True)
     return res
 
 
@@ -215,7 +307,9 @@ def table(res: dict, title: str) -> str:
         rows.append(line(k, m))
     for k, m in res["baselines"].items():
         rows.append(line(f"baseline:{k}", m))
-    rows.append(f"test loss / median-cube loss: {res['test_loss_ratio']:.3f}")
+    floor = res.get("test_loss_floor")
+    rows.append(f"test loss / median-cube loss: {res['test_loss_ratio']:.3f}"
+                + (f" (a perfect model, the noise-free cubes: {floor:.3f})" if floor is not None else ""))  # fmt: skip
     return "\n".join(rows)
 
 
@@ -235,6 +329,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None, help="where the temporary cubes go (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the rendered cubes and models")
+    ap.add_argument("--save-stats", default=None, help="folder: keep each run's per-galaxy statistics ({style}-{seed}.npz)")
+    ap.add_argument(
+        "--from-stats",
+        default=None,
+        help="folder written by --save-stats: re-score its runs (no simulation, no training; the scores as the code now defines them)",
+    )
     ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args()
     args.seeds = args.seeds or (1 if args.quick else 3)
@@ -254,7 +354,10 @@ def main() -> None:
     for style in styles:
         per_seed = []
         for seed in range(args.seeds):
-            r = run_one(style, seed, args, cfg, work)
+            if args.from_stats:
+                r = evaluate(load_stats(Path(args.from_stats) / f"{style}-{seed}.npz"), seed, args)
+            else:
+                r = run_one(style, seed, args, cfg, work)
             per_seed.append(r)
             print(table(r, f"[{style}, seed {seed}] ({', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())})"),
                   flush=True)  # fmt: skip
@@ -274,6 +377,7 @@ def main() -> None:
         "scores": top["scores"],
         "baselines": top["baselines"],
         "test_loss_ratio": top["test_loss_ratio"],
+        "test_loss_floor": top.get("test_loss_floor"),
         "surveys": surveys,
         "wall_seconds": time.perf_counter() - t_all,
     }

@@ -201,7 +201,7 @@ def test_science_benchmark_interface(tmp_path):
     out = tmp_path / "science.json"
     cmd = [sys.executable, str(repo / "benchmarks" / "science.py"), "--train", "18", "--eval", "4", "--epochs", "1",
            "--seeds", "1", "--boot", "10", "--config", str(tmp_path / "tiny.yaml"), "--out", str(out)]  # fmt: skip
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=repo)
+    p = subprocess.run([*cmd, "--save-stats", str(tmp_path / "stats")], capture_output=True, text=True, timeout=600, cwd=repo)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(out.read_text())
     keys = {"auc", "auc_ci", "per_type", "paired_win", "recall_top5", "rho_brightness"}
@@ -211,8 +211,15 @@ def test_science_benchmark_interface(tmp_path):
         assert keys <= set(m) and len(m["auc_ci"]) == 2
         assert set(m["per_type"]) == {"blueberry", "broad_balmer", "double_peaked", "off_centre", "shock"}
     assert set(res["surveys"]) == {"default", "alt"} and len(res["surveys"]["alt"]["seeds"]) == 1
-    assert res["test_loss_ratio"] > 0
+    assert res["test_loss_ratio"] > 0 and 0 < res["test_loss_floor"] < 1.2
     assert "score_max" in p.stdout and "baseline:features" in p.stdout  # the printed table
+    # re-scoring the kept statistics (no simulation, no training) gives the same metrics
+    again = tmp_path / "again.json"
+    cmd[cmd.index(str(out))] = str(again)
+    p = subprocess.run([*cmd, "--from-stats", str(tmp_path / "stats")], capture_output=True, text=True, timeout=600, cwd=repo)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res2 = json.loads(again.read_text())
+    assert res2["scores"] == res["scores"] and res2["test_loss_floor"] == res["test_loss_floor"]
 
 
 def test_balmer_pedestal_sees_a_broad_line_its_reference_does_not_cancel(tmp_path):

@@ -122,3 +122,20 @@ def test_scale_mode_renders_what_extraction_gets(tmp_path, lines):
     assert np.corrcoef(a, b)[0, 1] > 0.97
     assert np.median(np.abs(a - b)) < 0.05 * np.abs(b).max()
     np.testing.assert_allclose(np.median(sc["ivar"][sc["mask"] == 0]), np.median(ext["ivar"][ext["mask"] == 0]), rtol=0.2)
+
+
+def test_noise_free_cube_is_the_noisy_cube_without_its_noise(lines):
+    """``noise_free`` returns the model the noise was drawn around: the noisy cube
+    minus it is Gaussian with the ivar's sigma (same masks and ivar)."""
+    from linecube.simulate import emission_line_cube, plan_survey
+
+    g = plan_survey(3, seed=5, anomaly_fraction=0.0)[0]
+    args = (g, lines, CubeLayout(), log_wave_grid())
+    noisy = emission_line_cube(*args, np.random.default_rng([g.seed, 1]))
+    clean = emission_line_cube(*args, np.random.default_rng([g.seed, 1]), noise_free=True)
+    np.testing.assert_array_equal(noisy["mask"], clean["mask"])
+    np.testing.assert_array_equal(noisy["ivar"], clean["ivar"])
+    good = noisy["ivar"] > 0
+    pull = ((noisy["flux"] - clean["flux"]) * np.sqrt(noisy["ivar"]))[good]
+    assert abs(pull.mean()) < 0.02 and 0.97 < pull.std() < 1.03
+    assert np.all(clean["flux"][~good.any(axis=0)[None].repeat(len(good), 0)] == 0)

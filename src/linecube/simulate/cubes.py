@@ -29,9 +29,13 @@ from .survey import plan_survey
 PAD = 8  # spaxels rendered beyond the crop on each side (PSF smoothing edge)
 
 
-def emission_line_cube(g, lines, layout: CubeLayout, grid: np.ndarray, rng: np.random.Generator) -> dict:
+def emission_line_cube(
+    g, lines, layout: CubeLayout, grid: np.ndarray, rng: np.random.Generator, noise_free: bool = False
+) -> dict:
     """One galaxy's (190, 32, 32) flux/ivar/mask/wave as extraction would produce
-    them from its LOGCUBE (same windows, same crop centre, same flags)."""
+    them from its LOGCUBE (same windows, same crop centre, same flags).
+    ``noise_free``: flux is the noise-free model (ivar and mask unchanged, the
+    same random draws): the truth a perfect reconstruction would return."""
     wave_idx = window_indices(window_centres(grid, lines.rest, g.z), layout.window_bins)
     wave = grid[wave_idx]
     n = IFU_CUBE_SIZE[g.ifusize]
@@ -61,6 +65,8 @@ def emission_line_cube(g, lines, layout: CubeLayout, grid: np.ndarray, rng: np.r
     core[in_cube] = core_full[iy, ix]
     coverage = np.where(core, 1.0, np.where(inside, 0.5, 0.0)).astype(np.float32)
     flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), coverage, g.gain, rng)
+    if noise_free:
+        flux = model
     flux[:, ~inside] = 0.0
     ivar[:, ~inside] = 0.0
     m2 = np.zeros(inside.shape, np.uint8)
@@ -81,9 +87,10 @@ def emission_line_cube(g, lines, layout: CubeLayout, grid: np.ndarray, rng: np.r
 
 
 def _render(args):
-    g, lines_path = args
+    g, lines_path, noise_free = args
     lines = load_lines(lines_path)
-    return emission_line_cube(g, lines, CubeLayout(len(lines)), log_wave_grid(), np.random.default_rng([g.seed, 1]))
+    rng = np.random.default_rng([g.seed, 1])
+    return emission_line_cube(g, lines, CubeLayout(len(lines)), log_wave_grid(), rng, noise_free)
 
 
 def simulate_cubes_h5(
@@ -99,13 +106,15 @@ def simulate_cubes_h5(
     progress: bool = True,
     style: str = "default",
     galaxies: list | None = None,
+    noise_free: bool = False,
 ) -> int:
     """Write ``n_galaxies`` emission-line cubes to ``out`` (a cubes.h5) or, with
     ``per_plate``, to ``out/{plate}.h5`` files; plus truth.csv and agn.csv next to it.
 
     ``galaxies`` (a list of :class:`linecube.simulate.GalaxyParams`, unique
     plate-IFUs) replaces the planned survey (``n_galaxies``, ``seed``,
-    ``anomaly_fraction`` and ``style`` are then unused)."""
+    ``anomaly_fraction`` and ``style`` are then unused). ``noise_free``: write
+    each galaxy's noise-free model as its flux (:func:`emission_line_cube`)."""
     import h5py
     import pandas as pd
     from tqdm.auto import tqdm
@@ -121,7 +130,7 @@ def simulate_cubes_h5(
     by_plate: dict[int, list] = {}
     for g in gals:
         by_plate.setdefault(g.plate, []).append(g)
-    jobs = [(g, lines_path) for g in gals]
+    jobs = [(g, lines_path, noise_free) for g in gals]
     bar = tqdm(total=len(gals), desc="simulate emission-line cubes", unit="cube", disable=not progress, file=sys.stderr)
 
     def rows():
