@@ -46,7 +46,9 @@ def test_score_is_mae_in_flux_units(tmp_path):
         ref = np.abs(flux.astype(np.float64) - xr).reshape(6, -1).mean(axis=1)
         np.testing.assert_allclose(sc.loc[pifus, "score_paper"].to_numpy(), ref, rtol=1e-4)  # the paper's score
         assert set(SCORE_COLUMNS) <= set(sc.columns) and sc["explain_line"].notna().all()
-        np.testing.assert_allclose(sc["score"], sc["score_max"])  # the default ranking
+        np.testing.assert_allclose(sc["score"], sc["score_hybrid"])  # the default ranking
+        np.testing.assert_allclose(sc["score_hybrid"], np.maximum(sc["score_features"], sc["score_deep"]))
+        assert (sc["score_max"] >= sc["score_features"] - 1e-12).all()
         maf = np.abs(flux.astype(np.float64)).reshape(6, -1).mean(axis=1)  # an all-zero reconstruction's MAE
         np.testing.assert_allclose(sc.loc[pifus, "mean_abs_flux"].to_numpy(), maf, rtol=1e-9)
         shares = sc[[c for c in sc.columns if c.startswith("share_")]]

@@ -199,6 +199,7 @@ SCORE_COLUMNS: dict[str, str] = {
     "score_combined": "mean Gaussianised rank of score_residual, score_latent and score_features",
     "score_deep": "mean Gaussianised rank of score_residual and score_latent (model-based only)",
     "score_max": "largest Gaussianised rank of score_residual, score_latent and score_features",
+    "score_hybrid": "the larger of score_features and score_deep: hand-made features, or the model's residual and latent together",
 }
 #: the scores a ``score.default`` may name
 DEFAULT_CHOICES: tuple[str, ...] = tuple(SCORE_COLUMNS)
@@ -225,6 +226,9 @@ def derive_scores(raw: RawStats, ref_rows: np.ndarray, line_names: list[str], se
     out["score_combined"] = g.mean(axis=0)
     out["score_deep"] = g[:2].mean(axis=0)
     out["score_max"] = g.max(axis=0)
+    # two detectors, each on the Gaussianised-rank scale: the feature baseline, and
+    # the model's two scores averaged (one of them alone does not raise it)
+    out["score_hybrid"] = np.maximum(out["score_features"], out["score_deep"])
     out["explain_line"] = np.array(explain, dtype=object)
     return out
 
@@ -298,7 +302,7 @@ def score_galaxies(
     extra_plateifus: list[str] | None = None,
     progress: bool = True,
     split_csv: str | os.PathLike | None = None,
-    default_score: str = "score_max",
+    default_score: str = "score_hybrid",
     seed: int = 0,
 ) -> dict:
     """Score every galaxy; write scores.csv, latents.h5 and reconstructions.h5.
