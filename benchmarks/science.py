@@ -161,7 +161,7 @@ def collect_run(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
     import numpy as np
 
     from linecube.formats import read_layout
-    from linecube.score import Reconstructor, collect_stats, loss_ratio, median_cubes, reference_rows
+    from linecube.score import Reconstructor, collect_stats, loss_ratios, median_cubes, reference_rows
     from linecube.train import train
 
     tmp = work / f"{style}-{seed}"
@@ -199,13 +199,15 @@ def collect_run(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
     raw["med_tr"] = collect_stats(train_h5, median_rec, names, layout.window_bins, **kw)
     raw["med_ev"] = collect_stats(eval_h5, median_rec, names, layout.window_bins, **kw)
     t_score = time.perf_counter() - t0
+    ratio, noise_ratio = loss_ratios(eval_h5, rec, np.nonzero(kind == "")[0], med_model)
     out = {
         **raw,
         "ref": ref,
         "base": base,
         "kind": kind,
         "names": names,
-        "test_loss_ratio": loss_ratio(eval_h5, rec, np.nonzero(kind == "")[0], med_model),
+        "test_loss_ratio": ratio,
+        "test_loss_noise_ratio": noise_ratio,  # the same floor estimated from the ivar alone
         "test_loss_floor": loss_floor(eval_h5, tmp / "truth" / "cubes.h5", rec.scaler, med_model),
         "train": {k: summ[k] for k in ("epochs", "final_loss", "final_test_loss", "wall_seconds", "parameters")},
         "seconds": {"simulate": t_sim, "train": t_train, "score": t_score},
@@ -272,7 +274,11 @@ def evaluate(stats: dict, seed: int, args) -> dict:
     res = {
         "scores": {k: metrics_for(v, maf, base, kind, seed, args.boot) for k, v in scores.items()},
         "baselines": {k: metrics_for(v, maf, base, kind, seed, args.boot) for k, v in baselines.items()},
-        **{k: stats[k] for k in ("test_loss_ratio", "test_loss_floor", "train", "seconds", "kl_per_galaxy") if k in stats},
+        **{
+            k: stats[k]
+            for k in ("test_loss_ratio", "test_loss_floor", "test_loss_noise_ratio", "train", "seconds", "kl_per_galaxy")
+            if k in stats
+        },
     }
     return res
 

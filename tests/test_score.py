@@ -108,3 +108,31 @@ def test_memory_flat_in_n_for_assembly_and_scoring(tmp_path):
         peaks[n] = (a["peak_rss_mb"], s["peak_rss_mb"])
     assert peaks[300][0] <= 1.15 * peaks[60][0], peaks
     assert peaks[300][1] <= 1.15 * peaks[60][1], peaks
+
+
+def test_noise_ratio_is_what_a_perfect_reconstruction_scores(tmp_path):
+    """loss_ratios' second value, estimated from the ivar alone, equals the Eq. 1
+    ratio of each galaxy's own noise-free cube (the simulator's truth), and a
+    reconstruction that returns the noise-free cube scores exactly that."""
+    from linecube.fluxscale import FluxScaler
+    from linecube.formats import load_lines
+    from linecube.score import loss_ratios, median_cubes
+    from linecube.simulate import plan_survey, simulate_cubes_h5
+
+    gals = plan_survey(24, 8, anomaly_fraction=0.0)
+    noisy, truth = tmp_path / "noisy" / "cubes.h5", tmp_path / "truth" / "cubes.h5"
+    simulate_cubes_h5(noisy, 0, 0, galaxies=gals, threads=2, progress=False)
+    simulate_cubes_h5(truth, 0, 0, galaxies=gals, threads=2, progress=False, noise_free=True)
+    with h5py.File(truth) as h5:
+        true_flux = h5["flux"][()]
+
+    class Perfect:
+        scaler = FluxScaler.from_config({"flux_scaling": "halpha"}, list(load_lines().names), 10)
+
+        def __call__(self, flux, mask):
+            return None, true_flux[12:]
+
+    _, med = median_cubes(noisy, np.arange(12), Perfect.scaler)
+    model, noise = loss_ratios(noisy, Perfect(), np.arange(12, 24), med, batch_size=12)
+    assert 0.3 < noise < 1.0
+    assert model == pytest.approx(noise, rel=0.02)
