@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures import REPO, make_galaxy, write_cube, write_cubes_h5, write_results
+from fixtures import REPO, TINY, make_galaxy, make_workdir, run, write_cube, write_cubes_h5, write_results
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -65,3 +65,12 @@ def fake_run(tmp_path_factory):
         )
         nb.to_csv(d / m / "neighbors.csv", index=False)
     return d, pifus
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The whole workflow run locally on the TINY configuration (both models), once
+    per session: the end-to-end tests read it, the SLURM test compares with it."""
+    wd = make_workdir(tmp_path_factory.mktemp("wf") / "run", TINY)
+    run(wd)
+    return wd

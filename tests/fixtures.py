@@ -31,6 +31,16 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_SPECTRA = REPO.parent / "shared" / "data" / "manga-real-spectra"
 
 
+#: the end-to-end workflow tests' configuration (two plates, tiny models); the
+#: SLURM test runs the same with the AE only and compares with the local run
+TINY = {
+    "simulate": {"enabled": True, "n_galaxies": 14, "seed": 11},
+    "model": {"filters": [4, 8], "latent_dim": 8},
+    "train": {"epochs": 2},
+    "embed": {"pca_components": 4},
+    "score": {"top_k": 4},
+    "figures": {"gallery_n": 2},
+}
 COPY = ("Snakefile", "workflow", "config", "resources", "scripts", "envs", "profiles")
 
 

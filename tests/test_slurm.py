@@ -10,15 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from fixtures import REPO, make_workdir, run
+from fixtures import REPO, TINY, make_workdir, run
 
-TINY = {
-    "simulate": {"enabled": True, "n_galaxies": 14, "seed": 21},  # two plates: one extraction group of two
-    "model": {"filters": [4, 8], "latent_dim": 8},
-    "train": {"epochs": 2},
-    "embed": {"pca_components": 4},
-    "models": ["ae"],
-}
+# the end-to-end tests' configuration (two plates: one extraction group of two), AE
+# only: its AE outputs are compared with the session's local run of the same (tiny_run)
+SLURM_TINY = {**TINY, "models": ["ae"]}
 
 
 def cluster_up() -> bool:
@@ -55,11 +51,9 @@ def test_profile_keys_are_commented_and_valid():
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.skipif(not cluster_up(), reason="no local SLURM (run tests/slurm/start-cluster.sh as root)")
-def test_workflow_on_slurm_matches_local(tmp_path):
-    local = make_workdir(tmp_path / "local", TINY)
-    run(local, "results/ae/scores.csv")  # what is compared below; no embedding or figures
-
-    wd = make_workdir(tmp_path / "slurm", TINY)
+def test_workflow_on_slurm_matches_local(tmp_path, tiny_run):
+    local = tiny_run
+    wd = make_workdir(tmp_path / "slurm", SLURM_TINY)
     prof = yaml.safe_load((wd / "profiles" / "slurm" / "config.yaml").read_text())
     # test-only overrides: this cluster has no accounting, 2 CPUs, ~18 GB. Threads
     # stay above 1 where the rules use them, so a CPU request that ignores the

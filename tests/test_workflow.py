@@ -11,24 +11,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures import make_workdir, planned_jobs, run, write_config
+from fixtures import TINY, make_workdir, planned_jobs, run, write_config
 
-TINY = {
-    "simulate": {"enabled": True, "n_galaxies": 14, "seed": 11},
-    "model": {"filters": [4, 8], "latent_dim": 8},
-    "train": {"epochs": 2},
-    "embed": {"pca_components": 4},
-    "score": {"top_k": 4},
-    "figures": {"gallery_n": 2},
-}
 DOWNSTREAM_OF_EMBED = {"embed_latents", "find_neighbors", "plot_umap", "plot_pca_variance", "plot_neighbors", "build_explorer"}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    wd = make_workdir(tmp_path_factory.mktemp("wf") / "run", TINY)
-    run(wd)
-    return wd
 
 
 @pytest.mark.slow
