@@ -95,28 +95,26 @@ def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, thre
 def loss_floor(eval_h5: Path, truth_h5: Path, scaler, med_model, batch_size: int = 32) -> float:
     """Test-loss ratio of a perfect model: Eq. 1 of each clean galaxy's noisy cube
     against its own noise-free cube, over Eq. 1 against the median cube, in the
-    model's units (as :func:`linecube.score.loss_ratio`). What is left above it is
+    model's units (as :func:`linecube.score.loss_ratios`). What is left above it is
     noise no reconstruction can (or should) follow."""
     import h5py
     import numpy as np
 
     from linecube.dataset import read_rows
     from linecube.formats import read_strings
-    from linecube.score import eq1_numpy
+    from linecube.score import eq1_against
 
     with h5py.File(eval_h5, "r") as a, h5py.File(truth_h5, "r") as b:
         row = {p: i for i, p in enumerate(read_strings(a["plateifu"]))}
         pairs = [(row[p], j) for j, p in enumerate(read_strings(b["plateifu"]))]
-    lt, lm = [], []
+    parts = []
     for s0 in range(0, len(pairs), batch_size):
         ia, ib = map(np.array, zip(*pairs[s0 : s0 + batch_size]))
         flux, _iv, mask = read_rows(eval_h5, ia)
-        truth, _iv, _m = read_rows(truth_h5, ib)
-        sc = scaler.galaxy_scale(flux, mask)
-        x = scaler.forward(flux, sc)
-        lt.append(eq1_numpy(x, scaler.forward(np.where(mask == 0, truth, 0.0), sc)))
-        lm.append(eq1_numpy(x, np.broadcast_to(med_model, x.shape)))
-    return float(np.mean(np.concatenate(lt)) / max(np.mean(np.concatenate(lm)), 1e-30))
+        truth = read_rows(truth_h5, ib)[0]
+        parts.append(eq1_against(scaler, flux, mask, med_model, np.where(mask == 0, truth, 0.0)))
+    med, perfect = np.concatenate(parts, axis=1).mean(axis=1)
+    return float(perfect / max(med, 1e-30))
 
 
 def metrics_for(score, mean_abs_flux, base, kind, rng_seed: int, n_boot: int) -> dict:

@@ -254,6 +254,15 @@ def median_cubes(cubes_h5: str | os.PathLike, rows, scaler, max_n: int = 200, se
     return np.median(flux, axis=0).astype(np.float32), np.median(scaler.forward(flux, sc), axis=0).astype(np.float32)
 
 
+def eq1_against(scaler, flux: np.ndarray, mask: np.ndarray, med_model: np.ndarray, *recons: np.ndarray) -> np.ndarray:
+    """Eq. 1 per galaxy, in the model's units (``scaler``), of cubes ``flux``
+    (N, wavelength, y, x) against the median cube ``med_model`` (row 0) and
+    against each of ``recons`` (flux units; rows 1..): (1 + len(recons), N)."""
+    sc = scaler.galaxy_scale(flux, mask)
+    x = scaler.forward(flux, sc)
+    return np.stack([eq1_numpy(x, np.broadcast_to(med_model, x.shape))] + [eq1_numpy(x, scaler.forward(r, sc)) for r in recons])
+
+
 def loss_ratios(cubes_h5: str | os.PathLike, rec, rows, med_model: np.ndarray, batch_size: int = 32) -> tuple[float, float]:
     """On ``rows`` (held-out galaxies), in the units the model is trained in:
     the model's mean Eq. 1 over that of the median cube (near 1: the model has
@@ -264,26 +273,16 @@ def loss_ratios(cubes_h5: str | os.PathLike, rec, rows, med_model: np.ndarray, b
     from .dataset import read_rows, sigma_from_ivar
 
     rows = np.asarray(rows, dtype=int)
-    lm, lc, ln = [], [], []
+    if not len(rows):
+        return float("nan"), float("nan")
     k = np.float32(np.sqrt(2.0 / np.pi))
+    parts = []
     for s0 in range(0, len(rows), batch_size):
         flux, ivar, mask = read_rows(cubes_h5, rows[s0 : s0 + batch_size])
-        _, recon = rec(flux, mask)
-        sc = rec.scaler.galaxy_scale(flux, mask)
-        x = rec.scaler.forward(flux, sc)
-        lm.append(eq1_numpy(x, rec.scaler.forward(recon, sc)))
-        lc.append(eq1_numpy(x, np.broadcast_to(med_model, x.shape)))
-        noisy = rec.scaler.forward(flux + k * np.where(mask == 0, sigma_from_ivar(ivar), 0.0), sc)
-        ln.append(eq1_numpy(x, noisy))
-    if not lm:
-        return float("nan"), float("nan")
-    med = max(np.mean(np.concatenate(lc)), 1e-30)
-    return float(np.mean(np.concatenate(lm)) / med), float(np.mean(np.concatenate(ln)) / med)
-
-
-def loss_ratio(cubes_h5: str | os.PathLike, rec, rows, med_model: np.ndarray, batch_size: int = 32) -> float:
-    """The model's mean Eq. 1 over that of the median cube (:func:`loss_ratios`)."""
-    return loss_ratios(cubes_h5, rec, rows, med_model, batch_size)[0]
+        noisy = flux + k * np.where(mask == 0, sigma_from_ivar(ivar), 0.0)
+        parts.append(eq1_against(rec.scaler, flux, mask, med_model, rec(flux, mask)[1], noisy))
+    med, model, noise = np.concatenate(parts, axis=1).mean(axis=1)
+    return float(model / max(med, 1e-30)), float(noise / max(med, 1e-30))
 
 
 def reference_rows(plateifus: list[str], split_csv: str | os.PathLike | None) -> np.ndarray:
