@@ -67,6 +67,26 @@ def fake_run(tmp_path_factory):
     return d, pifus
 
 
+#: the test modules that read the session's workflow run (:func:`tiny_run`)
+SHARED_RUN_MODULES = ("tests/test_workflow.py", "tests/test_slurm.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist (pyproject's addopts run the suite on 2 workers): every test is
+    its own unit except those of :data:`SHARED_RUN_MODULES`, which go as one unit
+    to one worker, so :func:`tiny_run` is made once; xdist sends the largest unit
+    first. (xdist's own ``--dist loadgroup`` cannot group here: it renames the
+    tests' node ids, which pytest 9 no longer lets it do.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tiny_run" if nodeid.split("::")[0] in SHARED_RUN_MODULES else nodeid
+
+    return SharedRunTogether(config, log)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The whole workflow run locally on the TINY configuration (both models), once
