@@ -30,12 +30,12 @@ def numpy_eq1(x, xr, w=None):
         else:
             wb = w[b]
             spax = sum(
-                (db[:, i, j, :] * wb[:, i, j, :]).sum() / max(wb[:, i, j, :].sum(), 1)
+                (db[:, i, j, :] * wb[:, i, j, :]).sum() / max((wb[:, i, j, :] > 0).sum(), 1)
                 for i in range(db.shape[1])
                 for j in range(db.shape[2])
             )
             chan = sum(
-                (db[t, :, :, c] * wb[t, :, :, c]).sum() / max(wb[t, :, :, c].sum(), 1)
+                (db[t, :, :, c] * wb[t, :, :, c]).sum() / max((wb[t, :, :, c] > 0).sum(), 1)
                 for t in range(db.shape[0])
                 for c in range(db.shape[3])
             )
@@ -89,6 +89,32 @@ def test_eq1_matches_numpy_reference():
     w = (rng.random(x.shape) > 0.3).astype(np.float32)
     w[0, :, 1, 1, :] = 0  # a fully masked spaxel contributes 0
     assert float(eq1_loss(x, xr, w)) == pytest.approx(numpy_eq1(x, xr, w), rel=1e-5)
+    # noise weights (loss_weighting: ivar): each voxel's error times its weight, a mean over the weighted voxels
+    wv = w * rng.uniform(0.2, 3.0, size=x.shape).astype(np.float32)
+    assert float(eq1_loss(x, xr, wv)) == pytest.approx(numpy_eq1(x, xr, wv), rel=1e-5)
+    assert float(eq1_loss(x, xr, 2 * w)) == pytest.approx(2 * float(eq1_loss(x, xr, w)), rel=1e-5)
+
+
+def test_ivar_weights():
+    """loss_weighting: ivar: 1 / sqrt(sigma^2 + (floor |flux|)^2), mean 1 over usable voxels, 0 where masked."""
+    from linecube.train import ivar_weights
+
+    rng = np.random.default_rng(4)
+    flux = rng.normal(0, 1, size=(190, 8, 8)).astype(np.float32)
+    ivar = rng.uniform(0.5, 4.0, size=flux.shape).astype(np.float32)
+    mask = np.zeros(flux.shape, np.uint8)
+    mask[:, 0, 0] = 1
+    ivar[5, 3, 3] = 0.0
+    w = ivar_weights(flux, ivar, mask, 0.0)
+    usable = (mask == 0) & (ivar > 0)
+    assert w.dtype == np.float32 and w[~usable].max() == 0 and w[usable].mean() == pytest.approx(1.0, rel=1e-5)
+    # without a floor: proportional to 1 / sigma
+    np.testing.assert_allclose(w[usable] / np.sqrt(ivar[usable]), (w[usable] / np.sqrt(ivar[usable]))[0], rtol=1e-4)
+    # the floor caps a bright voxel with a tiny formal error
+    flux[7, 4, 4], ivar[7, 4, 4] = 1000.0, 1e6
+    assert ivar_weights(flux, ivar, mask, 0.0)[7, 4, 4] > 50 * ivar_weights(flux, ivar, mask, 0.05)[7, 4, 4]
+    # invariant to the flux unit (a galaxy's scale)
+    np.testing.assert_allclose(ivar_weights(3 * flux, ivar / 9, mask, 0.05), ivar_weights(flux, ivar, mask, 0.05), rtol=1e-5)
 
 
 def test_kl_matches_closed_form():

@@ -60,6 +60,23 @@ def test_two_epochs_on_simulated_sample_and_deterministic(tiny_cubes, tmp_path):
     assert not list(tmp_path.glob("a/.backup-*")) and not list(tmp_path.glob("a/.history-*"))
 
 
+@pytest.mark.slow
+def test_ivar_weighted_loss_trains(tiny_cubes, tmp_path):
+    """loss_weighting: ivar trains (finite losses), differs from the unweighted run, and
+    keeps Eq. 1's scale (the weights have mean 1 per galaxy)."""
+    from linecube.train import train
+
+    hist = {}
+    for name, weighting in (("plain", "none"), ("ivar", "ivar")):
+        model = {**TINY_MODEL, "loss_weighting": weighting}
+        train(tiny_cubes, tmp_path / name / "ae", "ae", model, {"epochs": 2, "seed": 5, "test_fraction": 0.34}, verbose=0)
+        hist[name] = pd.read_csv(tmp_path / name / "ae" / "history.csv")
+    h = hist["ivar"]
+    assert np.isfinite(h[["loss", "test_loss"]].to_numpy()).all()
+    assert not np.allclose(h["loss"], hist["plain"]["loss"])
+    assert 0.5 < h["loss"].iloc[0] / hist["plain"]["loss"].iloc[0] < 2.0
+
+
 DRIVER = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stdout)

@@ -211,6 +211,7 @@ class CubeSource:
         shuffle: bool = True,
         augment_epochs: bool = True,
         need_mask: bool = False,
+        need_ivar: bool = False,
     ):
         self.path = str(path)
         self.indices = np.asarray(indices, dtype=int)
@@ -219,6 +220,7 @@ class CubeSource:
         self.shuffle = shuffle
         self.augment_epochs = augment_epochs
         self.need_mask = need_mask
+        self.need_ivar = need_ivar
         self.epoch = 0
         self._bank: NoiseBank | None = None
         self._order: tuple[int, np.ndarray] | None = None
@@ -254,14 +256,16 @@ class CubeSource:
 
     def sample(self, row: int, copy: int, epoch: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(flux, ivar, mask) of one sample; ivar and mask are read only when
-        needed (``need_mask``, or noise scaled by ivar) and are None otherwise."""
+        needed (``need_ivar``, ``need_mask``, or noise scaled by ivar) and are None
+        otherwise. An augmented copy's ivar is the copy's own (moved with the flux,
+        lowered by the noise it was given)."""
         h5 = self._file()
         fl, iv, mk = h5["flux"], h5["ivar"], h5["mask"]
         f = fl[row]
         if not copy:
-            return f, None, (mk[row] if self.need_mask else None)
+            return f, (iv[row] if self.need_ivar else None), (mk[row] if self.need_mask else None)
         ops, rng = copy_ops(self.seed, epoch, row, int(copy), self.aug)
-        need_ivar = "noise" in ops and self.aug.noise_from_ivar
+        need_ivar = self.need_ivar or ("noise" in ops and self.aug.noise_from_ivar)
         need_mask = self.need_mask or ("noise" in ops and not self.aug.noise_from_ivar)
         if self._bank is None:
             self._bank = NoiseBank(self.seed, f.size)

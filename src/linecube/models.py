@@ -45,6 +45,8 @@ class ModelConfig:
     latent_dim: int = 128
     beta: float = 1.0
     loss_mask: bool = False
+    loss_weighting: str = "none"
+    loss_sys_floor: float = 0.05
     encoder_layernorm: bool = True
     kl_free_bits: float = 0.0
     n_lines: int = 19
@@ -74,6 +76,8 @@ class ModelConfig:
             latent_dim=int(m["latent_dim"]),
             beta=float(m["beta"]),
             loss_mask=bool(m["loss_mask"]),
+            loss_weighting=str(m["loss_weighting"]),
+            loss_sys_floor=float(m["loss_sys_floor"]),
             encoder_layernorm=bool(m["encoder_layernorm"]),
             kl_free_bits=float(m["kl_free_bits"]),
             n_lines=n_lines,
@@ -283,9 +287,11 @@ def eq1_loss(x, xr, weights=None):
 
     Wavelength is the (T, C) pair of axes. Per galaxy: sum over spaxels (H, W)
     of the MAE along wavelength, plus sum over wavelength channels (T, C) of the
-    MAE over the image. ``weights`` (same shape, 1 = usable, 0 = masked) turns
-    each mean into a mean over usable voxels (an all-masked spaxel or channel
-    contributes 0).
+    MAE over the image. ``weights`` (same shape, >= 0; 0 = masked) multiply each
+    voxel's absolute error, and each mean becomes one over the voxels of nonzero
+    weight (an all-masked spaxel or channel contributes 0): with 0/1 weights
+    (``loss_mask``) a mean over usable voxels, with ivar weights
+    (:func:`linecube.train.ivar_weights`, mean 1 per galaxy) a noise-weighted one.
     """
     d = ops.abs(ops.cast(x, "float32") - ops.cast(xr, "float32"))
     if weights is None:
@@ -293,9 +299,10 @@ def eq1_loss(x, xr, weights=None):
         per_channel = ops.mean(d, axis=(2, 3))
     else:
         w = ops.cast(weights, "float32")
+        used = ops.cast(w > 0, "float32")
         d = d * w
-        per_spaxel = ops.sum(d, axis=(1, 4)) / ops.maximum(ops.sum(w, axis=(1, 4)), 1.0)
-        per_channel = ops.sum(d, axis=(2, 3)) / ops.maximum(ops.sum(w, axis=(2, 3)), 1.0)
+        per_spaxel = ops.sum(d, axis=(1, 4)) / ops.maximum(ops.sum(used, axis=(1, 4)), 1.0)
+        per_channel = ops.sum(d, axis=(2, 3)) / ops.maximum(ops.sum(used, axis=(2, 3)), 1.0)
     return ops.mean(ops.sum(per_spaxel, axis=(1, 2)) + ops.sum(per_channel, axis=(1, 2)))
 
 
@@ -450,7 +457,7 @@ def build_model(cfg: ModelConfig, kind: str, seed: int = 0) -> CubeAutoencoder:
         dec,
         variational=variational,
         beta=cfg.beta,
-        loss_mask=cfg.loss_mask,
+        loss_mask=cfg.loss_mask or cfg.loss_weighting != "none",  # the model reads the batch's weights
         seed=seed,
         kl_free_bits=cfg.kl_free_bits,
         name=kind,

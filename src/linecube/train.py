@@ -37,6 +37,21 @@ def run_hash(model_cfg: dict, train_cfg: dict, kind: str, cubes_h5: str | os.Pat
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def ivar_weights(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, sys_floor: float) -> np.ndarray:
+    """Eq. 1 voxel weights (same shape as ``flux``, float32) for ``loss_weighting:
+    ivar``: 1 / sqrt(sigma^2 + (sys_floor |flux|)^2), sigma = ivar^-1/2, divided by
+    their mean over the usable voxels (mask 0 and ivar > 0), 0 elsewhere. Any flux
+    unit: the mean-1 normalisation keeps each galaxy's weight as in the unweighted
+    loss, so the noise weighting acts within a galaxy (spender, Melchior et al. 2023,
+    weights by inverse variance; the floor keeps bright voxels with tiny formal
+    errors from dominating)."""
+    usable = (mask == 0) & (ivar > 0)
+    var = np.where(usable, 1.0 / np.where(usable, ivar, 1.0), 0.0) + (float(sys_floor) * flux.astype(np.float64)) ** 2
+    w = np.where(usable, 1.0 / np.sqrt(np.maximum(var, 1e-30)), 0.0)
+    mean = w[usable].mean() if usable.any() else 1.0
+    return (w / max(mean, 1e-30)).astype(np.float32)
+
+
 def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, with_weights: bool):
     """tf.data pipeline over a :class:`CubeSource`: a dataset of batch numbers
     mapped through ``tf.numpy_function`` that assembles each batch in numpy (model
@@ -57,11 +72,12 @@ def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, 
         xs = np.empty((len(pairs), *shape), np.float32)
         ws = np.empty((len(pairs), *shape), np.float32) if with_weights else None
         for k, (row, copy) in enumerate(pairs):
-            f, _, m = source.sample(int(row), int(copy), epoch)
+            f, iv, m = source.sample(int(row), int(copy), epoch)
             s = scaler.galaxy_scale(f[None], m[None]) if scaler.per_galaxy else None
             xs[k] = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
             if with_weights:
-                ws[k] = to_model_layout((m[None] == 0).astype(np.float32), mcfg)[0]
+                w = ivar_weights(f, iv, m, mcfg.loss_sys_floor) if mcfg.loss_weighting == "ivar" else (m == 0).astype(np.float32)
+                ws[k] = to_model_layout(w[None], mcfg)[0]
         return (xs, ws) if with_weights else xs
 
     def to_batch(b):
@@ -252,10 +268,12 @@ def train(
     )
     scaler = FluxScaler.from_config(model_cfg, lines.names, layout.window_bins)
     bs = int(train_cfg["batch_size"]) * strategy.num_replicas_in_sync
-    with_w = bool(model_cfg["loss_mask"])
+    weighted = mcfg.loss_weighting != "none"
+    with_w = bool(model_cfg["loss_mask"]) or weighted
     need_mask = with_w or scaler.per_galaxy
-    train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, need_mask=need_mask)
-    test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, need_mask=need_mask)
+    kw = {"need_mask": need_mask, "need_ivar": weighted}
+    train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, **kw)
+    test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, **kw)
     train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w)
     test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None
     if steps_per_epoch:  # benchmarks: a fixed number of batches whatever the sample size
