@@ -69,7 +69,8 @@ def test_ivar_weighted_loss_trains(tiny_cubes, tmp_path):
     hist = {}
     for name, weighting in (("plain", "none"), ("ivar", "ivar")):
         model = {**TINY_MODEL, "loss_weighting": weighting}
-        train(tiny_cubes, tmp_path / name / "ae", "ae", model, {"epochs": 2, "seed": 5, "test_fraction": 0.34}, verbose=0)
+        tcfg = {"epochs": 1, "seed": 5, "test_fraction": 0.34, "augment_copies": 1}
+        train(tiny_cubes, tmp_path / name / "ae", "ae", model, tcfg, verbose=0)
         hist[name] = pd.read_csv(tmp_path / name / "ae" / "history.csv")
     h = hist["ivar"]
     assert np.isfinite(h[["loss", "test_loss"]].to_numpy()).all()
