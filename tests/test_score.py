@@ -110,6 +110,15 @@ def test_memory_flat_in_n_for_assembly_and_scoring(tmp_path):
     assert peaks[300][1] <= 1.15 * peaks[60][1], peaks
 
 
+def test_learned_fraction():
+    """What the score log says a model has learned: 0 = the median cube's loss, 1 = the noise's."""
+    from linecube.score import learned_fraction
+
+    assert learned_fraction(1.0, 0.76) == 0.0 and learned_fraction(0.76, 0.76) == pytest.approx(1.0)
+    assert learned_fraction(0.88, 0.76) == pytest.approx(0.5) and learned_fraction(1.1, 0.76) < 0
+    assert np.isnan(learned_fraction(0.9, 1.0)) and np.isnan(learned_fraction(float("nan"), 0.8))
+
+
 def test_noise_ratio_is_what_a_perfect_reconstruction_scores(tmp_path):
     """loss_ratios' second value, estimated from the ivar alone, equals the Eq. 1
     ratio of each galaxy's own noise-free cube (the simulator's truth), and a

@@ -45,6 +45,8 @@ def test_full_chain_outputs(tiny_run):
     for f in ("umap_scores", "umap_agn", "score_distributions", "pca_variance"):
         assert (r / "figures" / f"{f}.png").stat().st_size > 5000 and (r / "figures" / f"{f}.pdf").exists()
     assert (r / "explorer.html").stat().st_size > 1_000_000
+    # the score log says what the model has learned beyond a mean galaxy, against the noise's floor
+    assert "of what the noise leaves to learn" in (wd / "logs" / "score_galaxies" / "ae.log").read_text()
     # every rule has a log and a benchmark
     assert (wd / "logs" / "train_model" / "ae.log").exists() and (r / "benchmarks" / "train_model" / "ae.tsv").exists()
 

@@ -413,11 +413,14 @@ def score_galaxies(
     )
     summary["test_loss_ratio"] = ratio
     summary["test_loss_noise_ratio"] = noise_ratio
+    learned = learned_fraction(ratio, noise_ratio)
+    summary["test_loss_learned_fraction"] = learned
     if np.isfinite(ratio):
         log.info(
             "test Eq. 1 loss / training median cube's: %.3f (%d held-out galaxies); the noise alone, what a "
-            "perfect reconstruction would score: %.3f",
-            ratio, len(test_rows), noise_ratio,
+            "perfect reconstruction would score: %.3f; so the model has learned %.0f %% of what the noise "
+            "leaves to learn (1 - ratio over 1 - the noise's)",
+            ratio, len(test_rows), noise_ratio, 100 * learned,
         )  # fmt: skip
         if ratio > 0.7:
             log.warning(
@@ -428,6 +431,17 @@ def score_galaxies(
                 noise_ratio,
             )
     return summary
+
+
+def learned_fraction(ratio: float, noise_ratio: float) -> float:
+    """How much of what the noise leaves to learn a model has learned, from its test
+    Eq. 1 loss over the median cube's (``ratio``) and the same for a perfect
+    reconstruction (``noise_ratio``, :func:`loss_ratios`): (1 - ratio) / (1 - noise_ratio);
+    0 = a mean galaxy, 1 = a perfect model, < 0 = worse than the median cube. NaN when
+    either is undefined or the noise leaves nothing to learn."""
+    if not (np.isfinite(ratio) and np.isfinite(noise_ratio)) or noise_ratio >= 0.999:
+        return float("nan")
+    return (1.0 - float(ratio)) / (1.0 - float(noise_ratio))
 
 
 def brightness_check(scores: np.ndarray, mean_abs_flux: np.ndarray) -> dict:
