@@ -5,9 +5,9 @@ script asks what a detector that *knows* the anomaly's form could reach on the s
 galaxies, and whether the paper's 10-bin windows are what limits it:
 
 1. For ``--pairs`` normal galaxies of each survey style and their broad-Balmer twins
-   (the same galaxy and noise realisation, ``with_anomaly``), render the central
-   16x16 spaxels over +-``--half-width`` km/s around H-alpha and H-beta on the DRP
-   log-lambda grid, with the simulator's noise model.
+   (the same galaxy and noise realisation, ``with_anomaly``), render the 32x32 crop
+   the benchmark renders (same centre, coverage, masks and noise model) over
+   +-``--half-width`` km/s around H-alpha and H-beta on the DRP log-lambda grid.
 2. Per galaxy and Balmer line: the nucleus (r < 3 spaxels) minus the 3-8 spaxel ring
    scaled to the nucleus's continuum (a broad-line region is a point source; the
    host's stellar absorption and continuum cancel), narrow lines masked +-600 km/s,
@@ -42,35 +42,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 C_KMS = 299792.458
-CROP = 16
 NARROW_MASK_KMS = 600.0
 BROAD_SIGMAS_KMS = (1300.0, 2100.0, 3000.0)
 BALMER = ("Halpha", "Hbeta")
 
 
 def render_nucleus(g, lines, grid: np.ndarray, half_bins: int, rng: np.random.Generator):
-    """Observed wavelengths (W,), flux and ivar (W, 16, 16) of galaxy ``g``'s central
-    spaxels over +-``half_bins`` DRP bins around each Balmer line (concatenated)."""
-    from linecube.manga import IFU_CUBE_SIZE, SPAXEL_ARCSEC
-    from linecube.simulate.cubes import PAD
-    from linecube.simulate.galaxy import sky_sigma
-    from linecube.simulate.logcube import galaxy_pixel_offsets
-    from linecube.simulate.render import realise_noise, render_model
+    """Observed wavelengths (W,), flux and ivar (W, 32, 32) of galaxy ``g``'s crop, as
+    the benchmark renders it (:func:`linecube.simulate.cubes.emission_line_cube`),
+    over +-``half_bins`` DRP bins around each Balmer line (concatenated)."""
+    from linecube.formats import CubeLayout
+    from linecube.simulate.cubes import emission_line_cube
 
     rest = dict(zip(lines.names, lines.rest))
     centres = [int(np.argmin(np.abs(grid - rest[b] * (1 + g.z)))) for b in BALMER]
     idx = np.concatenate([np.arange(c - half_bins, c + half_bins + 1) for c in centres])
-    wave = grid[idx]
-    _, _, xc, yc = galaxy_pixel_offsets(g, IFU_CUBE_SIZE[g.ifusize])
-    cx, cy = int(np.floor(xc + 0.5)), int(np.floor(yc + 0.5))
-    size = CROP + 2 * PAD
-    yy, xx = np.mgrid[:size, :size].astype(float)
-    dx = (xx - PAD + cx - CROP // 2 - xc) * SPAXEL_ARCSEC
-    dy = (yy - PAD + cy - CROP // 2 - yc) * SPAXEL_ARCSEC
-    model, _ = render_model(g, wave, dx, dy, lines)
-    model = np.ascontiguousarray(model[:, PAD : PAD + CROP, PAD : PAD + CROP])
-    flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), np.ones((CROP, CROP), np.float32), g.gain, rng)
-    return wave, flux, ivar
+    d = emission_line_cube(g, lines, CubeLayout(len(lines)), grid, rng, wave_idx=idx)
+    return d["wave"], d["flux"], d["ivar"]
 
 
 def narrow_free(wave: np.ndarray, z: float, lines) -> np.ndarray:
@@ -96,11 +84,13 @@ def window_edges(wave: np.ndarray, z: float, lines, grid: np.ndarray, window_bin
 def broad_snr(wave, flux, ivar, z: float, lines, free: np.ndarray) -> list[float]:
     """Per Balmer line: the largest signal-to-noise of a broad Gaussian fitted to the
     nucleus-minus-ring spectrum (module docstring), using the bins where ``free``."""
+    from linecube.anomaly import NUCLEUS_RADIUS, RING_RADII, _radius
+    from linecube.dataset import sigma_from_ivar
+
     rest = dict(zip(lines.names, lines.rest))
-    yy, xx = np.mgrid[:CROP, :CROP]
-    r = np.hypot(yy - (CROP - 1) / 2, xx - (CROP - 1) / 2)
-    inner, ring = r < 3, (r >= 3) & (r < 8)
-    var = 1.0 / np.maximum(ivar, 1e-12)
+    r = _radius(*flux.shape[-2:])
+    inner, ring = r < NUCLEUS_RADIUS, (r >= RING_RADII[0]) & (r < RING_RADII[1])
+    var = sigma_from_ivar(ivar).astype(np.float64) ** 2  # 0 where masked (flux 0 there too)
     nuc, rg = flux[:, inner].sum(1).astype(float), flux[:, ring].sum(1).astype(float)
     vn, vr = var[:, inner].sum(1), var[:, ring].sum(1)
     n_per = wave.size // len(BALMER)
@@ -158,19 +148,17 @@ def ceiling(style: str, pairs: int, half_kms: float, seed: int) -> dict:
 def fused(stats_dir: Path) -> dict:
     """Science-benchmark metrics of the nuclear H-alpha pedestal alone and of
     max(score_hybrid, pedestal), re-scored from ``--save-stats`` files."""
-    from science import load_stats, metrics_for
+    from science import joined, load_stats, metrics_for
 
     from linecube.anomaly import FEATURE_NAMES, gauss_rank
-    from linecube.score import RawStats, derive_scores
+    from linecube.score import derive_scores
 
     j = FEATURE_NAMES.index("nuclear_pedestal_Halpha")
     res: dict[str, dict] = {}
     for f in sorted(stats_dir.glob("*.npz")):
         st = load_stats(f)
         seed = int(f.stem.split("-")[-1])
-        raw = RawStats(
-            **{k: np.concatenate([getattr(st["raw_tr"], k), getattr(st["raw_ev"], k)]) for k in RawStats.__dataclass_fields__}
-        )
+        raw = joined(st["raw_tr"], st["raw_ev"])
         sc = derive_scores(raw, st["ref"], st["names"], seed)
         ev = slice(len(st["raw_tr"].paper), None)
         ped = gauss_rank(raw.features[st["ref"], j], raw.features[:, j])

@@ -247,14 +247,18 @@ def load_stats(path: Path) -> dict:
     return out
 
 
-def evaluate(stats: dict, seed: int, args) -> dict:
-    """Every score and baseline of one run (:func:`collect_run`) and its metrics."""
+def joined(a, b):
+    """Two RawStats (a run's training and evaluation rows) as one, ``a``'s rows first."""
     import numpy as np
 
-    from linecube.score import RawStats, derive_scores
+    from linecube.score import RawStats
 
-    def joined(a, b):
-        return RawStats(**{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in RawStats.__dataclass_fields__})
+    return RawStats(**{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in RawStats.__dataclass_fields__})
+
+
+def evaluate(stats: dict, seed: int, args) -> dict:
+    """Every score and baseline of one run (:func:`collect_run`) and its metrics."""
+    from linecube.score import derive_scores
 
     raw_ev, med_ev = stats["raw_ev"], stats["med_ev"]
     ref, names, base, kind = stats["ref"], stats["names"], stats["base"], stats["kind"]

@@ -54,6 +54,11 @@ class ModelConfig:
     crop: int = 32
     extra: dict = field(default_factory=dict, compare=False)
 
+    @property
+    def uses_weights(self) -> bool:
+        """Whether Eq. 1 takes per-voxel weights (``loss_mask``, or ``loss_weighting``)."""
+        return self.loss_mask or self.loss_weighting != "none"
+
     @classmethod
     def from_config(cls, model: dict, n_lines: int = 19, window_bins: int = 10, crop: int = 32) -> ModelConfig:
         """From a ``model:`` section, partial or whole (the schema fills the rest);
@@ -457,7 +462,7 @@ def build_model(cfg: ModelConfig, kind: str, seed: int = 0) -> CubeAutoencoder:
         dec,
         variational=variational,
         beta=cfg.beta,
-        loss_mask=cfg.loss_mask or cfg.loss_weighting != "none",  # the model reads the batch's weights
+        loss_mask=cfg.uses_weights,  # the model reads the batch's weights
         seed=seed,
         kl_free_bits=cfg.kl_free_bits,
         name=kind,

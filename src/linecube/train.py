@@ -45,10 +45,12 @@ def ivar_weights(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, sys_floor
     loss, so the noise weighting acts within a galaxy (spender, Melchior et al. 2023,
     weights by inverse variance; the floor keeps bright voxels with tiny formal
     errors from dominating)."""
+    from .dataset import sigma_from_ivar
+
     usable = (mask == 0) & (ivar > 0)
-    var = np.where(usable, 1.0 / np.where(usable, ivar, 1.0), 0.0) + (float(sys_floor) * flux.astype(np.float64)) ** 2
-    w = np.where(usable, 1.0 / np.sqrt(np.maximum(var, 1e-30)), 0.0)
-    mean = w[usable].mean() if usable.any() else 1.0
+    sigma = sigma_from_ivar(ivar)
+    w = np.where(usable, 1.0 / np.sqrt(np.maximum(sigma**2 + (np.float32(sys_floor) * flux) ** 2, 1e-30)), 0.0)
+    mean = float(w[usable].mean(dtype=np.float64)) if usable.any() else 1.0
     return (w / max(mean, 1e-30)).astype(np.float32)
 
 
@@ -268,10 +270,8 @@ def train(
     )
     scaler = FluxScaler.from_config(model_cfg, lines.names, layout.window_bins)
     bs = int(train_cfg["batch_size"]) * strategy.num_replicas_in_sync
-    weighted = mcfg.loss_weighting != "none"
-    with_w = bool(model_cfg["loss_mask"]) or weighted
-    need_mask = with_w or scaler.per_galaxy
-    kw = {"need_mask": need_mask, "need_ivar": weighted}
+    with_w = mcfg.uses_weights
+    kw = {"need_mask": with_w or scaler.per_galaxy, "need_ivar": mcfg.loss_weighting != "none"}
     train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, **kw)
     test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, **kw)
     train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w)
