@@ -76,9 +76,39 @@ def test_catalogues(tiny_survey):
     assert list(agn.columns) == ["mangaid", "plateifu", "wise_agn", "bat_agn", "radio_agn", "broad_agn"]
     assert agn[["wise_agn", "bat_agn", "radio_agn", "broad_agn"]].any(axis=1).all()
     truth = pd.read_csv(out / "truth.csv", keep_default_na=False)
-    assert list(truth.columns) == ["plateifu", "class", "is_anomaly", "anomaly_type"]
+    from linecube.simulate.truth import PROBE_PARAMETERS, TRUTH_COLUMNS
+
+    assert list(truth.columns) == list(TRUTH_COLUMNS) and set(PROBE_PARAMETERS) <= set(TRUTH_COLUMNS)
     assert sorted(truth.plateifu) == sorted(g.plateifu for g in gals)
     assert set(truth["class"]) <= set(CLASSES)
+    # every parameter the simulator drew, as it drew it
+    t = truth.set_index("plateifu")
+    for g in gals:
+        row = t.loc[g.plateifu]
+        assert row["z"] == pytest.approx(g.z) and row["incl_deg"] == pytest.approx(g.incl_deg)
+        assert row["vsini_kms"] == pytest.approx(abs(g.components[0].vmax_kms))
+        assert row["disc_scale_arcsec"] == pytest.approx(g.components[0].scale_arcsec)
+        if len(g.components) == 1 and not g.anomaly:  # one gas component: its own ratios
+            assert row["log_n2ha"] == pytest.approx(g.components[0].ratios.n2)
+            assert row["log_o3hb"] == pytest.approx(g.components[0].ratios.o3)
+            assert row["nuclear_fraction"] == 0.0
+
+
+def test_truth_ratios_are_flux_weighted_over_components():
+    """Two components of equal Hbeta flux: the integrated [NII]/Halpha is the mean of their linear ratios."""
+    import copy
+
+    from linecube.simulate.truth import truth_row
+
+    g = next(g for g in plan_survey(40, seed=3, anomaly_fraction=0.0) if g.cls == "seyfert")
+    g = copy.deepcopy(g)
+    disc, nuc = g.components
+    cos_i = max(np.cos(np.deg2rad(g.incl_deg)), 0.15)
+    nuc.hbeta_peak = disc.hbeta_peak * disc.scale_arcsec**2 * cos_i / nuc.scale_arcsec**2  # equal Hbeta fluxes
+    row = truth_row(g)
+    assert row["log_n2ha"] == pytest.approx(np.log10((10**disc.ratios.n2 + 10**nuc.ratios.n2) / 2))
+    assert row["nuclear_fraction"] == pytest.approx(0.5)
+    assert row["gas_sigma_kms"] == pytest.approx((disc.sigma_kms + nuc.sigma_kms) / 2)
 
 
 def test_plan_is_deterministic_and_injects_every_anomaly_type():

@@ -8,7 +8,8 @@
   all 24 HDUs in DR17 order and the DRP header keys;
 * ``agn.csv``: mangaid, plateifu and boolean wise_agn, bat_agn, radio_agn,
   broad_agn, like the DR17 MaNGA AGN catalogue (AGN rows only);
-* ``truth.csv``: plateifu, class, is_anomaly, anomaly_type.
+* ``truth.csv``: plateifu, class, is_anomaly, anomaly_type and every physical
+  parameter the simulator draws (:mod:`linecube.simulate.truth`).
 
 Storage: FLUX is rounded to a power-of-two step <= sigma_min/16 and IVAR to 8
 significant bits (as lossy FITS tile compression would); both add noise far below

@@ -25,6 +25,7 @@ from .galaxy import sky_sigma
 from .logcube import galaxy_pixel_offsets
 from .render import hexagon_mask, realise_noise, render_model
 from .survey import plan_survey
+from .truth import truth_table
 
 PAD = 8  # spaxels rendered beyond the crop on each side (PSF smoothing edge)
 
@@ -185,12 +186,7 @@ def simulate_cubes_h5(
     else:
         fill(out, gals, compression)
     bar.close()
-    write_csv_atomic(
-        pd.DataFrame(
-            [{"plateifu": g.plateifu, "class": g.cls, "is_anomaly": bool(g.anomaly), "anomaly_type": g.anomaly} for g in gals]
-        ),
-        meta_dir / "truth.csv",
-    )
+    write_csv_atomic(truth_table(gals), meta_dir / "truth.csv")
     write_csv_atomic(
         pd.DataFrame(
             [{"mangaid": g.mangaid, "plateifu": g.plateifu, **g.agn} for g in gals if any(g.agn.values())],

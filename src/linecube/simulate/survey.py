@@ -18,6 +18,7 @@ from ..manga import DR17_DRPVER, DRP3QUAL_CRITICAL, drpall_path, logcube_path
 from .drpall import drpall_row, write_drpall
 from .galaxy import ANOMALY_TYPES, CLASSES, IFU_SIZES, SURVEY_STYLES, GalaxyParams, SurveyStyle, draw_galaxy
 from .logcube import build_logcube, write_fits_gz
+from .truth import truth_table
 
 
 def plan_survey(
@@ -158,10 +159,7 @@ def simulate_survey(
         [{"mangaid": g.mangaid, "plateifu": g.plateifu, **g.agn} for g in galaxies if any(g.agn.values())],
         columns=["mangaid", "plateifu", "wise_agn", "bat_agn", "radio_agn", "broad_agn"],
     )
-    truth = pd.DataFrame(
-        [{"plateifu": g.plateifu, "class": g.cls, "is_anomaly": bool(g.anomaly), "anomaly_type": g.anomaly} for g in galaxies],
-        columns=["plateifu", "class", "is_anomaly", "anomaly_type"],
-    )
+    truth = truth_table(galaxies)
     from ..atomic import write_csv_atomic
 
     write_csv_atomic(agn, out / "agn.csv")
