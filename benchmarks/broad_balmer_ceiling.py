@@ -85,7 +85,7 @@ def broad_snr(wave, flux, ivar, z: float, lines, free: np.ndarray) -> list[float
     """Per Balmer line: the largest signal-to-noise of a broad Gaussian fitted to the
     nucleus-minus-ring spectrum (module docstring), using the bins where ``free``."""
     from linecube.anomaly import NUCLEUS_RADIUS, RING_RADII, _radius
-    from linecube.dataset import sigma_from_ivar
+    from linecube.formats import sigma_from_ivar
 
     rest = dict(zip(lines.names, lines.rest))
     r = _radius(*flux.shape[-2:])

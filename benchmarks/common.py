@@ -40,8 +40,8 @@ def median_time(fn, repeats: int) -> float:
 def tensorflow_and_defaults() -> dict:
     """TensorFlow set up for timing (seeded, not deterministic: faster kernels) and
     the validated default configuration."""
+    from linecube.backend import configure
     from linecube.config import validate_config
-    from linecube.tfsetup import configure_tensorflow
 
-    configure_tensorflow(0, deterministic=False)
+    configure(0, deterministic=False)
     return validate_config({"data": {}})

@@ -158,8 +158,9 @@ def collect_run(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
     (``base``) and anomaly type (``kind``, "" = clean), the test-loss ratio."""
     import numpy as np
 
+    from linecube.dataset import median_cubes
     from linecube.formats import read_layout
-    from linecube.score import Reconstructor, collect_stats, loss_ratios, median_cubes, reference_rows
+    from linecube.score import Reconstructor, collect_stats, loss_ratios, reference_rows
     from linecube.train import train
 
     tmp = work / f"{style}-{seed}"
@@ -282,6 +283,10 @@ def evaluate(stats: dict, seed: int, args) -> dict:
             if k in stats
         },
     }
+    if "test_loss_noise_ratio" in stats:  # the score log's definition (linecube.diagnostics)
+        from linecube.diagnostics import learned_fraction
+
+        res["test_loss_learned_fraction"] = learned_fraction(stats["test_loss_ratio"], stats["test_loss_noise_ratio"])
     return res
 
 
@@ -386,6 +391,7 @@ def main() -> None:
         "baselines": top["baselines"],
         "test_loss_ratio": top["test_loss_ratio"],
         "test_loss_floor": top.get("test_loss_floor"),
+        "test_loss_learned_fraction": top.get("test_loss_learned_fraction"),
         "surveys": surveys,
         "wall_seconds": time.perf_counter() - t_all,
     }

@@ -40,7 +40,7 @@ def _stage(name: str, a: dict) -> dict:
             a["out"],
             "ae",
             a.get("model", {}),
-            {"epochs": 1, **a.get("train", {})},
+            {"epochs": 1, **a.get("train", {})},  # steps_per_epoch: exactly that many steps
             verbose=0,
             steps_per_epoch=a["steps"],
         )

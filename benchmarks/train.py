@@ -1,17 +1,24 @@
-"""Training throughput: the HDF5 streaming pipeline vs the same model fed from
-in-memory tensors, for both layouts, measured side by side in one run.
+"""Training throughput on each Keras backend: the HDF5 input pipeline (``CubeBatches``,
+a keras.utils.PyDataset) against the same batches fed from memory, and the default
+model's step against the previous default's, measured side by side in one run.
 
-    python benchmarks/train.py [--galaxies 24] [--steps-lines 12] [--steps-wavelength 3]
+    python benchmarks/train.py [--backends tensorflow,torch,jax] [--galaxies 24] [--steps 12]
 
-Target (issue 3): HDF5 samples/s >= 0.95 x in-memory samples/s. The in-memory
-run gets the very same samples (originals + augmented copies), materialised
-beforehand. The default model (config defaults), batch 16, float32, CPU.
+Each backend runs in a process of its own (Keras fixes its backend at import).
+Targets: HDF5 / in-memory samples per second >= 0.95 on every backend (the feed
+keeps up with the step); the default model's TensorFlow step no slower than the
+previous default's (the ``stack`` architecture, filters [8, 16], latent 32: what
+config/config.yaml held before the bottleneck architecture). CPU, float32,
+batch 16 (train.batch_size).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,73 +27,138 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
 
+#: the model keys config/config.yaml had before this round (stop 19)
+PREVIOUS_DEFAULT = {
+    "architecture": "stack",
+    "filters": [8, 16],
+    "strides": [2, 2],
+    "latent_dim": 32,
+    "pose_dim": 0,
+    "consistency_weight": 0.0,
+    "mean_cube": False,
+    "encoder_layernorm": False,
+}
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--galaxies", type=int, default=24)
-    ap.add_argument("--steps-lines", type=int, default=12)
-    ap.add_argument("--steps-wavelength", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument(
-        "--batch-wavelength", type=int, default=8, help="batch of the 190-step layout (16 needs ~20 GB of RAM on CPU)"
-    )
-    ap.add_argument("--layouts", nargs="+", default=["lines", "wavelength"])
-    args = ap.parse_args()
 
+def measure(args) -> dict:
+    """One backend (this process's): samples/s of the HDF5 pipeline and of memory."""
+    from common import simulated_cubes
+
+    from linecube import backend as kb
+
+    kb.select(args.backend)
+    kb.configure(0, deterministic=False, threads=args.threads)
+    import keras
     import numpy as np
-    import tensorflow as tf
-    from common import simulated_cubes, tensorflow_and_defaults
 
+    from linecube.config import validate_config
     from linecube.dataset import AugmentConfig, CubeSource
     from linecube.fluxscale import FluxScaler
-    from linecube.models import ModelConfig, build_model, to_model_layout
-    from linecube.train import _optimizer, make_dataset
+    from linecube.formats import load_lines
+    from linecube.models import ModelConfig, build_model
+    from linecube.train import _optimizer, assemble_batch, make_dataset
 
-    defaults = tensorflow_and_defaults()
-    results = []
+    defaults = validate_config({"data": {}})
+    bs = int(defaults["train"]["batch_size"])
+    out = {"backend": kb.name(), "models": {}}
     with tempfile.TemporaryDirectory() as td:
         cubes = simulated_cubes(Path(td), args.galaxies)
-        for layout in args.layouts:
-            steps = args.steps_lines if layout == "lines" else args.steps_wavelength
-            bs = defaults["train"]["batch_size"] if layout == "lines" else args.batch_wavelength
-            mcfg = ModelConfig.from_config({**defaults["model"], "layout": layout})
+        names = list(load_lines().names)
+        for label, keys in (("default", {}), ("previous default", PREVIOUS_DEFAULT)):
+            if label != "default" and not args.compare_previous:
+                continue
+            mcfg = ModelConfig.from_config({**defaults["model"], **keys})
             model = build_model(mcfg, "ae")
-            model.compile(optimizer=_optimizer("adagrad", 0.01))
-            src = CubeSource(cubes, np.arange(args.galaxies), 0, AugmentConfig(copies=3))
-            ds_h5 = make_dataset(src, mcfg, FluxScaler("none"), bs, False).repeat()
-            # the same samples in memory
-            xs = np.stack([to_model_layout(f[None], mcfg)[0] for f, _, _ in src])
-            ds_mem = tf.data.Dataset.from_tensor_slices({"x": xs}).batch(bs).repeat().prefetch(tf.data.AUTOTUNE)
-            model.fit(ds_mem, steps_per_epoch=2, epochs=1, verbose=0)  # trace
-            model.fit(ds_h5, steps_per_epoch=2, epochs=1, verbose=0)
+            model.compile(optimizer=_optimizer("adam", 1e-3, 1.0))
+            scaler = FluxScaler.from_config({**defaults["model"], **keys}, names, 10)
+            src = CubeSource(
+                cubes, np.arange(args.galaxies), 0, AugmentConfig.from_config(defaults["train"]),
+                need_mask=scaler.per_galaxy, pairs=mcfg.pairs,
+            )  # fmt: skip
+            ds_h5 = make_dataset(src, mcfg, scaler, bs, False, repeat=True)
+            n = src.n_batches(bs)
+            batches = [assemble_batch(src, mcfg, scaler, src.batch_samples(0, b, bs), 0, False) for b in range(n)]
+
+            class Memory(keras.utils.PyDataset):
+                def __init__(self, batches, n):
+                    super().__init__()
+                    self.batches, self.n = batches, n
+
+                @property
+                def num_batches(self):
+                    return None
+
+                def __getitem__(self, i):
+                    return (self.batches[i % self.n],)
+
+            ds_mem = Memory(batches, n)
+            for ds in (ds_mem, ds_h5):  # trace
+                model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)
             t = {"hdf5": [], "memory": []}
             for _ in range(args.rounds):
                 for name, ds in (("hdf5", ds_h5), ("memory", ds_mem)):
                     s = time.perf_counter()
-                    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+                    model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0, shuffle=False)
                     t[name].append(time.perf_counter() - s)
-            sps = {k: steps * bs / min(v) for k, v in t.items()}
-            results.append(
-                (
-                    layout,
-                    mcfg.steps,
-                    bs,
-                    model.count_params(),
-                    sps["hdf5"],
-                    sps["memory"],
-                    sps["hdf5"] / sps["memory"],
-                    min(t["memory"]) / steps,
-                )
-            )
-            print(f"{layout}: done", flush=True)
-    print(f"\nTraining throughput, default model, {os.cpu_count()} CPU cores (best of {args.rounds} interleaved rounds)")
+            ds_h5.close()
+            src.close()
+            sps = {k: args.steps * bs / min(v) for k, v in t.items()}
+            out["models"][label] = {
+                "parameters": int(model.count_params()),
+                "hdf5_samples_per_s": sps["hdf5"],
+                "memory_samples_per_s": sps["memory"],
+                "feed_ratio": sps["hdf5"] / sps["memory"],
+                "ms_per_step": 1000 * min(t["memory"]) / args.steps,
+            }
+            print(f"{out['backend']} {label}: done", file=sys.stderr, flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default=None, help="comma-separated (default: every one installed)")
+    ap.add_argument("--backend", default=None, help=argparse.SUPPRESS)  # one backend, in this process
+    ap.add_argument("--galaxies", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-previous", dest="compare_previous", action="store_false", help="skip the previous default model")
+    ap.add_argument("--out", default=None, help="JSON file to write")
+    args = ap.parse_args()
+    if args.backend:
+        print("RESULT " + json.dumps(measure(args)))
+        return
+    wanted = args.backends.split(",") if args.backends else [
+        b for b, mod in (("tensorflow", "tensorflow"), ("torch", "torch"), ("jax", "jax")) if importlib.util.find_spec(mod)
+    ]  # fmt: skip
+    results = []
+    for b in wanted:
+        cmd = [sys.executable, __file__, "--backend", b, "--galaxies", str(args.galaxies), "--steps", str(args.steps),
+               "--rounds", str(args.rounds), "--threads", str(args.threads)]  # fmt: skip
+        if not args.compare_previous or b != "tensorflow":
+            cmd.append("--no-previous")
+        p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": b})
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+        if p.returncode or not line:
+            print(f"{b}: failed\n{p.stderr[-2000:]}")
+            continue
+        results.append(json.loads(line[0][7:]))
+    print(f"\nTraining throughput, {os.cpu_count()} CPU cores, batch 16 (best of {args.rounds} interleaved rounds)")
     print(
-        f"{'layout':>11} {'steps':>5} {'batch':>5} {'params':>9} {'HDF5 samples/s':>15} {'memory samples/s':>17} {'ratio':>6} {'s/batch':>8}"
+        f"{'backend':>11} {'model':>17} {'params':>9} {'HDF5 samples/s':>15} {'memory samples/s':>17} {'ratio':>6} {'ms/step':>8}"
     )
     for r in results:
-        print(f"{r[0]:>11} {r[1]:>5} {r[2]:>5} {r[3]:>9,} {r[4]:>15.2f} {r[5]:>17.2f} {r[6]:>6.3f} {r[7]:>8.2f}")
-    ok = all(r[6] >= 0.95 for r in results)
-    print("target (HDF5 / in-memory >= 0.95):", "met" if ok else "NOT met")
+        for label, m in r["models"].items():
+            print(f"{r['backend']:>11} {label:>17} {m['parameters']:>9,} {m['hdf5_samples_per_s']:>15.2f} "
+                  f"{m['memory_samples_per_s']:>17.2f} {m['feed_ratio']:>6.3f} {m['ms_per_step']:>8.0f}")  # fmt: skip
+    ok = all(m["feed_ratio"] >= 0.95 for r in results for m in r["models"].values())
+    print("target (HDF5 / in-memory >= 0.95 on every backend):", "met" if ok else "NOT met")
+    tf = next((r for r in results if r["backend"] == "tensorflow" and "previous default" in r["models"]), None)
+    if tf:
+        ratio = tf["models"]["default"]["ms_per_step"] / tf["models"]["previous default"]["ms_per_step"]
+        print(f"TensorFlow step, default / previous default: {ratio:.2f} (target <= 1: no slower)")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

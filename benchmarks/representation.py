@@ -1,0 +1,485 @@
+"""Representation benchmark: does the learned space carry the physics, better than the pixels?
+
+For each survey style (``default``, ``alt``: see benchmarks/science.py) and seed:
+
+1. a training survey of ``--train`` galaxies with the natural anomaly fraction
+   (6 %) and ``--eval`` held-out normal galaxies (never trained on), rendered as
+   extraction cuts them, with the simulator's truth table (every parameter it
+   draws: linecube.simulate.truth);
+2. the model trains on the training survey exactly as ``train_model`` does
+   (config/config.yaml, overridden by ``--config``);
+3. spaces of the held-out galaxies: the latent (AE z / VAE mu, what latents.h5
+   holds), whitened PCA of the latents (16 components, fitted on the training
+   survey: what ``score_latent`` uses), UMAP (the workflow's embed stage: PCA to
+   50 then UMAP to 3, fitted on training and held-out galaxies together), and
+   ``neighbors`` (the space ``linecube neighbors`` searches by default); and the
+   baselines on the same galaxies: PCA of the flux-normalised cubes at the
+   latent's dimension (fitted on the training survey), the hand-made features
+   (``galaxy_features``, robustly standardised), a Gaussian random projection
+   of the flux-normalised cubes to the latent's dimension;
+4. probes (linecube.probes): distance-weighted kNN (k = 10) and linear
+   (ridge / logistic), 5-fold cross-validated on the held-out galaxies: balanced
+   accuracy of the excitation class, R^2 of every continuous parameter;
+   neighbour purity (5 nearest); invariance (the distance between a galaxy and
+   its flipped / rotated / shifted / re-noised copy, and a copy with a random
+   combination as in training, over its distance to its nearest other held-out
+   galaxy; the share below 1);
+5. reconstruction on the held-out galaxies: Eq. 1 over the median cube's for
+   the model, for PCA at the latent's dimension and for the noise alone (from
+   the ivar), the learned fraction (1 - model) / (1 - noise) (the score log's
+   definition), and the floor of a perfect model measured on the simulator's
+   noise-free cubes;
+6. a learning curve (``--curve``, seed 0 of each style): the same after N
+   optimiser steps (each a run of its own with its one-cycle schedule over N).
+
+Printed as tables (with the issue's targets) and written as JSON:
+``{"spaces": {NAME: {"knn": {PARAM: x}, "linear": {...}, "purity": x,
+"invariance": x}}, "baselines": {...}, "reconstruction": {...}, "curve": [...],
+"surveys": {STYLE: {... per seed ...}}}``; top-level numbers are the mean over
+styles and seeds.
+
+    python benchmarks/representation.py --out rep.json [--quick] [--kind ae|vae] [--config X.yaml]
+        [--seeds 3] [--styles default,alt] [--train 1000] [--eval 300] [--curve 100,300]
+
+``--quick`` (one seed of each style, 300 training and 150 held-out galaxies,
+no curve) takes ~10 minutes on 2 CPU cores; the full run ~60. On a GPU: raise
+``--train``, ``--curve 100,300,1000,3000`` and ``--config config/paper.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+
+INVARIANCE_OPS = {
+    "flip": {"flip": True},
+    "rotate": {"rotate": 1},
+    "shift": {"shift": (2, -1)},
+    "noise": {"noise": True},
+}
+SPACES = ("latent", "latent_whitened_pca", "umap", "neighbors")
+BASELINES = ("pixels_pca", "features", "random_projection")
+
+
+def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, threads: int):
+    from linecube.simulate import plan_survey, simulate_cubes_h5
+
+    train_h5 = tmp / "train" / "cubes.h5"
+    simulate_cubes_h5(train_h5, n_train, 1000 + seed, anomaly_fraction=0.06, style=style, threads=threads, progress=False)
+    clean = plan_survey(n_eval, 2000 + seed, anomaly_fraction=0.0, style=style)
+    eval_h5 = tmp / "eval" / "cubes.h5"
+    simulate_cubes_h5(eval_h5, 0, 0, galaxies=clean, threads=threads, progress=False)
+    truth_h5 = tmp / "truth" / "cubes.h5"
+    simulate_cubes_h5(truth_h5, 0, 0, galaxies=clean, threads=threads, progress=False, noise_free=True)
+    return train_h5, eval_h5, truth_h5
+
+
+def copies(eval_h5: Path, aug, seed: int) -> dict:
+    """Each held-out galaxy's copy under every op of INVARIANCE_OPS (fixed
+    parameters: a 90-degree turn, a 2-spaxel shift, one noise draw) and under a
+    random combination as training draws them: {op: (flux, ivar, mask)}."""
+    import h5py
+    import numpy as np
+
+    from linecube.dataset import apply_ops, draw_ops, read_rows
+
+    with h5py.File(eval_h5) as h5:
+        n = h5["flux"].shape[0]
+    flux, ivar, mask = read_rows(eval_h5, np.arange(n))
+    out = {}
+    for name, ops in {**INVARIANCE_OPS, "random": None}.items():
+        got = []
+        for i in range(n):
+            rng = np.random.default_rng([seed, 99, i, len(out)])
+            o = draw_ops(rng, aug.max_shift) if ops is None else ops
+            got.append(apply_ops(flux[i], ivar[i], mask[i], o, rng, aug))
+        out[name] = tuple(np.stack(a) for a in zip(*got))
+    return out
+
+
+def encode_arrays(rec, flux, mask, batch: int = 32):
+    import numpy as np
+
+    return np.concatenate([rec(flux[s : s + batch], mask[s : s + batch])[0] for s in range(0, len(flux), batch)])
+
+
+def encode_file(rec, path: Path, batch: int = 32):
+    import numpy as np
+
+    from linecube.score import iter_batches
+
+    return np.concatenate([rec(f, m)[0] for _s, f, _iv, m in iter_batches(path, batch)])
+
+
+def spaces_of(args, cfg, rec, train_h5: Path, eval_h5: Path, cps: dict, seed: int) -> tuple[dict, dict, dict]:
+    """(spaces {name: (N, d)}, their copies {name: {op: (N, d)}}, timings)."""
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    from linecube.embed import embed
+
+    t0 = time.perf_counter()
+    z_tr = encode_file(rec, train_h5)
+    z_ev = encode_file(rec, eval_h5)
+    z_cp = {op: encode_arrays(rec, f, m) for op, (f, _iv, m) in cps.items()}
+    t_enc = time.perf_counter() - t0
+    white = PCA(min(16, z_tr.shape[1]), whiten=True, random_state=seed).fit(z_tr)
+    t0 = time.perf_counter()
+    e = cfg["embed"]
+    emb, _ = embed(
+        np.concatenate([z_tr, z_ev]),
+        [str(i) for i in range(len(z_tr) + len(z_ev))],
+        pca_components=e["pca_components"],
+        umap_components=e["umap_components"],
+        umap_neighbors=e["umap_neighbors"],
+        umap_min_dist=e["umap_min_dist"],
+        seed=e["seed"],
+    )
+    t_umap = time.perf_counter() - t0
+    umap = emb[[c for c in emb.columns if c.startswith("umap")]].to_numpy(float)[len(z_tr) :]
+    pcs = emb[[c for c in emb.columns if c.startswith("pc")]].to_numpy(float)[len(z_tr) :]
+    spaces = {
+        "latent": z_ev,
+        "latent_whitened_pca": white.transform(z_ev),
+        "umap": umap,
+        "neighbors": umap if cfg["neighbors"]["space"] == "umap" else pcs,
+    }
+    cp = {"latent": z_cp, "latent_whitened_pca": {op: white.transform(v) for op, v in z_cp.items()}}
+    return spaces, cp, {"encode": t_enc, "embed": t_umap}
+
+
+def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names, window_bins: int, seed: int):
+    """(baseline spaces {name: (N, d)}, their copies, PCA object) on the held-out galaxies."""
+    import h5py
+    import numpy as np
+
+    from linecube.anomaly import RobustZ, galaxy_features
+    from linecube.dataset import read_rows
+    from linecube.diagnostics import fit_pixel_pca, pixel_pca_scores
+
+    with h5py.File(train_h5) as h5:
+        n_tr = h5["flux"].shape[0]
+    with h5py.File(eval_h5) as h5:
+        n_ev = h5["flux"].shape[0]
+    pca = fit_pixel_pca(train_h5, np.arange(n_tr), scaler, k, seed=seed)
+    px = pixel_pca_scores(pca, eval_h5, np.arange(n_ev), scaler)
+
+    def scaled(flux, mask):
+        return scaler.forward(flux, scaler.galaxy_scale(flux, mask)).reshape(len(flux), -1)
+
+    rp = np.random.default_rng([seed, 5]).standard_normal((pca.components_.shape[1], k)).astype(np.float32) / np.sqrt(k)
+    fe, ivar_ev, me = read_rows(eval_h5, np.arange(n_ev))
+    ftr, ivtr, mtr = read_rows(train_h5, np.arange(min(n_tr, 400)))
+    rz = RobustZ.fit(galaxy_features(ftr, ivtr, mtr, names, window_bins))
+    del ftr, ivtr, mtr
+
+    def feats(flux, ivar, mask):
+        return np.clip(rz(galaxy_features(flux, ivar, mask, names, window_bins)), -50, 50)
+
+    spaces = {"pixels_pca": px, "random_projection": scaled(fe, me) @ rp, "features": feats(fe, ivar_ev, me)}
+    cp = {
+        "pixels_pca": {op: pca.transform(scaled(f, m)) for op, (f, _iv, m) in cps.items()},
+        "random_projection": {op: scaled(f, m) @ rp for op, (f, _iv, m) in cps.items()},
+        "features": {op: feats(f, iv, m) for op, (f, iv, m) in cps.items()},
+    }
+    return spaces, cp, pca
+
+
+def invariance(space, copies_of) -> dict:
+    import numpy as np
+
+    from linecube.probes import invariance_ratios
+
+    out = {}
+    for op, c in copies_of.items():
+        r = invariance_ratios(space, c)
+        out[op] = {"below_1": float((r < 1).mean()), "median": float(np.median(r))}
+    allr = np.concatenate([invariance_ratios(space, c) for c in copies_of.values()])
+    out["all"] = {"below_1": float((allr < 1).mean()), "median": float(np.median(allr))}
+    return out
+
+
+def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
+    from linecube.probes import probe_space
+
+    out = {}
+    for name, x in spaces.items():
+        r = probe_space(x, truth, parameters=params, seed=seed)
+        if name in cps:
+            r["invariance_detail"] = invariance(x, cps[name])
+            r["invariance"] = r["invariance_detail"]["all"]["below_1"]
+        else:
+            r["invariance"] = None
+        out[name] = r
+    return out
+
+
+def train_and_measure(args, cfg, tmp: Path, style: str, seed: int, sets, steps: int | None, full: bool) -> dict:
+    """Train once (``steps``: that many optimiser steps, else the config's epochs) and measure."""
+    import h5py
+    import numpy as np
+    import pandas as pd
+
+    from linecube.dataset import AugmentConfig, median_cubes
+    from linecube.diagnostics import learned_fraction, pca_loss_ratio
+    from linecube.formats import read_layout, read_strings
+    from linecube.score import Reconstructor, loss_ratios, reference_rows
+    from linecube.simulate.truth import PROBE_PARAMETERS
+    from linecube.train import train
+
+    train_h5, eval_h5, truth_h5 = sets
+    train_cfg = {**cfg["train"], "seed": int(cfg["train"]["seed"]) + seed}
+    epochs = int(train_cfg["epochs"])
+    spe = None
+    if steps:  # exactly that many steps: the config's epochs, each of steps / epochs batches
+        spe = max(1, int(round(steps / epochs)))
+        train_cfg["min_steps"] = 0
+    name = f"model-{steps or 'default'}"
+    t0 = time.perf_counter()
+    summ = train(train_h5, tmp / name, args.kind, cfg["model"], train_cfg, threads=args.threads, verbose=0, steps_per_epoch=spe)
+    t_train = time.perf_counter() - t0
+    hist = pd.read_csv(tmp / name / "history.csv")
+    with h5py.File(train_h5) as h5:
+        layout, lines = read_layout(h5)
+        train_ids = read_strings(h5["plateifu"])
+    names = list(lines.names)
+    rec = Reconstructor(tmp / name / "model.keras", cfg["model"], layout, names)
+    ref = reference_rows(train_ids, tmp / name / "split.csv")
+    _, med_model = median_cubes(train_h5, ref, rec.scaler, seed=seed)
+    with h5py.File(eval_h5) as h5:
+        n_ev = h5["flux"].shape[0]
+        eval_ids = read_strings(h5["plateifu"])
+    ratio, noise = loss_ratios(eval_h5, rec, np.arange(n_ev), med_model)
+    from science import loss_floor  # the perfect model's ratio on the noise-free cubes
+
+    out = {
+        "style": style,
+        "seed": seed,
+        "steps": summ["steps"],
+        "train": {
+            "seconds": t_train,
+            "ms_per_step": 1000 * sum(hist["seconds"]) / max(summ["steps"], 1),
+            "divergence_events": summ["divergence_events"],
+            "max_epoch_loss_over_first": float(hist["loss"].max() / hist["loss"].iloc[0]),
+            "epochs": summ["epochs"],
+        },
+        "reconstruction": {
+            "loss_ratio": ratio,
+            "noise_loss_ratio": noise,
+            "learned_fraction": learned_fraction(ratio, noise),
+            "perfect_model_ratio": loss_floor(eval_h5, truth_h5, rec.scaler, med_model),
+        },
+    }
+    if args.kind == "vae" and "test_kl" in hist:
+        out["kl_per_galaxy"] = float(hist["test_kl"].iloc[-1])
+    aug = AugmentConfig.from_config(train_cfg)
+    cps = copies(eval_h5, aug, seed)
+    spaces, cp, t = spaces_of(args, cfg, rec, train_h5, eval_h5, cps, seed)
+    k = rec.model.latent_dim
+    base, bcp, pca = baselines_of(train_h5, eval_h5, cps, rec.scaler, k, names, layout.window_bins, seed)
+    out["reconstruction"]["pca_loss_ratio"] = pca_loss_ratio(pca, eval_h5, np.arange(n_ev), rec.scaler, med_model)
+    tt = pd.read_csv(eval_h5.parent / "truth.csv", dtype={"plateifu": str}).set_index("plateifu").loc[eval_ids]
+    truth = {c: tt[c].to_numpy() for c in tt.columns}
+    params = [p for p in PROBE_PARAMETERS if p in truth]
+    if not full:  # a curve point: the latent and its baseline only
+        spaces = {"latent": spaces["latent"]}
+        base = {"pixels_pca": base["pixels_pca"]}
+    out["spaces"] = probe_all(spaces, cp, truth, params, seed)
+    out["baselines"] = probe_all(base, bcp, truth, params, seed)
+    out["seconds"] = {"train": t_train, **t}
+    return out
+
+
+def run_one(args, cfg, work: Path, style: str, seed: int, curve: list[int]) -> tuple[dict, list[dict]]:
+    tmp = work / f"{style}-{seed}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    sets = build_sets(tmp, style, seed, args.train, args.eval, args.threads)
+    t_sim = time.perf_counter() - t0
+    main = train_and_measure(args, cfg, tmp, style, seed, sets, None, True)
+    main["seconds"]["simulate"] = t_sim
+    points = [train_and_measure(args, cfg, tmp, style, seed, sets, n, False) for n in curve]
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return main, points
+
+
+def average(runs: list):
+    import numpy as np
+
+    first = runs[0]
+    if isinstance(first, dict):
+        keys = [k for k in first if all(isinstance(r, dict) and k in r for r in runs)]
+        return {k: average([r[k] for r in runs]) for k in keys}
+    if isinstance(first, str):
+        return first
+    vals = [float(v) for v in runs if isinstance(v, int | float) and v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+TARGET_ROWS = [
+    ("class kNN, latent", lambda r: r["spaces"]["latent"]["knn"]["class"], lambda r: r["baselines"]["pixels_pca"]["knn"]["class"] + 0.05, ">= pixels-PCA + 0.05"),
+    ("class kNN, neighbors space", lambda r: r["spaces"]["neighbors"]["knn"]["class"], lambda r: r["baselines"]["pixels_pca"]["knn"]["class"], ">= pixels-PCA"),
+    ("purity, neighbors space", lambda r: r["spaces"]["neighbors"]["purity"], lambda r: r["baselines"]["pixels_pca"]["purity"], ">= pixels-PCA"),
+    ("v sin i kNN R^2, latent", lambda r: r["spaces"]["latent"]["knn"]["vsini_kms"], lambda r: max(0.5, r["baselines"]["pixels_pca"]["knn"]["vsini_kms"]), ">= 0.5 and pixels-PCA"),
+    ("invariance < 1, latent", lambda r: r["spaces"]["latent"]["invariance"], lambda r: 0.9, ">= 0.90"),
+    ("test Eq. 1 / median", lambda r: -r["reconstruction"]["loss_ratio"], lambda r: -r["reconstruction"]["pca_loss_ratio"], "<= PCA's"),
+    ("learned fraction", lambda r: r["reconstruction"]["learned_fraction"], lambda r: 0.5, ">= 0.5"),
+]  # fmt: skip
+
+
+def tables(res: dict, title: str) -> str:
+    spaces, base = res["spaces"], res["baselines"]
+    cols = ["class", *[p for p in res["params"]]]
+    short = {c: c.replace("_kms", "").replace("log_", "").replace("_arcsec", "")[:8] for c in cols}
+    lines = [f"\n{title}", "kNN probe (k = 10; class: balanced accuracy, others R^2), purity, invariance (share < 1)"]
+    lines.append(f"{'space':<28}" + "".join(f"{short[c]:>9}" for c in cols) + f"{'purity':>8}{'agn':>6}{'inv':>6}")
+
+    def row(name, r, kind="knn"):
+        inv = r.get("invariance")
+        return (f"{name:<28}" + "".join(f"{r[kind].get(c, float('nan')):9.2f}" for c in cols)
+                + f"{r.get('purity', float('nan')):8.2f}{r.get('agn_purity', float('nan')):6.2f}"
+                + (f"{inv:6.2f}" if inv is not None else "     -"))  # fmt: skip
+
+    for k, r in spaces.items():
+        lines.append(row(k, r))
+    for k, r in base.items():
+        lines.append(row(f"baseline:{k}", r))
+    lines.append("linear probe (ridge / logistic)")
+    for k, r in {**spaces, **{f"baseline:{b}": v for b, v in base.items()}}.items():
+        lines.append(row(k, r, "linear"))
+    rc = res["reconstruction"]
+    lines.append(
+        f"reconstruction (held-out, model units): model {rc['loss_ratio']:.3f}, PCA at the latent's dimension "
+        f"{rc['pca_loss_ratio']:.3f}, noise alone {rc['noise_loss_ratio']:.3f}, perfect model (noise-free truth) "
+        f"{rc['perfect_model_ratio']:.3f}; learned fraction {rc['learned_fraction']:.2f}"
+    )
+    if res.get("kl_per_galaxy") is not None:
+        lines.append(f"VAE KL per galaxy: {res['kl_per_galaxy']:.1f} nats")
+    tr = res["train"]
+    lines.append(f"training: {res['steps']:.0f} steps, {tr['ms_per_step']:.0f} ms/step, divergence events {tr['divergence_events']:.0f}, "
+                 f"largest epoch loss / first {tr['max_epoch_loss_over_first']:.2f}")  # fmt: skip
+    lines.append("targets:")
+    for name, got, goal, text in TARGET_ROWS:
+        try:
+            g, b = got(res), goal(res)
+            ok = "met" if g >= b - 1e-12 else "NOT met"
+            lines.append(f"  {name:<28} {abs(g):.3f} vs {abs(b):.3f} ({text}): {ok}")
+        except (KeyError, TypeError):
+            continue
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="one seed per style, smaller surveys, no learning curve (~10 min)")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per style (default 3; --quick 1)")
+    ap.add_argument("--styles", default="default,alt")
+    ap.add_argument("--kind", default="ae", choices=["ae", "vae"])
+    ap.add_argument("--config", action="append", default=[], help="YAML merged over config/config.yaml (repeatable)")
+    ap.add_argument("--train", type=int, default=None, help="training-survey galaxies (default 1000; --quick 300)")
+    ap.add_argument("--eval", type=int, default=None, help="held-out normal galaxies (default 300; --quick 150)")
+    ap.add_argument("--curve", default=None, help="learning-curve steps, comma-separated (default 100,300; --quick none)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    args = ap.parse_args()
+    args.seeds = args.seeds or (1 if args.quick else 3)
+    args.train = args.train or (300 if args.quick else 1000)
+    args.eval = args.eval or (150 if args.quick else 300)
+    if args.curve is None:
+        args.curve = "" if args.quick else "100,300"
+    curve = [int(v) for v in args.curve.split(",") if v.strip()]
+
+    from linecube.config import load_config
+    from linecube.simulate.truth import PROBE_PARAMETERS
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "config" / "config.yaml", *args.config)
+    styles = [s for s in args.styles.split(",") if s]
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="linecube-representation-"))
+    t_all = time.perf_counter()
+    surveys, curves = {}, []
+    for style in styles:
+        runs = []
+        for seed in range(args.seeds):
+            r, pts = run_one(args, cfg, work, style, seed, curve if seed == 0 else [])
+            r["params"] = list(PROBE_PARAMETERS)
+            runs.append(r)
+            curves += pts
+            print(
+                tables(r, f"[{style}, seed {seed}] ({', '.join(f'{k} {v:.0f} s' for k, v in r['seconds'].items())})"), flush=True
+            )
+        surveys[style] = {**average(runs), "params": list(PROBE_PARAMETERS), "seeds": runs}
+    top = average([r for s in surveys.values() for r in s["seeds"]])
+    top["params"] = list(PROBE_PARAMETERS)
+    curve_rows = []
+    for n in curve:
+        pts = [p for p in curves if p.get("steps") and abs(p["steps"] - n) <= max(3, 0.05 * n)] or [
+            p for p in curves if p is not None
+        ][: len(styles)]
+        a = average(pts)
+        curve_rows.append({
+            "steps_asked": n, "steps": a["steps"],
+            "loss_ratio": a["reconstruction"]["loss_ratio"], "learned_fraction": a["reconstruction"]["learned_fraction"],
+            "pca_loss_ratio": a["reconstruction"]["pca_loss_ratio"],
+            "knn": a["spaces"]["latent"]["knn"], "pixels_pca_knn": a["baselines"]["pixels_pca"]["knn"],
+            "purity": a["spaces"]["latent"]["purity"], "invariance": a["spaces"]["latent"]["invariance"],
+            "seconds": a["seconds"]["train"],
+        })  # fmt: skip
+    curve_rows.append({
+        "steps": top["steps"], "loss_ratio": top["reconstruction"]["loss_ratio"],
+        "learned_fraction": top["reconstruction"]["learned_fraction"], "pca_loss_ratio": top["reconstruction"]["pca_loss_ratio"],
+        "knn": top["spaces"]["latent"]["knn"], "pixels_pca_knn": top["baselines"]["pixels_pca"]["knn"],
+        "purity": top["spaces"]["latent"]["purity"], "invariance": top["spaces"]["latent"]["invariance"],
+        "seconds": top["seconds"]["train"], "default": True,
+    })  # fmt: skip
+    out = {
+        "kind": args.kind,
+        "config": {"model": cfg["model"], "train": cfg["train"], "embed": cfg["embed"], "neighbors": cfg["neighbors"]},
+        "n_train": args.train,
+        "n_eval": args.eval,
+        "seeds_per_style": args.seeds,
+        "knn_k": 10,
+        "spaces": top["spaces"],
+        "baselines": top["baselines"],
+        "reconstruction": top["reconstruction"],
+        "train": top["train"],
+        "steps": top["steps"],
+        "curve": curve_rows,
+        "surveys": surveys,
+        "wall_seconds": time.perf_counter() - t_all,
+    }
+    if args.kind == "vae":
+        out["kl_per_galaxy"] = top.get("kl_per_galaxy")
+    for style in styles:
+        print(tables(surveys[style], f"== {style} survey, mean of {args.seeds} seed(s)"))
+    print(tables({**top, **out}, f"== all surveys ({args.kind}), mean of {len(styles) * args.seeds} runs"))
+    if len(curve_rows) > 1:
+        print("\nlearning curve (seed 0 of each style; the last row: the default run, all seeds)")
+        print(
+            f"{'steps':>6} {'Eq.1/med':>9} {'PCA':>6} {'learned':>8} {'class':>6} {'(px)':>6} {'vsini':>6} {'purity':>7} {'inv':>5} {'train s':>8}"
+        )
+        for c in curve_rows:
+            print(f"{c['steps']:6.0f} {c['loss_ratio']:9.3f} {c['pca_loss_ratio']:6.3f} {c['learned_fraction']:8.2f} "
+                  f"{c['knn']['class']:6.2f} {c['pixels_pca_knn']['class']:6.2f} {c['knn'].get('vsini_kms', float('nan')):6.2f} "
+                  f"{c['purity']:7.2f} {c['invariance']:5.2f} {c['seconds']:8.0f}")  # fmt: skip
+    print(f"wall time {out['wall_seconds']:.0f} s")
+    Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
