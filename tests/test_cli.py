@@ -140,3 +140,105 @@ def test_cli_cubes_h5_mode(tmp_path):
         p = [s.decode() for s in h5["plateifu"][()]]
         assert p == sorted(p)
     assert (tmp_path / "truth.csv").exists() and (tmp_path / "agn.csv").exists()
+
+
+def _one_line_error(capsys, starts):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith(f"error: {starts}"), err
+    return err[-1]
+
+
+def test_paths_linecube_chooses_are_checked_like_out(tmp_path, good, lines, capsys):
+    """The rejects file beside --out never overwrites an input or a file linecube did
+    not write; another stage's HDF5 (no linecube_product='cubes') is not replaced."""
+    from fixtures import write_drpall_for
+
+    from linecube.cli import main
+
+    g, path = good
+    drpall = write_drpall_for(tmp_path, [g])
+    # an input named like the rejects file of --out
+    lines_csv = tmp_path / "x.rejects.csv"
+    lines_csv.write_text("name,rest\n")
+    assert main(["extract", "--drpall", str(drpall), "--out", str(tmp_path / "x.h5"), str(path), str(lines_csv)]) == 2
+    assert "would overwrite the input" in _one_line_error(capsys, tmp_path / "x.rejects.csv")
+    assert lines_csv.read_text() == "name,rest\n" and not (tmp_path / "x.h5").exists()
+    # a file the user wrote where the rejects would go
+    (tmp_path / "y.rejects.csv").write_text("my table\n")
+    assert main(["extract", "--drpall", str(drpall), "--out", str(tmp_path / "y.h5"), str(path)]) == 2
+    assert "not written by linecube" in _one_line_error(capsys, tmp_path / "y.rejects.csv")
+    assert (tmp_path / "y.rejects.csv").read_text() == "my table\n"
+    # another stage's output with flux, plateifu and line_names
+    lat = tmp_path / "latents.h5"
+    with h5py.File(lat, "w") as h5:
+        h5["flux"], h5["plateifu"] = [1.0], ["a"]
+        h5.attrs["line_names"] = ["Halpha"]
+    before = _h5_digest(lat)
+    assert main(["extract", "--drpall", str(drpall), "--out", str(lat), str(path)]) == 2
+    assert "not a cubes.h5 file written by linecube" in _one_line_error(capsys, lat)
+    assert _h5_digest(lat) == before
+    # linecube's own pair is replaced as before
+    out = tmp_path / "z.h5"
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 0
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 0
+
+
+def test_output_pair_is_replaced_whole_or_not_at_all(tmp_path, good, lines, monkeypatch):
+    """When the second rename fails, the first file is put back and the error names
+    the user's path, not a temporary file."""
+    import os
+
+    from linecube import atomic
+
+    a, b = tmp_path / "a.h5", tmp_path / "a.rejects.csv"
+    a.write_text("old a")
+    b.write_text("old b")
+    real = os.replace
+
+    def flaky(src, dst):
+        if str(dst) == str(b):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", flaky)
+    import pytest
+
+    with pytest.raises(OSError) as e:
+        with atomic.atomic_paths(a, b) as (ta, tb):
+            ta.write_text("new a")
+            tb.write_text("new b")
+    assert e.value.filename == str(b) and "No space left" in str(e.value)
+    monkeypatch.setattr(atomic.os, "replace", real)
+    assert a.read_text() == "old a" and b.read_text() == "old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5", "a.rejects.csv"]
+
+
+def test_a_second_writer_of_one_out_is_refused(tmp_path, good, lines, capsys):
+    from fixtures import write_drpall_for
+
+    from linecube.atomic import exclusive
+    from linecube.cli import main
+
+    g, path = good
+    drpall = write_drpall_for(tmp_path, [g])
+    out = tmp_path / "cubes.h5"
+    with exclusive(out):  # what a first `extract` holds while it runs
+        assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 2
+        assert "another linecube process is writing it" in _one_line_error(capsys, out)
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 0
+
+
+def test_all_rejected_leaves_no_file_that_looks_finished(tmp_path, good, lines, capsys):
+    from fixtures import write_drpall_for
+
+    from linecube.cli import main
+
+    g, path = good
+    drpall = write_drpall_for(tmp_path, [g])
+    empty = tmp_path / "manga-8001-1901-LOGCUBE.fits.gz"
+    empty.write_bytes(b"")
+    out = tmp_path / "sub" / "cubes.h5"
+    out.parent.mkdir()
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(empty)]) == 2
+    assert "no cube could be extracted" in _one_line_error(capsys, out)
+    assert not out.exists() and (out.parent / "cubes.rejects.csv").exists()

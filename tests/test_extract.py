@@ -353,3 +353,45 @@ def test_truncated_header_is_reported_as_truncated(tmp_path, good, lines):
     assert "not a FITS" not in msg
     p.write_bytes(gzip.compress(b"hello, not a cube"))
     check(req(g, p), lines, "not a FITS file")
+
+
+def test_float_mask_is_rejected_naming_the_hdu(tmp_path, lines):
+    """A float MASK would lose its DONOTUSE bits (NaN -> INT_MIN) when cast: refused."""
+    g = make_galaxy(ifusize=19, plate=8021, z=0.03)
+
+    def float_mask(hl):
+        m = hl["MASK"].data.astype(np.float32)
+        m[0, 0, 0] = np.nan
+        hl["MASK"].data = m
+
+    p = write_cube(tmp_path, g, lines, edit=float_mask)
+    check(req(g, p), lines, "HDU MASK is floating point")
+
+
+def test_spectral_wcs_is_checked_as_the_reader_reads_it(tmp_path, lines):
+    """The grid check and the reader agree (astropy's spectral WCS): a header that
+    describes DR17's grid from another reference pixel is accepted and read at the
+    same wavelengths; one whose CRPIX3 moves the grid by a bin is rejected."""
+    g = make_galaxy(ifusize=19, plate=8022, z=0.03)
+    ref = extract_cube(req(g, write_cube(tmp_path / "a", g, lines)), lines)
+    w = log_wave_grid()
+
+    def same_grid(hl):
+        # pixel 11 (1-based) is bin 10; CD3_3 is the step at the reference pixel
+        hl["FLUX"].header["CRPIX3"] = 11
+        hl["FLUX"].header["CRVAL3"] = w[10]
+        hl["FLUX"].header["CD3_3"] = hl["FLUX"].header["CD3_3"] * w[10] / w[0]
+
+    got = extract_cube(req(g, write_cube(tmp_path / "b", g, lines, edit=same_grid)), lines)
+    np.testing.assert_allclose(got["wave"], ref["wave"], rtol=1e-7)
+    np.testing.assert_array_equal(got["flux"], ref["flux"])
+
+    def shifted(hl):
+        hl["FLUX"].header["CRPIX3"] = 2
+
+    check(req(g, write_cube(tmp_path / "c", g, lines, edit=shifted)), lines, "CRPIX3=2")
+
+    def microns(hl):
+        hl["FLUX"].header["CUNIT3"] = "um"
+
+    check(req(g, write_cube(tmp_path / "d", g, lines, edit=microns)), lines, "CUNIT3='um'")

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from .formats import PRODUCT_ATTR, REJECTS_HEADER
+
 #: disk per simulated galaxy (bytes), measured on the bundled sample's IFU mix:
 #: 1.44 GB of LOGCUBEs for 100 galaxies; scale mode ~1.75 MB per cube in cubes.h5
 BYTES_PER_LOGCUBE = 15e6
@@ -96,9 +98,27 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
             raise UsageError(f"{out}: --out is one of the inputs; it would be overwritten (forgot the output name?)")
     if out.name.endswith((".fits", ".fits.gz", ".fz", ".csv")):
         raise UsageError(f"{out}: --out must be an HDF5 file (.h5), not {out.suffix}")
-    if out.exists():
-        if not _is_our_h5(out):
-            raise UsageError(f"{out}: exists and is not a cubes.h5 file written by linecube; refusing to replace it")
+    if out.exists() and not _is_our_h5(out):
+        raise UsageError(
+            f"{out}: exists and is not a cubes.h5 file written by linecube (no {PRODUCT_ATTR}='cubes' attribute); "
+            "refusing to replace it"
+        )
+    from .extract import rejects_path
+
+    for side in (
+        rejects_path(out),
+        rejects_path(out).with_name(rejects_path(out).name.replace(".rejects.csv", ".rejects.failed.csv")),
+    ):
+        for i in inputs:
+            if Path(i).exists() and side.exists() and os.path.samefile(side, i) or Path(i).resolve() == side.resolve():
+                raise UsageError(f"{side}: the rejects file of --out {out} would overwrite the input {i}; choose another --out")
+        if side.is_dir():
+            raise UsageError(f"{side}: the rejects file of --out {out} is a directory; choose another --out")
+        if side.exists() and not _is_our_rejects(side):
+            raise UsageError(
+                f"{side}: the rejects file of --out {out} exists and was not written by linecube "
+                f"(its first line is not {REJECTS_HEADER!r}); refusing to replace it"
+            )
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.exists():
         raise UsageError(f"{parent}: the output folder does not exist")
@@ -113,16 +133,28 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
 
 
 def _is_our_h5(path: Path) -> bool:
+    """A cubes.h5 linecube wrote: its root attribute ``linecube_product`` is "cubes"
+    (latents.h5, reconstructions.h5 and files of other tools are not)."""
     try:
         import h5py
 
         with h5py.File(path, "r") as h5:
-            return "flux" in h5 and "plateifu" in h5 and "line_names" in h5.attrs
+            return str(h5.attrs.get(PRODUCT_ATTR, "")) == "cubes"
     except Exception:
         return False
 
 
+def _is_our_rejects(path: Path) -> bool:
+    """A rejects file linecube wrote: a regular file whose first line is :data:`REJECTS_HEADER`."""
+    try:
+        with open(path, "rb") as f:
+            return path.is_file() and f.readline().rstrip(b"\r\n") == REJECTS_HEADER.encode()
+    except OSError:
+        return False
+
+
 def _cmd_extract(args: argparse.Namespace) -> int:
+    from .atomic import Busy
     from .extract import NothingExtracted, TooManyRejects, extract_to_h5
     from .formats import CubeLayout, load_lines
     from .manga import requests_from_drpall
@@ -147,7 +179,9 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     layout = CubeLayout(len(lines), args.window_bins, args.crop)
     try:
         opts = {k: getattr(args, k) for k in ("drpver", "compression", "threads", "max_reject_fraction")}
-        s = extract_to_h5(reqs, out, lines, layout, label=out.stem, pre_rejects=pre_rejects, **opts)
+        s = extract_to_h5(reqs, out, lines, layout, label=out.stem, pre_rejects=pre_rejects, allow_empty=False, **opts)
+    except Busy as e:
+        raise UsageError(str(e)) from None
     except TooManyRejects as e:
         first, _, reasons = str(e).partition("\n")
         for line in reasons.splitlines():

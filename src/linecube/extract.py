@@ -300,6 +300,7 @@ def extract_to_h5(
     label: str = "",
     progress: bool = True,
     pre_rejects: Sequence[dict] = (),
+    allow_empty: bool = True,
 ) -> ExtractSummary:
     """Extract cubes into a cubes.h5-layout file ``out`` (rows sorted by plate-IFU)
     and write ``<out stem>.rejects.csv`` (plateifu, path, reason).
@@ -313,8 +314,20 @@ def extract_to_h5(
     when something was extracted: with nothing extracted (:class:`NothingExtracted`)
     or too many rejects (:class:`TooManyRejects`) an existing output is left as it
     was, and the rejects go to ``<stem>.rejects.csv`` only when no output exists
-    (else to ``<stem>.rejects.failed.csv``).
+    (else to ``<stem>.rejects.failed.csv``). ``allow_empty`` (the workflow's
+    per-plate files): with nothing extracted and no earlier output, write a 0-row
+    file (else :class:`NothingExtracted`, and no file). A second process writing the
+    same ``out`` is refused (:class:`linecube.atomic.Busy`).
     """
+    from .atomic import exclusive
+
+    with exclusive(out):
+        return _extract_to_h5(requests, out, lines, layout, drpver, config, compression, threads,
+                              max_reject_fraction, label, progress, pre_rejects, allow_empty)  # fmt: skip
+
+
+def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, threads, max_reject_fraction, label,
+                   progress, pre_rejects, allow_empty) -> ExtractSummary:  # fmt: skip
     import hashlib
 
     import h5py
@@ -365,7 +378,7 @@ def extract_to_h5(
 
     n_ok = 0
     bar = tqdm(total=len(todo), desc=f"extract {label}".strip(), unit="cube", disable=not progress, file=sys.stderr)
-    with atomic_paths(out, rej_path) as (tmp, tmp_rej):
+    with bar, atomic_paths(out, rej_path) as (tmp, tmp_rej):  # the bar ends before any error line
         with h5py.File(tmp, "w") as h5:
             create_cube_file(h5, len(todo), layout, lines, drpver=drpver, config=config, compression=compression, resizable=True)
             for r, cube, err in outcomes():
@@ -387,8 +400,13 @@ def extract_to_h5(
                 f"{label or out}: {len(rejects)} of {n_total} cubes rejected, above max_reject_fraction="
                 f"{max_reject_fraction}:\n{reasons}"
             ))  # fmt: skip
-        if n_ok == 0 and out.exists():
-            fail(NothingExtracted(f"{out}: no cube could be extracted ({len(rejects)} rejected); the file was not replaced"))
+        if n_ok == 0 and (out.exists() or not allow_empty):
+            fail(
+                NothingExtracted(
+                    f"{out}: no cube could be extracted ({len(rejects)} rejected); "
+                    + ("the file was not replaced" if out.exists() else "no file was written")
+                )
+            )
         tmp_rej.write_text(csv)
     dt = time.perf_counter() - t0
     return ExtractSummary(n_ok, len(rejects), dt, rejects)

@@ -297,12 +297,21 @@ def check_wave_grid(header, where: str) -> None:
         raise CubeError(f"{where}: wavelength axis has NAXIS3={naxis3}, expected {NWAVE} (the DR17 LOGCUBE grid)")
     if str(header.get("CTYPE3", "")).strip() != "WAVE-LOG":
         raise CubeError(f"{where}: CTYPE3={header.get('CTYPE3')!r}, expected 'WAVE-LOG' (is this a LINCUBE?)")
-    crval3 = float(header.get("CRVAL3", np.nan))
-    cd33 = float(header.get("CD3_3", np.nan))
-    if not (abs(crval3 - CRVAL3) < 1e-3 and abs(cd33 - CD3_3) < 1e-4):
+    try:
+        wave = header_wavelengths(header)
+    except Exception as e:  # astropy: unknown CUNIT3, missing CDELT/CD, ...
+        raise CubeError(f"{where}: the spectral WCS cannot be read ({type(e).__name__}: {e})") from None
+    # One definition, the reader's: the wavelengths astropy derives from CTYPE3,
+    # CRVAL3, CRPIX3, CD3_3 (or CDELT3) and CUNIT3 must be DR17's grid to a tenth of
+    # its first bin (0.08 A), whichever reference pixel the header uses.
+    ref = log_wave_grid(NWAVE)
+    dev = float(np.nanmax(np.abs(wave - ref))) if np.isfinite(wave).all() else np.inf
+    if not dev < 0.1 * (ref[1] - ref[0]):
+        i = int(np.nanargmax(np.abs(wave - ref))) if np.isfinite(dev) else 0
         raise CubeError(
-            f"{where}: wavelength grid starts at CRVAL3={crval3} A with CD3_3={cd33}; "
-            f"expected {CRVAL3} A and {CD3_3} (the DR17 log-lambda grid)"
+            f"{where}: the spectral WCS (CRVAL3={header.get('CRVAL3')}, CRPIX3={header.get('CRPIX3', 1)}, "
+            f"CD3_3={header.get('CD3_3', header.get('CDELT3'))}, CUNIT3={header.get('CUNIT3', 'Angstrom')!r}) puts bin {i} at "
+            f"{wave[i]:.2f} A where the DR17 log-lambda grid ({CRVAL3} A at bin 0, CD3_3={CD3_3}) has {ref[i]:.2f} A"
         )
 
 
@@ -410,6 +419,11 @@ def check_scaling(header, name: str, where: str) -> None:
         raise CubeError(f"{where}: HDU {name} has BSCALE={bscale!r}, BZERO={bzero!r}, not numbers") from None
     if not (np.isfinite(bscale) and np.isfinite(bzero)) or bscale == 0:
         raise CubeError(f"{where}: HDU {name} has unusable scaling BSCALE={bscale}, BZERO={bzero}")
+    if name == "MASK" and int(header.get("BITPIX", 0)) < 0:
+        raise CubeError(
+            f"{where}: HDU MASK is floating point (BITPIX={header['BITPIX']}); MaNGA bit masks are integers "
+            "(a float mask loses its DONOTUSE bits when cast)"
+        )
     if name == "MASK" and (bscale, bzero) != (1.0, 0.0):
         raise CubeError(
             f"{where}: HDU MASK is stored scaled (BSCALE={bscale}, BZERO={bzero}); MaNGA bit masks are plain integers"
