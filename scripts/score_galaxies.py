@@ -17,6 +17,10 @@ with rule_log(sm.log[0]):
         agn_catalog=sm.input.agn or None,
         extra_plateifus=list(sm.params.extra),
         split_csv=sm.input.split,
+        history_csv=sm.input.history,
+        divergence_csv=sm.input.divergence,
+        truth_csv=sm.input.truth or None,
         default_score=sm.params.default,
         seed=sm.params.seed,
+        backend=sm.params.backend,
     )

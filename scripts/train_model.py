@@ -2,16 +2,20 @@
 
 from pathlib import Path
 
+from linecube.figures import plot_history
 from linecube.runlog import rule_log
 from linecube.train import train
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(sm.log[0]):
-    train(
+    out = Path(sm.output.model).parent
+    s = train(
         sm.input.cubes,
-        Path(sm.output.model).parent,
+        out,
         sm.wildcards.model,
         dict(sm.params.model),
         dict(sm.params.train),
         threads=sm.threads,
+        backend=sm.params.backend,
     )
+    plot_history(sm.output.history, sm.output.loss_png, f"{sm.wildcards.model.upper()} ({s['backend']}, {s['steps']} steps)")

@@ -35,8 +35,8 @@ REAL_SPECTRA = REPO.parent / "shared" / "data" / "manga-real-spectra"
 #: SLURM test runs the same with the AE only and compares with the local run
 TINY = {
     "simulate": {"enabled": True, "n_galaxies": 14, "seed": 11},
-    "model": {"filters": [4, 8], "latent_dim": 8},
-    "train": {"epochs": 2},
+    "model": {"filters": [4], "stem_filters": 4, "latent_dim": 8, "pose_dim": 2},
+    "train": {"epochs": 2, "min_steps": 0},
     "embed": {"pca_components": 4},
     "score": {"top_k": 4},
     "figures": {"gallery_n": 2},

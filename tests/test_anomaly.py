@@ -197,7 +197,9 @@ def test_science_benchmark_interface(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    (tmp_path / "tiny.yaml").write_text("model: {filters: [2, 4], latent_dim: 4}\n")
+    (tmp_path / "tiny.yaml").write_text(
+        "model: {filters: [2], stem_filters: 2, latent_dim: 4, pose_dim: 1}\ntrain: {min_steps: 0}\n"
+    )
     out = tmp_path / "science.json"
     cmd = [sys.executable, str(repo / "benchmarks" / "science.py"), "--train", "18", "--eval", "4", "--epochs", "1",
            "--seeds", "1", "--boot", "10", "--config", str(tmp_path / "tiny.yaml"), "--out", str(out)]  # fmt: skip

@@ -98,7 +98,7 @@ def test_config_numbers_from_the_command_line_and_start_up_checks():
     c = validate_config({"data": {}, "train": {"epochs": "5", "clipnorm": "null"}, "model": {"filters": "[4, 8]"}})
     assert c["train"]["epochs"] == 5 and c["train"]["clipnorm"] is None and c["model"]["filters"] == [4, 8]
     with pytest.raises(ConfigError, match=r"model.strides: has 2 entries but model.filters has 3"):
-        validate_config({"data": {}, "model": {"filters": [4, 8, 16]}})
+        validate_config({"data": {}, "model": {"architecture": "stack", "filters": [4, 8, 16]}})
 
 
 def test_start_up_checks_name_the_file_and_problem(tmp_path):

@@ -7,6 +7,11 @@ from linecube.dataset import AugmentConfig, CubeSource, apply_ops, augment, draw
 from linecube.formats import VoxelFlag
 
 
+def aug_cfg(**keys):
+    """The schema's augmentation defaults, some keys changed (``train:`` names)."""
+    return AugmentConfig.from_config(keys)
+
+
 def cube(seed=0):
     rng = np.random.default_rng(seed)
     f = rng.normal(1, 0.1, (190, 32, 32)).astype(np.float32)
@@ -27,7 +32,7 @@ def test_split_is_by_galaxy_and_seeded():
 
 def test_no_galaxy_on_both_sides_after_augmentation(tmp_path):
     """Every sample a CubeSource yields (originals and copies) comes from its own side."""
-    aug = AugmentConfig(copies=3)
+    aug = aug_cfg(augment_copies=3)
     tr, te = split_galaxies([str(i) for i in range(12)], 0.25, 0)
     a = CubeSource("unused.h5", tr, 0, aug)
     b = CubeSource("unused.h5", te, 1, aug, shuffle=False, augment_epochs=False)
@@ -37,10 +42,26 @@ def test_no_galaxy_on_both_sides_after_augmentation(tmp_path):
     assert len(a) == 4 * len(tr)
 
 
+def test_pairs_put_two_views_of_one_galaxy_side_by_side():
+    aug = aug_cfg(augment_copies=3)
+    src = CubeSource("unused.h5", np.arange(10), 0, aug, pairs=True)
+    assert len(src) == 10 * 4 and src.n_batches(8) == 5  # 2 pairs of each galaxy, 4 pairs per batch of 8
+    seen = []
+    for b in range(src.n_batches(8)):
+        s = src.batch_samples(0, b, 8)
+        assert len(s) == 8
+        for (r1, c1), (r2, c2) in zip(s[0::2], s[1::2]):
+            assert r1 == r2 and c1 != c2  # one galaxy, two different views
+        seen += s
+    assert sorted(seen) == sorted((g, c) for g in range(10) for c in range(4))  # every sample once per epoch
+    odd = CubeSource("unused.h5", np.arange(3), 0, aug_cfg(augment_copies=2), pairs=True)
+    assert {tuple(u[1:]) for u in odd.order(0)} == {(0, 1), (2, 0)}  # the odd one out pairs with the original
+
+
 def test_flip_and_rotation_are_exact():
     f, iv, m = cube()
     rng = np.random.default_rng(0)
-    cfg = AugmentConfig()
+    cfg = aug_cfg()
     f2, iv2, m2 = apply_ops(f, iv, m, {"flip": True}, rng, cfg)
     np.testing.assert_array_equal(f2, f[:, :, ::-1])
     np.testing.assert_array_equal(m2, m[:, :, ::-1])
@@ -54,7 +75,7 @@ def test_flip_and_rotation_are_exact():
 
 def test_shift_moves_mask_with_flux_and_zero_fills():
     f, iv, m = cube()
-    f2, iv2, m2 = apply_ops(f, iv, m, {"shift": (3, -5)}, np.random.default_rng(0), AugmentConfig())
+    f2, iv2, m2 = apply_ops(f, iv, m, {"shift": (3, -5)}, np.random.default_rng(0), aug_cfg())
     np.testing.assert_array_equal(f2[:, 3:, :27], f[:, :29, 5:])
     np.testing.assert_array_equal(m2[:, 3:, :27], m[:, :29, 5:])
     assert np.all(f2[:, :3] == 0) and np.all(iv2[:, :, 27:] == 0)
@@ -80,19 +101,19 @@ def test_noise_level_follows_ivar():
     iv = np.full_like(f, 100.0)  # sigma = 0.1
     iv[:, :16] = 4.0  # sigma = 0.5
     m = np.zeros(f.shape, np.uint8)
-    f2, iv2, _ = apply_ops(f, iv, m, {"noise": True}, np.random.default_rng(0), AugmentConfig(noise_sigma=1.0))
+    f2, iv2, _ = apply_ops(f, iv, m, {"noise": True}, np.random.default_rng(0), aug_cfg(noise_sigma=1.0))
     d = f2 - f
     assert np.std(d[:, 16:]) == pytest.approx(0.1, rel=0.02)
     assert np.std(d[:, :16]) == pytest.approx(0.5, rel=0.02)
     np.testing.assert_allclose(iv2, iv / 2)  # variance doubled where noise was added
     iv[:, 0, 0] = 0
-    f3, _, _ = apply_ops(f, iv, m, {"noise": True}, np.random.default_rng(0), AugmentConfig())
+    f3, _, _ = apply_ops(f, iv, m, {"noise": True}, np.random.default_rng(0), aug_cfg())
     assert np.all(f3[:, 0, 0] == 1)  # no ivar, no noise
 
 
 def test_augmentation_is_seeded_by_epoch_galaxy_copy():
     f, iv, m = cube()
-    cfg = AugmentConfig()
+    cfg = aug_cfg()
     (a, _, _), ops_a = augment(f, iv, m, 1, 3, 10, 2, cfg)
     (b, _, _), ops_b = augment(f, iv, m, 1, 3, 10, 2, cfg)
     np.testing.assert_array_equal(a, b)
@@ -107,9 +128,9 @@ def test_noise_bank_draws_have_the_right_level_and_are_seeded():
     f = np.zeros((190, 32, 32), np.float32)
     iv = np.full_like(f, 25.0)  # sigma = 0.2
     bank = NoiseBank(3, f.size)
-    outs = [apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(k), AugmentConfig(), bank)[0] for k in range(4)]
+    outs = [apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(k), aug_cfg(), bank)[0] for k in range(4)]
     for o in outs:
         assert np.std(o) == pytest.approx(0.2, rel=0.02) and abs(np.mean(o)) < 0.005
     assert not np.allclose(outs[0], outs[1])
-    again = apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(0), AugmentConfig(), NoiseBank(3, f.size))[0]
+    again = apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(0), aug_cfg(), NoiseBank(3, f.size))[0]
     np.testing.assert_array_equal(again, outs[0])

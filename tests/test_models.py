@@ -15,7 +15,12 @@ from linecube.models import (  # noqa: E402
     to_model_layout,
 )
 
-TINY = dict(filters=(4, 8), latent_dim=16)
+TINY = {"filters": [4], "stem_filters": 4, "latent_dim": 16, "pose_dim": 2}
+TINY_STACK = {"architecture": "stack", "filters": [4, 8], "latent_dim": 16, "pose_dim": 0, "mean_cube": False}
+
+
+def cfg_of(**keys):
+    return ModelConfig.from_config(keys)
 
 
 def numpy_eq1(x, xr, w=None):
@@ -43,24 +48,43 @@ def numpy_eq1(x, xr, w=None):
     return float(np.mean(out))
 
 
+@pytest.mark.parametrize("arch", [TINY, TINY_STACK], ids=["bottleneck", "stack"])
 @pytest.mark.parametrize("layout,shape", [("lines", (19, 32, 32, 10)), ("wavelength", (190, 32, 32, 1))])
-def test_shapes_both_layouts(layout, shape):
-    cfg = ModelConfig(layout=layout, **TINY)
+def test_shapes_both_layouts(layout, shape, arch):
+    cfg = cfg_of(layout=layout, **arch)
     assert cfg.input_shape == shape
     for kind in ("ae", "vae"):
         m = build_model(cfg, kind)
         x = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
-        # an eager call: predict() would first trace a 190-step graph (~2x the time)
-        assert np.asarray(m(x, training=False)).shape == (2, *shape)
-        assert np.asarray(m.encode(x)).shape == (2, 16)
+        # eager calls: predict() would first trace a 190-step graph (~2x the time)
+        assert np.asarray(m.reconstruct(x)).shape == (2, *shape)
+        out = m(x, training=False)
+        assert np.asarray(out["code"]).shape == (2, 16 + arch["pose_dim"])
+        assert np.asarray(m.encode(x)).shape == (2, 16)  # the physical part only
+
+
+def test_odd_crop_is_padded_and_cropped_back():
+    cfg = ModelConfig.from_config(TINY, crop=30)
+    m = build_model(cfg, "ae")
+    x = np.random.default_rng(0).random((1, *cfg.input_shape), dtype=np.float32)
+    assert np.asarray(m.reconstruct(x)).shape == (1, 19, 30, 30, 10)
+
+
+def test_mean_cube_starts_the_model_at_the_median():
+    cfg = cfg_of(**TINY)
+    mean = np.random.default_rng(1).random(cfg.input_shape, dtype=np.float32)
+    m = build_model(cfg, "ae", mean_cube=mean)
+    x = np.random.default_rng(2).random((2, *cfg.input_shape), dtype=np.float32)
+    # the output convolution starts at zero: every galaxy's reconstruction is the mean cube
+    np.testing.assert_allclose(np.asarray(m.reconstruct(x)), np.broadcast_to(mean, x.shape), atol=1e-6)
 
 
 def test_encoder_layernorm_option():
     def norms(m):
         return [ly for ly in m.layers if isinstance(ly, keras.layers.LayerNormalization)]
 
-    assert len(norms(build_model(ModelConfig(**TINY), "ae").encoder)) == 2  # the paper's: after each ConvLSTM2D
-    m = build_model(ModelConfig.from_config({**TINY, "encoder_layernorm": False}), "ae")
+    assert len(norms(build_model(cfg_of(**TINY_STACK, encoder_layernorm=True), "ae").encoder)) == 2  # the paper's
+    m = build_model(cfg_of(**TINY_STACK, encoder_layernorm=False), "ae")
     assert norms(m.encoder) == [] and len(norms(m.decoder)) == 2
     # without it a faint cube's latent (minus the zero cube's) grows with its brightness
     x = np.random.default_rng(6).random((1, *m.encoder.input_shape[1:]), dtype=np.float32) * 1e-3
@@ -70,13 +94,30 @@ def test_encoder_layernorm_option():
     assert np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.95
 
 
+def test_consistency_term():
+    from linecube.models import consistency
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(400, 5)).astype(np.float32)
+    same = np.repeat(z, 2, axis=0)  # rows 2i, 2i + 1: one galaxy's two views
+    assert float(consistency(same)) < 0.1  # views agree, unit spread, decorrelated
+    # views that ignore the galaxy: twice the per-dimension variance apart
+    assert 1.7 < float(consistency(rng.normal(size=(800, 5)).astype(np.float32))) < 2.3
+    # a latent that shrinks to agree is penalised by the variance part
+    assert float(consistency(1e-3 * same)) > 0.9
+    # correlated dimensions are penalised by the decorrelation part
+    corr = np.repeat(np.concatenate([z[:, :1]] * 5, axis=1), 2, axis=0)
+    assert float(consistency(corr)) > 3.0
+    assert float(consistency(same[:2])) == 0.0  # one galaxy: nothing to compare
+
+
 def test_layout_roundtrip():
     cubes = np.random.default_rng(1).random((3, 190, 32, 32), dtype=np.float32)
     for layout in ("lines", "wavelength"):
-        cfg = ModelConfig(layout=layout)
+        cfg = cfg_of(layout=layout)
         x = to_model_layout(cubes, cfg)
         np.testing.assert_array_equal(from_model_layout(x, cfg), cubes)
-    x = to_model_layout(cubes, ModelConfig(layout="lines"))
+    x = to_model_layout(cubes, cfg_of(layout="lines"))
     # time step t = line t, channel c = window bin c
     np.testing.assert_array_equal(x[0, 2, 5, 7, :], cubes[0, 20:30, 5, 7])
 
@@ -129,20 +170,20 @@ def test_kl_matches_closed_form():
 
 @pytest.mark.parametrize("kind", ["ae", "vae"])
 def test_save_load_identical_predictions(tmp_path, kind):
-    cfg = ModelConfig(**TINY)
+    cfg = cfg_of(**TINY, consistency_weight=0.5)
     m = build_model(cfg, kind, seed=3)
     m.compile(optimizer=keras.optimizers.Adagrad(0.01))
-    x = np.random.default_rng(4).random((3, *cfg.input_shape), dtype=np.float32)
-    m.fit({"x": x}, epochs=1, batch_size=3, verbose=0)
+    x = np.random.default_rng(4).random((4, *cfg.input_shape), dtype=np.float32)
+    m.fit({"x": x}, epochs=1, batch_size=4, verbose=0)
     m.save(tmp_path / "m.keras")
     m2 = load_model(tmp_path / "m.keras")  # safe mode, no custom_objects
-    np.testing.assert_array_equal(m2.predict(x, verbose=0), m.predict(x, verbose=0))
+    np.testing.assert_array_equal(m2.predict(x, verbose=0)["recon"], m.predict(x, verbose=0)["recon"])
     np.testing.assert_array_equal(np.asarray(m2.encode(x)), np.asarray(m.encode(x)))
     assert m2.variational == (kind == "vae")
 
 
 def test_same_seed_same_initial_weights():
-    cfg = ModelConfig(**TINY)
+    cfg = cfg_of(**TINY)
     keras.utils.set_random_seed(5)
     a = build_model(cfg, "vae", seed=5).get_weights()
     keras.utils.set_random_seed(5)

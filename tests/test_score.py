@@ -30,7 +30,7 @@ def test_score_is_mae_in_flux_units(tmp_path):
     cubes = tmp_path / "cubes.h5"
     pifus = write_cubes_h5(cubes, n=6)
     for scaling in ("none", "asinh"):
-        mcfg = {"filters": [4, 8], "latent_dim": 8, "flux_scaling": scaling, "asinh_softening": 0.5}
+        mcfg = {"filters": [4], "stem_filters": 4, "latent_dim": 8, "flux_scaling": scaling, "asinh_softening": 0.5}
         cfg = ModelConfig.from_config(mcfg)
         m = build_model(cfg, "vae", seed=1)
         m.save(tmp_path / "m.keras")
@@ -40,7 +40,7 @@ def test_score_is_mae_in_flux_units(tmp_path):
         with h5py.File(cubes) as h5:
             flux = h5["flux"][()]
         x = to_model_layout(np.arcsinh(flux / 0.5) if scaling == "asinh" else flux, cfg)
-        xr = from_model_layout(np.asarray(m.decoder(m.encode(x))), cfg)  # VAE: through mu
+        xr = from_model_layout(np.asarray(m.reconstruct(x)), cfg)  # VAE: through mu
         if scaling == "asinh":
             xr = 0.5 * np.sinh(xr)
         ref = np.abs(flux.astype(np.float64) - xr).reshape(6, -1).mean(axis=1)
@@ -80,52 +80,14 @@ def _stage(name, **args):
     return stage(name, **args)
 
 
-@pytest.mark.slow
-def test_memory_flat_in_n_for_assembly_and_scoring(tmp_path):
-    """Peak RSS at 5x the galaxies stays within 15 % for assembly and scoring
-    (streaming, one cube or one batch at a time); a fixed bound, not a time."""
-    peaks = {}
-    for n in (60, 300):
-        d = tmp_path / f"n{n}"
-        _stage("simulate", out=str(d / "plates"), n=n, seed=1, per_plate=True, threads=2)
-        a = _stage("assemble", plates=str(d / "plates"), out=str(d / "cubes.h5"))
-        if n == 60:
-            _stage(
-                "train",
-                cubes=str(d / "cubes.h5"),
-                out=str(tmp_path / "models" / "ae"),
-                steps=2,
-                model={"filters": [4, 8], "latent_dim": 8},
-            )
-        s = _stage(
-            "score",
-            cubes=str(d / "cubes.h5"),
-            model=str(tmp_path / "models" / "ae" / "model.keras"),
-            model_cfg={"filters": [4, 8], "latent_dim": 8},
-            out=str(d / "ae"),
-            top_k=5,
-        )
-        peaks[n] = (a["peak_rss_mb"], s["peak_rss_mb"])
-    assert peaks[300][0] <= 1.15 * peaks[60][0], peaks
-    assert peaks[300][1] <= 1.15 * peaks[60][1], peaks
-
-
-def test_learned_fraction():
-    """What the score log says a model has learned: 0 = the median cube's loss, 1 = the noise's."""
-    from linecube.score import learned_fraction
-
-    assert learned_fraction(1.0, 0.76) == 0.0 and learned_fraction(0.76, 0.76) == pytest.approx(1.0)
-    assert learned_fraction(0.88, 0.76) == pytest.approx(0.5) and learned_fraction(1.1, 0.76) < 0
-    assert np.isnan(learned_fraction(0.9, 1.0)) and np.isnan(learned_fraction(float("nan"), 0.8))
-
-
 def test_noise_ratio_is_what_a_perfect_reconstruction_scores(tmp_path):
     """loss_ratios' second value, estimated from the ivar alone, equals the Eq. 1
     ratio of each galaxy's own noise-free cube (the simulator's truth), and a
     reconstruction that returns the noise-free cube scores exactly that."""
+    from linecube.dataset import median_cubes
     from linecube.fluxscale import FluxScaler
     from linecube.formats import load_lines
-    from linecube.score import loss_ratios, median_cubes
+    from linecube.score import loss_ratios
     from linecube.simulate import plan_survey, simulate_cubes_h5
 
     gals = plan_survey(24, 8, anomaly_fraction=0.0)

@@ -1,5 +1,9 @@
-"""Training: a two-epoch run on a tiny simulated sample, determinism, resume after SIGKILL."""
+"""Training: a two-epoch run on a tiny simulated sample, determinism, the
+divergence guard, and train -> SIGKILL -> resume -> score on every Keras backend
+installed (TensorFlow and PyTorch in the suite, JAX where present)."""
 
+import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +17,7 @@ import pytest
 
 pytest.importorskip("keras")
 
-TINY_MODEL = {"filters": [4, 8], "latent_dim": 8}
+TINY_MODEL = {"filters": [4], "stem_filters": 4, "latent_dim": 8, "pose_dim": 2}
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +40,22 @@ def test_two_epochs_on_simulated_sample_and_deterministic(tiny_cubes, tmp_path):
 
     for name in ("a", "b"):
         s = train(
-            tiny_cubes, tmp_path / name / "vae", "vae", TINY_MODEL, {"epochs": 2, "seed": 5, "test_fraction": 0.34}, verbose=0
+            tiny_cubes,
+            tmp_path / name / "vae",
+            "vae",
+            TINY_MODEL,
+            {"epochs": 2, "min_steps": 0, "seed": 5, "test_fraction": 0.34},
+            verbose=0,
         )
-        assert s["epochs"] == 2
+        assert s["epochs"] == 2 and s["backend"] == "tensorflow" and s["divergence_events"] == 0
     a, b = tmp_path / "a" / "vae", tmp_path / "b" / "vae"
     assert not (a / "checkpoint.keras").exists()  # BackupAndRestore resumes; no unread checkpoint
-    for f in ("model.keras", "history.csv", "loss.png", "split.csv"):
+    for f in ("model.keras", "history.csv", "split.csv", "divergence.csv"):
         assert (a / f).exists(), f
     h = pd.read_csv(a / "history.csv")
-    assert list(h["epoch"]) == [1, 2] and {"loss", "test_loss", "kl", "reconstruction"} <= set(h.columns)
+    assert list(h["epoch"]) == [1, 2]
+    assert {"loss", "test_loss", "kl", "reconstruction", "consistency", "discarded_batches", "lr_factor"} <= set(h.columns)
+    assert list(pd.read_csv(a / "divergence.csv").columns) == ["epoch", "batch", "loss", "reason", "lr_factor"]
     split = pd.read_csv(a / "split.csv")
     assert set(split["split"]) == {"train", "test"} and split["plateifu"].is_unique
     with h5py.File(tiny_cubes) as f:
@@ -58,6 +69,7 @@ def test_two_epochs_on_simulated_sample_and_deterministic(tiny_cubes, tmp_path):
     np.testing.assert_array_equal(h["loss"], pd.read_csv(b / "history.csv")["loss"])
     # no leftovers of the backup machinery after a clean finish
     assert not list(tmp_path.glob("a/.backup-*")) and not list(tmp_path.glob("a/.history-*"))
+    assert not list(tmp_path.glob("a/.divergence-*"))
 
 
 @pytest.mark.slow
@@ -68,8 +80,8 @@ def test_ivar_weighted_loss_trains(tiny_cubes, tmp_path):
 
     hist = {}
     for name, weighting in (("plain", "none"), ("ivar", "ivar")):
-        model = {**TINY_MODEL, "loss_weighting": weighting}
-        tcfg = {"epochs": 1, "seed": 5, "test_fraction": 0.34, "augment_copies": 1}
+        model = {**TINY_MODEL, "loss_weighting": weighting, "consistency_weight": 0.0}
+        tcfg = {"epochs": 1, "min_steps": 0, "seed": 5, "test_fraction": 0.34, "augment_copies": 1}
         train(tiny_cubes, tmp_path / name / "ae", "ae", model, tcfg, verbose=0)
         hist[name] = pd.read_csv(tmp_path / name / "ae" / "history.csv")
     h = hist["ivar"]
@@ -78,20 +90,93 @@ def test_ivar_weighted_loss_trains(tiny_cubes, tmp_path):
     assert 0.5 < h["loss"].iloc[0] / hist["plain"]["loss"].iloc[0] < 2.0
 
 
+def test_divergence_guard_throws_away_a_spike_restores_and_lowers_the_rate(tmp_path):
+    """A batch whose loss explodes (here: one batch of cubes 10^6 times brighter)
+    leaves the weights as they were before it, halves the learning rate, and is
+    written to the events file; the epoch's training loss counts only kept batches."""
+    import keras
+
+    from linecube.models import ModelConfig, OneCycle, build_model
+    from linecube.train import DivergenceGuard
+
+    cfg = ModelConfig.from_config({**TINY_MODEL, "consistency_weight": 0.0}, crop=8)
+    keras.utils.set_random_seed(1)
+    model = build_model(cfg, "ae")
+    schedule = OneCycle(1e-3, 16)
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    rng = np.random.default_rng(0)
+    batches = [rng.random((2, *cfg.input_shape), dtype=np.float32) for _ in range(16)]
+    batches[12] = batches[12] * 1e6
+
+    class Data(keras.utils.PyDataset):
+        def __len__(self):
+            return len(batches)
+
+        def __getitem__(self, i):
+            return ({"x": batches[i]},)
+
+    seen = {}
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch in (11, 12):
+                seen[batch] = [np.array(w) for w in self.model.weights]
+
+    guard = DivergenceGuard(schedule, tmp_path / "events.csv", snapshot_every=1)
+    model.fit(Data(), epochs=1, verbose=0, shuffle=False, callbacks=[guard, Spy()])
+    events = pd.read_csv(tmp_path / "events.csv")
+    assert list(events["batch"]) == [13] and events["reason"].iloc[0].endswith("the median of the last 12")
+    assert schedule.factor == 0.5 and guard.discarded_this_epoch == 1
+    for before, after in zip(seen[11], seen[12]):
+        np.testing.assert_array_equal(before, after)  # the bad batch's update was undone
+    assert len(guard.kept) == 15 and max(guard.kept) < 1e3 and all(np.isfinite(w).all() for w in model.get_weights())
+
+
 DRIVER = """
-import logging, sys
+import json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stdout)
 from linecube.train import train
-train(sys.argv[1], sys.argv[2], "ae", {"filters": [4, 8], "latent_dim": 8}, {"epochs": 5, "seed": 1, "augment_copies": 12}, verbose=2)
+s = train(sys.argv[1], sys.argv[2], "ae", {"filters": [4], "stem_filters": 4, "latent_dim": 8, "pose_dim": 2},
+          {"epochs": 4, "min_steps": 0, "seed": 1, "augment_copies": 8}, verbose=2, backend=sys.argv[3])
+print("SUMMARY", json.dumps(s))
+"""
+
+SCORER = """
+import json, sys
+import h5py, numpy as np
+from linecube import backend
+backend.select(sys.argv[3])
+from linecube.formats import read_layout
+from linecube.score import Reconstructor
+from linecube.dataset import read_rows
+with h5py.File(sys.argv[1]) as h5:
+    layout, lines = read_layout(h5)
+rec = Reconstructor(sys.argv[2], {"filters": [4], "stem_filters": 4, "latent_dim": 8, "pose_dim": 2}, layout, lines.names)
+flux, _, mask = read_rows(sys.argv[1], [0, 1])
+z, recon = rec(flux, mask)
+print("SCORED", json.dumps({"z": z.tolist(), "recon_mean": float(np.abs(recon).mean()), "backend": backend.name()}))
 """
 
 
+def _backends():
+    out = ["tensorflow"]
+    if importlib.util.find_spec("torch"):
+        out.append("torch")
+    if importlib.util.find_spec("jax"):
+        out.append("jax")
+    return out
+
+
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume(tiny_cubes, tmp_path):
+@pytest.mark.parametrize("backend", _backends())
+def test_train_kill_resume_and_score_on_each_backend(tiny_cubes, tmp_path, backend):
+    """On each backend: SIGKILL mid-training, rerun resumes after the last finished
+    epoch, the model scores on its own backend and on TensorFlow (a model trained
+    on one backend loads on another) with the same latents."""
     out = tmp_path / "models" / "ae"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1", KERAS_BACKEND=backend)
     p = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(tiny_cubes), str(out)],
+        [sys.executable, "-c", DRIVER, str(tiny_cubes), str(out), backend],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -110,17 +195,31 @@ def test_sigkill_mid_epoch_then_resume(tiny_cubes, tmp_path):
                 break
         time.sleep(0.05)
     p.wait()
-    assert killed_after is not None, "training finished before it could be killed"
+    assert killed_after is not None, "training finished before it could be killed:\n" + p.stdout.read()[-3000:]
     assert not (out / "model.keras").exists()
-    backups = list((tmp_path / "models").glob(".backup-ae-*"))
-    assert backups, "no BackupAndRestore state was left to resume from"
+    assert list((tmp_path / "models").glob(".backup-ae-*")), "no BackupAndRestore state was left to resume from"
     r = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(tiny_cubes), str(out)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", DRIVER, str(tiny_cubes), str(out), backend], env=env, capture_output=True, text=True, timeout=600
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming after epoch" in r.stdout + r.stderr
     first_epoch_run = int([ln for ln in r.stdout.splitlines() if ln.startswith("Epoch ")][0].split()[1].split("/")[0])
     assert 2 <= first_epoch_run <= killed_after + 1  # resumed after the last finished epoch
+    summary = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("SUMMARY")][0][8:])
+    assert summary["backend"] == backend
     h = pd.read_csv(out / "history.csv")
-    assert list(h["epoch"]) == [1, 2, 3, 4, 5]
+    assert list(h["epoch"]) == [1, 2, 3, 4] and np.isfinite(h["loss"]).all()
     assert (out / "model.keras").exists() and not list((tmp_path / "models").glob(".backup-ae-*"))
+    scored = {}
+    for b in dict.fromkeys([backend, "tensorflow"]):
+        s = subprocess.run(
+            [sys.executable, "-c", SCORER, str(tiny_cubes), str(out / "model.keras"), b],
+            env={**env, "KERAS_BACKEND": b},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert s.returncode == 0, s.stderr[-3000:]
+        scored[b] = json.loads([ln for ln in s.stdout.splitlines() if ln.startswith("SCORED")][0][7:])
+        assert scored[b]["backend"] == b and np.isfinite(scored[b]["recon_mean"])
+    np.testing.assert_allclose(scored[backend]["z"], scored["tensorflow"]["z"], rtol=1e-4, atol=1e-5)

@@ -47,6 +47,16 @@ def test_full_chain_outputs(tiny_run):
     assert (r / "explorer.html").stat().st_size > 1_000_000
     # the score log says what the model has learned beyond a mean galaxy, against the noise's floor
     assert "of what the noise leaves to learn" in (wd / "logs" / "score_galaxies" / "ae.log").read_text()
+    # diagnostics.json: loss ratios against PCA and the noise, the KL, divergence events, the probes
+    for m in ("ae", "vae"):
+        d = json.loads((r / m / "diagnostics.json").read_text())
+        assert {"loss_ratio", "pca_loss_ratio", "noise_loss_ratio", "learned_fraction", "divergence_events", "probes"} <= set(d)
+        assert 0 < d["noise_loss_ratio"] < 1 and d["pca_components"] == 8 and d["divergence_events"] == 0
+        assert (d["kl_per_galaxy"] is None) == (m == "ae")
+        assert d["probes"]["n"] >= 10 and {"class", "vsini_kms"} <= set(d["probes"]["latent"]["knn"])
+        assert set(d["probes"]["pixels_pca"]["knn"]) == set(d["probes"]["latent"]["knn"])
+        assert d["backend"] == "tensorflow" and d["default_score"] == "score_hybrid"
+        assert list(pd.read_csv(r / "models" / m / "divergence.csv").columns)[:2] == ["epoch", "batch"]
     # every rule has a log and a benchmark
     assert (wd / "logs" / "train_model" / "ae.log").exists() and (r / "benchmarks" / "train_model" / "ae.tsv").exists()
 

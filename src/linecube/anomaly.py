@@ -46,43 +46,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from .dataset import sigma_from_ivar
-from .formats import load_lines
-
-#: normalised flux unit: 1/1000 of the galaxy's total Halpha window flux
-NORM_PER = 1000.0
+from .fluxscale import NORM_PER, halpha_scale
+from .formats import load_lines, sigma_from_ivar
 
 
 def _windows(a: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
     """(N, L*B, y, x) -> (N, L, B, y, x) view."""
     return a.reshape(a.shape[0], n_lines, window_bins, *a.shape[-2:])
-
-
-def halpha_scale(
-    flux: np.ndarray,
-    ivar: np.ndarray | None,
-    mask: np.ndarray,
-    line_index: int,
-    window_bins: int,
-    floor_sigma: float = 5.0,
-) -> np.ndarray:
-    """Galaxy flux scale (N,), float64: total flux of the Halpha window (line
-    ``line_index``) over usable voxels, in flux units x bins. Floored at 5 % of
-    the mean window's total |flux| (a galaxy without Halpha keeps a scale set by
-    its other lines and continuum), at ``floor_sigma`` times the noise of the
-    sum when ``ivar`` is given, and at 1e-6."""
-    n = flux.shape[0]
-    sl = slice(line_index * window_bins, (line_index + 1) * window_bins)
-    use_all = mask == 0
-    f = flux[:, sl].astype(np.float64)
-    use = use_all[:, sl]
-    tot = (f * use).reshape(n, -1).sum(axis=1)
-    n_lines = flux.shape[1] // window_bins
-    floor = 0.05 * (np.abs(flux) * use_all).reshape(n, -1).sum(axis=1, dtype=np.float64) / max(n_lines, 1)
-    if ivar is not None:
-        var = (np.where(use, sigma_from_ivar(ivar[:, sl]).astype(np.float64) ** 2, 0.0)).reshape(n, -1).sum(axis=1)
-        floor = np.maximum(floor, floor_sigma * np.sqrt(var))
-    return np.maximum(np.maximum(tot, floor), 1e-6)
 
 
 def line_residual_stats(

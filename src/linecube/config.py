@@ -94,7 +94,7 @@ def semantic_errors(cfg: dict) -> list[str]:
     """Checks the schema cannot express (one line per problem, naming the keys)."""
     errs = []
     m = cfg.get("model", {})
-    if "filters" in m and "strides" in m and len(m["filters"]) != len(m["strides"]):
+    if m.get("architecture") == "stack" and "filters" in m and "strides" in m and len(m["filters"]) != len(m["strides"]):
         errs.append(
             f"  model.strides: has {len(m['strides'])} entries but model.filters has {len(m['filters'])}; "
             "give one stride per encoder block"

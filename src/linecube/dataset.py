@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .formats import VoxelFlag
+from .formats import VoxelFlag, sigma_from_ivar
 
 # --------------------------------------------------------------------------
 # Split
@@ -60,10 +60,21 @@ OPS = ("flip", "rotate", "noise", "shift")
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    copies: int = 3
-    noise_sigma: float = 1.0  #: in units of each voxel's noise (1/sqrt(ivar)) if from_ivar, else flux units
-    noise_from_ivar: bool = True
-    max_shift: int = 5
+    """Augmentation keys of the ``train:`` config (:meth:`from_config` fills them
+    from the schema; no defaults here)."""
+
+    copies: int
+    noise_sigma: float  #: in units of each voxel's noise (1/sqrt(ivar)) if from_ivar, else flux units
+    noise_from_ivar: bool
+    max_shift: int
+
+    @classmethod
+    def from_config(cls, train: dict | None = None) -> AugmentConfig:
+        """From a ``train:`` section, partial or whole (the schema fills the rest)."""
+        from .config import with_defaults
+
+        t = with_defaults("train", train)
+        return cls(int(t["augment_copies"]), float(t["noise_sigma"]), bool(t["noise_from_ivar"]), int(t["max_shift"]))
 
 
 def draw_ops(rng: np.random.Generator, max_shift: int) -> dict:
@@ -115,15 +126,6 @@ class NoiseBank:
         off = int(rng.integers(self.bank.shape[1]))
         row = self.bank[k]
         return np.concatenate((row[off:], row[:off])).reshape(shape)
-
-
-def sigma_from_ivar(iv: np.ndarray) -> np.ndarray:
-    """1/sqrt(ivar), 0 where ivar <= 0 (float32)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.sqrt(np.maximum(iv, 0), dtype=np.float32)
-        np.divide(np.float32(1.0), s, out=s)
-    s[~(iv > 0)] = 0.0
-    return s
 
 
 def apply_ops(
@@ -196,10 +198,14 @@ def copy_ops(seed: int, epoch: int, index: int, copy: int, cfg: AugmentConfig) -
 
 
 class CubeSource:
-    """Yields (flux, ivar, mask) samples of chosen galaxies from cubes.h5, one
-    HDF5 chunk at a time: originals plus ``copies`` augmented copies each, in an
-    order shuffled per epoch. Set ``epoch`` before iterating (the training loop's
-    callback does); ``augment_epochs=False`` freezes the copies (test set)."""
+    """Samples (flux, ivar, mask) of chosen galaxies from cubes.h5, one HDF5 chunk
+    at a time: originals plus ``copies`` augmented copies each, in an order
+    shuffled per epoch. Set ``epoch`` before drawing batches (the training loop's
+    callback does); ``augment_epochs=False`` freezes the copies (test set).
+
+    ``pairs``: batches hold two views of each of their galaxies in adjacent rows
+    (2i and 2i + 1; a batch split over devices keeps its pairs): a galaxy's 1 + copies samples are paired in turn (original with copy
+    1, copy 2 with copy 3, ...; an odd one out pairs with the original)."""
 
     def __init__(
         self,
@@ -212,6 +218,7 @@ class CubeSource:
         augment_epochs: bool = True,
         need_mask: bool = False,
         need_ivar: bool = False,
+        pairs: bool = False,
     ):
         self.path = str(path)
         self.indices = np.asarray(indices, dtype=int)
@@ -221,23 +228,49 @@ class CubeSource:
         self.augment_epochs = augment_epochs
         self.need_mask = need_mask
         self.need_ivar = need_ivar
+        self.pairs = bool(pairs)
         self.epoch = 0
         self._bank: NoiseBank | None = None
         self._order: tuple[int, np.ndarray] | None = None
         self._h5 = None
 
+    def _units_per_galaxy(self) -> int:
+        n = 1 + self.aug.copies
+        return -(-n // 2) if self.pairs else n
+
     def __len__(self) -> int:
-        return len(self.indices) * (1 + self.aug.copies)
+        """Samples per epoch (a pair counts two)."""
+        return len(self.indices) * self._units_per_galaxy() * (2 if self.pairs else 1)
+
+    def n_batches(self, batch_size: int) -> int:
+        """Batches of one epoch (``batch_size`` samples; a pair counts two)."""
+        per = max(1, batch_size // 2) if self.pairs else batch_size
+        return -(-len(self.indices) * self._units_per_galaxy() // per)
 
     def order(self, epoch: int) -> np.ndarray:
-        """(galaxy row, copy) pairs of one epoch; copy 0 is the original."""
+        """One epoch's units: (galaxy row, copy) pairs, or with ``pairs`` (galaxy
+        row, copy a, copy b) triples; copy 0 is the original."""
         if self._order is not None and self._order[0] == epoch:
             return self._order[1]
-        pairs = np.array([(i, c) for i in self.indices for c in range(1 + self.aug.copies)], dtype=int).reshape(-1, 2)
+        n = 1 + self.aug.copies
+        if self.pairs:
+            cp = [(c, c + 1 if c + 1 < n else 0) for c in range(0, n, 2)]
+            units = np.array([(i, a, b) for i in self.indices for a, b in cp], dtype=int).reshape(-1, 3)
+        else:
+            units = np.array([(i, c) for i in self.indices for c in range(n)], dtype=int).reshape(-1, 2)
         if self.shuffle:
-            pairs = pairs[np.random.default_rng([self.seed, epoch, 7]).permutation(len(pairs))]
-        self._order = (epoch, pairs)
-        return pairs
+            units = units[np.random.default_rng([self.seed, epoch, 7]).permutation(len(units))]
+        self._order = (epoch, units)
+        return units
+
+    def batch_samples(self, epoch: int, b: int, batch_size: int) -> list[tuple[int, int]]:
+        """The (galaxy row, copy) samples of batch ``b`` of ``epoch``, in batch order."""
+        units = self.order(epoch)
+        if self.pairs:
+            half = max(1, batch_size // 2)
+            u = units[b * half : (b + 1) * half]
+            return [(int(r), int(c)) for r, a, bb in u for c in (a, bb)]
+        return [(int(r), int(c)) for r, c in units[b * batch_size : (b + 1) * batch_size]]
 
     def current_epoch(self) -> int:
         return self.epoch if self.augment_epochs else 0
@@ -273,9 +306,12 @@ class CubeSource:
         return f, i, (m if self.need_mask else None)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+        """Every sample of the current epoch, in batch order (any batch size of
+        pairs gives the same order as batches of 2)."""
         epoch = self.current_epoch()
-        for row, copy in self.order(epoch):
-            yield self.sample(int(row), int(copy), epoch)
+        for b in range(self.n_batches(2)):
+            for row, copy in self.batch_samples(epoch, b, 2):
+                yield self.sample(row, copy, epoch)
 
 
 def read_rows(path: str | os.PathLike, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -289,3 +325,15 @@ def read_rows(path: str | os.PathLike, rows: Sequence[int]) -> tuple[np.ndarray,
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
     return tuple(a[inv] for a in out)
+
+
+def median_cubes(cubes_h5: str | os.PathLike, rows, scaler, max_n: int = 200, seed: int = 0):
+    """Per-voxel median cube over (at most ``max_n``, seeded) of ``rows``: in flux
+    units and in the model's units (each cube scaled by ``scaler``, a
+    :class:`linecube.fluxscale.FluxScaler`); (wavelength, y, x) float32 each."""
+    rows = np.asarray(rows, dtype=int)
+    if len(rows) > max_n:
+        rows = np.sort(np.random.default_rng([seed, 11]).choice(rows, max_n, replace=False))
+    flux, _iv, mask = read_rows(cubes_h5, rows)
+    sc = scaler.galaxy_scale(flux, mask)
+    return np.median(flux, axis=0).astype(np.float32), np.median(scaler.forward(flux, sc), axis=0).astype(np.float32)

@@ -7,7 +7,7 @@
 * ``per_galaxy``: y = flux / s, s = the 99th percentile of |flux| over the
   galaxy's usable voxels (floor 1e-3): every galaxy on one scale.
 * ``halpha``: y = flux / s, s = 1/1000 of the galaxy's total Halpha window flux
-  over usable voxels (:func:`linecube.anomaly.halpha_scale`): one galaxy-level
+  over usable voxels (:func:`halpha_scale`): one galaxy-level
   scale, never per line, so line ratios, shapes and kinematics are kept while
   brightness is divided out (spender's normalisation, Melchior et al. 2023).
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .formats import sigma_from_ivar
 
 KINDS = ("none", "asinh", "per_galaxy", "halpha")
 PER_GALAXY = ("per_galaxy", "halpha")
@@ -61,8 +63,6 @@ class FluxScaler:
         """Per-galaxy scale s (shape flux.shape[:-3]); 1 unless kind is per-galaxy."""
         lead = flux.shape[:-3]
         if self.kind == "halpha":
-            from .anomaly import NORM_PER, halpha_scale
-
             f = flux.reshape(-1, *flux.shape[-3:])
             m = mask.reshape(-1, *mask.shape[-3:])
             s = halpha_scale(f, None, m, self.ref_line, self.window_bins) / NORM_PER
@@ -92,3 +92,34 @@ class FluxScaler:
             return (np.float32(self.softening) * np.sinh(y)).astype(np.float32)
         s = np.asarray(scale, dtype=np.float32)[..., None, None, None]
         return (y * s).astype(np.float32)
+
+
+#: normalised flux unit: 1/1000 of the galaxy's total Halpha window flux
+NORM_PER = 1000.0
+
+
+def halpha_scale(
+    flux: np.ndarray,
+    ivar: np.ndarray | None,
+    mask: np.ndarray,
+    line_index: int,
+    window_bins: int,
+    floor_sigma: float = 5.0,
+) -> np.ndarray:
+    """Galaxy flux scale (N,), float64: total flux of the Halpha window (line
+    ``line_index``) over usable voxels, in flux units x bins. Floored at 5 % of
+    the mean window's total |flux| (a galaxy without Halpha keeps a scale set by
+    its other lines and continuum), at ``floor_sigma`` times the noise of the
+    sum when ``ivar`` is given, and at 1e-6."""
+    n = flux.shape[0]
+    sl = slice(line_index * window_bins, (line_index + 1) * window_bins)
+    use_all = mask == 0
+    f = flux[:, sl].astype(np.float64)
+    use = use_all[:, sl]
+    tot = (f * use).reshape(n, -1).sum(axis=1)
+    n_lines = flux.shape[1] // window_bins
+    floor = 0.05 * (np.abs(flux) * use_all).reshape(n, -1).sum(axis=1, dtype=np.float64) / max(n_lines, 1)
+    if ivar is not None:
+        var = (np.where(use, sigma_from_ivar(ivar[:, sl]).astype(np.float64) ** 2, 0.0)).reshape(n, -1).sum(axis=1)
+        floor = np.maximum(floor, floor_sigma * np.sqrt(var))
+    return np.maximum(np.maximum(tot, floor), 1e-6)

@@ -121,6 +121,13 @@ def h5_compression_kwargs(compression: str | None) -> dict:
     raise ValueError(f"unknown HDF5 compression {compression!r} (none, lzf, gzip)")
 
 
+#: root attribute by which linecube recognises the HDF5 files it wrote itself
+#: ("cubes" for the cubes.h5 layout); ``linecube extract --out`` replaces only those
+PRODUCT_ATTR = "linecube_product"
+#: the header of every rejects file linecube writes
+REJECTS_HEADER = "plateifu,path,reason"
+
+
 def create_cube_file(
     h5,
     n: int,
@@ -158,6 +165,7 @@ def create_cube_file(
     h5.create_dataset("mangaid", shape=(n,), dtype=str_t, **small, **grow((n,)))
     for name in ("z", "objra", "objdec"):
         h5.create_dataset(name, shape=(n,), dtype="f8", **small, **grow((n,)))
+    h5.attrs[PRODUCT_ATTR] = "cubes"
     h5.attrs["line_names"] = np.array(lines.names, dtype=h5py.string_dtype("utf-8"))
     h5.attrs["line_rest_wavelengths"] = lines.rest
     h5.attrs["window_bins"] = layout.window_bins
@@ -194,3 +202,12 @@ def read_strings(ds) -> list[str]:
 # --------------------------------------------------------------------------
 # Atomic output
 # --------------------------------------------------------------------------
+
+
+def sigma_from_ivar(iv: np.ndarray) -> np.ndarray:
+    """1/sqrt(ivar), 0 where ivar <= 0 (float32)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.sqrt(np.maximum(iv, 0), dtype=np.float32)
+        np.divide(np.float32(1.0), s, out=s)
+    s[~(iv > 0)] = 0.0
+    return s

@@ -1,93 +1,136 @@
-"""ConvLSTM2D autoencoder (AE) and variational autoencoder (VAE), Keras 3.
+"""ConvLSTM2D autoencoder (AE) and variational autoencoder (VAE), Keras 3, any backend.
 
-The recurrent (time) axis is wavelength and each time step is a 32x32 spaxel
-image, as in Mantha et al. (2023). Two layouts of the (190, 32, 32) cube:
+The recurrent (time) axis is wavelength and each time step is a spaxel image, as
+in Mantha et al. (2023). Two layouts of the (190, 32, 32) cube:
 
-* ``wavelength``: 190 steps x (32, 32, 1), the paper's;
 * ``lines``: 19 steps (one per emission line) x (32, 32, 10 channels: the line's
-  window bins). ~9x fewer recurrent steps: 0.15 vs 1.29 s per batch of 16 on 2
-  CPU cores for a ~560k-parameter probe; the default.
+  window bins); the default;
+* ``wavelength``: 190 steps x (32, 32, 1), the paper's.
 
-Encoder: ConvLSTM2D(tanh, strided) + LayerNormalization blocks, the last one
-returning its final state, then Dense to the latent (VAE: mu and log-variance).
-``encoder_layernorm=False`` drops the encoder's normalisation: Keras normalises
-each spaxel's features to unit variance, which removes most of a bright spaxel's
-brightness (an option; the paper's architecture is the default).
-Decoder: Dense -> (h, w, f) map, repeated over the time steps together with a
-positional code of the step, ConvLSTM2D(tanh) + LayerNormalization + 2x
-upsampling blocks, and a final ConvLSTM2D with ELU output.
+Two architectures (``model.architecture``):
+
+* ``bottleneck`` (the default): space-to-depth (2x2 spaxels -> channels) and a
+  strided convolution per step bring each image to 1/4 of the crop, where
+  ConvLSTM2D layers (tanh) run over the steps; the encoder's last one returns its
+  final state, a Dense layer gives the latent. The decoder conditions every step
+  on the latent and the step (the latent's map repeated over the steps with a
+  positional code appended), runs ConvLSTM2D layers at the same 1/4 resolution,
+  then a transposed convolution, a linear convolution and depth-to-space back to
+  the crop, plus a learned mean cube initialised to the training galaxies' median
+  (so training starts at the median cube's loss and learns what differs). The
+  recurrence runs at 1/16 of the crop's spaxels: 4-5x cheaper per step than the
+  paper's full-resolution stack for the same latent.
+* ``stack`` (the paper's; ``config/paper.yaml``): ConvLSTM2D(tanh, strided) +
+  LayerNormalization blocks in the encoder, ConvLSTM2D + LayerNormalization + 2x
+  upsampling blocks in the decoder, and a final ConvLSTM2D with ELU output.
+
+The latent has ``latent_dim`` physical dimensions and, optionally, ``pose_dim``
+more that only the decoder reads: with the consistency term (below) the physical
+part learns to ignore orientation, position and noise, which the pose part keeps
+for the reconstruction. Downstream (latents.h5, neighbours, UMAP) uses the
+physical part only (AE: z; VAE: mu).
 
 Loss: Eq. 1 of the paper, per galaxy the sum over spaxels of the mean absolute
 error along wavelength plus the sum over wavelength channels of the mean
 absolute error over the image, averaged over the batch; optionally only over
-usable voxels. VAE: L_rec + beta * KL(N(mu, sigma) || N(0, 1)).
+usable voxels or noise-weighted. VAE: + beta * KL(N(mu, sigma) || N(0, 1)).
+Consistency (``consistency_weight`` > 0; batches then hold two augmented views
+of each galaxy in adjacent rows): the two views' latents pulled together
+relative to the spread of the galaxies (spender's similarity idea, Liang et al.
+2023, AJ 166, 75), in VICReg's form (invariance + variance + decorrelation,
+Bardes et al. 2022; :func:`consistency`), times the weight and the batch's
+(constant) Eq. 1 loss, so the weight is a fraction of the reconstruction term
+whatever the flux unit.
+
+Everything in the loss is ``keras.ops``; training goes through Keras's own
+``train_step`` of the backend (TensorFlow, PyTorch or JAX) via ``compute_loss``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import layers, ops
 
 LAYOUTS = ("lines", "wavelength")
+ARCHITECTURES = ("bottleneck", "stack")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture keys (config ``model:``)."""
+    """Architecture keys (config ``model:``) and the data's shape. No defaults here:
+    :meth:`from_config` fills them from the schema (the one place they live)."""
 
-    layout: str = "lines"
-    filters: tuple[int, ...] = (32, 64)
-    kernel: int = 3
-    strides: tuple[int, ...] = (2, 2)
-    latent_dim: int = 128
-    beta: float = 1.0
-    loss_mask: bool = False
-    loss_weighting: str = "none"
-    loss_sys_floor: float = 0.05
-    encoder_layernorm: bool = True
-    kl_free_bits: float = 0.0
-    n_lines: int = 19
-    window_bins: int = 10
-    crop: int = 32
-    extra: dict = field(default_factory=dict, compare=False)
+    layout: str
+    architecture: str
+    filters: tuple[int, ...]
+    stem_filters: int
+    kernel: int
+    strides: tuple[int, ...]
+    latent_dim: int
+    pose_dim: int
+    beta: float
+    loss_mask: bool
+    loss_weighting: str
+    loss_sys_floor: float
+    encoder_layernorm: bool
+    kl_free_bits: float
+    consistency_weight: float
+    mean_cube: bool
+    n_lines: int
+    window_bins: int
+    crop: int
 
     @property
     def uses_weights(self) -> bool:
         """Whether Eq. 1 takes per-voxel weights (``loss_mask``, or ``loss_weighting``)."""
         return self.loss_mask or self.loss_weighting != "none"
 
+    @property
+    def pairs(self) -> bool:
+        """Whether training batches hold two views of each galaxy (the consistency term)."""
+        return self.consistency_weight > 0
+
     @classmethod
-    def from_config(cls, model: dict, n_lines: int = 19, window_bins: int = 10, crop: int = 32) -> ModelConfig:
-        """From a ``model:`` section, partial or whole (the schema fills the rest);
-        strides default to 2 per filter block when not given."""
+    def from_config(cls, model: dict | None = None, n_lines: int = 19, window_bins: int = 10, crop: int = 32) -> ModelConfig:
+        """From a ``model:`` section, partial or whole (the schema fills the rest),
+        and the data's shape (``n_lines``, ``window_bins``, ``crop``: read from
+        cubes.h5 by the callers; the values here are the DR17 defaults' shape).
+        ``stack`` strides default to 2 per filter block when not given."""
         from .config import with_defaults
 
+        model = dict(model or {})
         m = with_defaults("model", model)
         filters = tuple(int(f) for f in m["filters"])
         strides = tuple(int(s) for s in model["strides"]) if "strides" in model else (2,) * len(filters)
-        if len(strides) != len(filters):
+        if m["layout"] not in LAYOUTS:
+            raise ValueError(f"model.layout must be one of {LAYOUTS}, got {m['layout']!r}")
+        if m["architecture"] not in ARCHITECTURES:
+            raise ValueError(f"model.architecture must be one of {ARCHITECTURES}, got {m['architecture']!r}")
+        if m["architecture"] == "stack" and len(strides) != len(filters):
             raise ValueError(f"model.strides has {len(strides)} entries but model.filters has {len(filters)}")
-        layout = m["layout"]
-        if layout not in LAYOUTS:
-            raise ValueError(f"model.layout must be one of {LAYOUTS}, got {layout!r}")
         return cls(
-            layout=layout,
+            layout=m["layout"],
+            architecture=m["architecture"],
             filters=filters,
+            stem_filters=int(m["stem_filters"]),
             kernel=int(m["kernel"]),
             strides=strides,
             latent_dim=int(m["latent_dim"]),
+            pose_dim=int(m["pose_dim"]),
             beta=float(m["beta"]),
             loss_mask=bool(m["loss_mask"]),
             loss_weighting=str(m["loss_weighting"]),
             loss_sys_floor=float(m["loss_sys_floor"]),
             encoder_layernorm=bool(m["encoder_layernorm"]),
             kl_free_bits=float(m["kl_free_bits"]),
-            n_lines=n_lines,
-            window_bins=window_bins,
-            crop=crop,
+            consistency_weight=float(m["consistency_weight"]),
+            mean_cube=bool(m["mean_cube"]),
+            n_lines=int(n_lines),
+            window_bins=int(window_bins),
+            crop=int(crop),
         )
 
     @property
@@ -102,6 +145,11 @@ class ModelConfig:
     def input_shape(self) -> tuple[int, int, int, int]:
         """(time, rows, cols, channels) of one galaxy."""
         return (self.steps, self.crop, self.crop, self.channels)
+
+    @property
+    def code_dim(self) -> int:
+        """Width of the encoder's output: physical latent plus pose."""
+        return self.latent_dim + self.pose_dim
 
 
 # --------------------------------------------------------------------------
@@ -163,6 +211,65 @@ class RepeatTime(layers.Layer):
         return {**super().get_config(), "steps": self.steps}
 
 
+class _Blocks(layers.Layer):
+    """A reshape of b x b spaxel blocks (``block`` = b), per time step."""
+
+    def __init__(self, block: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.block = int(block)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable(package="linecube")
+class SpaceToDepth(_Blocks):
+    """(B, T, H, W, C) -> (B, T, H/b, W/b, b*b*C): each b x b block of spaxels
+    becomes channels (H and W must be multiples of b)."""
+
+    def call(self, x):
+        t, h, w, c = x.shape[1:]
+        b = self.block
+        x = ops.reshape(x, (-1, t, h // b, b, w // b, b, c))
+        x = ops.transpose(x, (0, 1, 2, 4, 3, 5, 6))
+        return ops.reshape(x, (-1, t, h // b, w // b, b * b * c))
+
+    def compute_output_shape(self, input_shape):
+        n, t, h, w, c = input_shape
+        b = self.block
+        return (n, t, h // b, w // b, b * b * c)
+
+
+@keras.saving.register_keras_serializable(package="linecube")
+class DepthToSpace(_Blocks):
+    """Inverse of :class:`SpaceToDepth`: (B, T, h, w, b*b*C) -> (B, T, h*b, w*b, C)."""
+
+    def call(self, x):
+        t, h, w, c = x.shape[1:]
+        b = self.block
+        x = ops.reshape(x, (-1, t, h, w, b, b, c // (b * b)))
+        x = ops.transpose(x, (0, 1, 2, 4, 3, 5, 6))
+        return ops.reshape(x, (-1, t, h * b, w * b, c // (b * b)))
+
+    def compute_output_shape(self, input_shape):
+        n, t, h, w, c = input_shape
+        b = self.block
+        return (n, t, h * b, w * b, c // (b * b))
+
+
+@keras.saving.register_keras_serializable(package="linecube")
+class MeanCube(layers.Layer):
+    """x + m: a learned cube (T, H, W, C) added to the decoder's output, set to the
+    training galaxies' median (in the model's units) before training starts."""
+
+    def build(self, input_shape):
+        self.mean = self.add_weight(shape=tuple(input_shape[1:]), initializer="zeros", name="mean")
+        self.built = True
+
+    def call(self, x):
+        return x + ops.cast(self.mean, x.dtype)
+
+
 @keras.saving.register_keras_serializable(package="linecube")
 class SoftClip(layers.Layer):
     """limit * tanh(x / limit): keeps the VAE log-variance in (-limit, limit) with a
@@ -202,10 +309,12 @@ class Sampling(layers.Layer):
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     """One-cycle learning rate (Smith & Topin 2019): cosine rise from lr_max/div to
     lr_max over the first ``warmup`` of ``total_steps``, cosine decay to
-    lr_max/final_div afterwards."""
+    lr_max/final_div afterwards; everything times ``factor`` (lowered by the
+    divergence guard of :mod:`linecube.train`)."""
 
-    def __init__(self, lr_max, total_steps, warmup=0.3, div=25.0, final_div=1e3):
+    def __init__(self, lr_max, total_steps, warmup=0.3, div=25.0, final_div=1e3, factor=1.0):
         self.lr_max, self.total, self.warmup, self.div, self.final_div = lr_max, total_steps, warmup, div, final_div
+        self.factor = float(factor)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -214,7 +323,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         lo, hi, end = self.lr_max / self.div, self.lr_max, self.lr_max / self.final_div
         rise = lo + (hi - lo) * 0.5 * (1.0 - ops.cos(np.pi * ops.clip(step / up, 0.0, 1.0)))
         fall = end + (hi - end) * 0.5 * (1.0 + ops.cos(np.pi * ops.clip((step - up) / down, 0.0, 1.0)))
-        return ops.where(step < up, rise, fall)
+        return self.factor * ops.where(step < up, rise, fall)
 
     def get_config(self):
         return {
@@ -223,7 +332,22 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
             "warmup": self.warmup,
             "div": self.div,
             "final_div": self.final_div,
+            "factor": self.factor,
         }
+
+
+@keras.saving.register_keras_serializable(package="linecube")
+class ConstantRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A constant learning rate times ``factor`` (lowered by the divergence guard)."""
+
+    def __init__(self, lr, factor=1.0):
+        self.lr, self.factor = float(lr), float(factor)
+
+    def __call__(self, step):
+        return ops.cast(self.lr * self.factor, "float32") + 0.0 * ops.cast(step, "float32")
+
+    def get_config(self):
+        return {"lr": self.lr, "factor": self.factor}
 
 
 # --------------------------------------------------------------------------
@@ -231,17 +355,41 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 # --------------------------------------------------------------------------
 
 
-def _bottleneck(cfg: ModelConfig) -> tuple[int, int]:
-    side = cfg.crop
-    for s in cfg.strides:
-        side = -(-side // s)
-    return side, cfg.filters[-1]
+def _code_layers(x, cfg: ModelConfig, variational: bool):
+    """The encoder's head: Dense to the code (AE) or to mu and a soft-clipped log-variance (VAE)."""
+    x = layers.Flatten(name="flatten")(x)
+    if variational:
+        mu = layers.Dense(cfg.code_dim, name="z_mean")(x)
+        logvar = SoftClip(10.0, name="z_log_var")(layers.Dense(cfg.code_dim, name="z_log_var_raw")(x))
+        return [mu, logvar]
+    return layers.Dense(cfg.code_dim, name="z")(x)
+
+
+def _quarter(cfg: ModelConfig) -> int:
+    """The bottleneck architecture's side: the crop padded to a multiple of 4, over 4."""
+    return -(-cfg.crop // 4)
 
 
 def build_encoder(cfg: ModelConfig, variational: bool, name: str = "encoder") -> keras.Model:
-    """Functional encoder: (time, y, x, c) -> latent (AE) or [mu, logvar] (VAE)."""
+    """Functional encoder: (time, y, x, c) -> code (AE) or [mu, logvar] (VAE)."""
     inp = keras.Input(cfg.input_shape, name="cube")
     x = inp
+    if cfg.architecture == "bottleneck":
+        pad = 4 * _quarter(cfg) - cfg.crop
+        if pad:
+            x = layers.TimeDistributed(layers.ZeroPadding2D(((0, pad), (0, pad))), name="pad")(x)
+        x = SpaceToDepth(2, name="space_to_depth")(x)
+        x = layers.TimeDistributed(
+            layers.Conv2D(cfg.stem_filters, cfg.kernel, strides=2, padding="same", activation="gelu"), name="stem"
+        )(x)
+        for i, f in enumerate(cfg.filters):
+            last = i == len(cfg.filters) - 1
+            x = layers.ConvLSTM2D(
+                f, cfg.kernel, padding="same", activation="tanh", return_sequences=not last, name=f"convlstm_{i + 1}"
+            )(x)
+            if cfg.encoder_layernorm:
+                x = layers.LayerNormalization(name=f"layernorm_{i + 1}")(x)
+        return keras.Model(inp, _code_layers(x, cfg, variational), name=name)
     for i, (f, s) in enumerate(zip(cfg.filters, cfg.strides)):
         last = i == len(cfg.filters) - 1
         x = layers.ConvLSTM2D(
@@ -249,19 +397,45 @@ def build_encoder(cfg: ModelConfig, variational: bool, name: str = "encoder") ->
         )(x)
         if cfg.encoder_layernorm:
             x = layers.LayerNormalization(name=f"layernorm_{i + 1}")(x)
-    x = layers.Flatten(name="flatten")(x)
-    if variational:
-        mu = layers.Dense(cfg.latent_dim, name="z_mean")(x)
-        logvar = SoftClip(10.0, name="z_log_var")(layers.Dense(cfg.latent_dim, name="z_log_var_raw")(x))
-        return keras.Model(inp, [mu, logvar], name=name)
-    z = layers.Dense(cfg.latent_dim, name="z")(x)
-    return keras.Model(inp, z, name=name)
+    return keras.Model(inp, _code_layers(x, cfg, variational), name=name)
+
+
+def _stack_bottleneck(cfg: ModelConfig) -> tuple[int, int]:
+    side = cfg.crop
+    for s in cfg.strides:
+        side = -(-side // s)
+    return side, cfg.filters[-1]
 
 
 def build_decoder(cfg: ModelConfig, name: str = "decoder") -> keras.Model:
-    """Functional decoder: latent -> (time, y, x, c) reconstruction (ELU output)."""
-    side, f0 = _bottleneck(cfg)
-    z = keras.Input((cfg.latent_dim,), name="z")
+    """Functional decoder: code -> (time, y, x, c) reconstruction."""
+    z = keras.Input((cfg.code_dim,), name="z")
+    if cfg.architecture == "bottleneck":
+        side, f0 = _quarter(cfg), cfg.filters[-1]
+        x = layers.Dense(side * side * f0, name="expand")(z)
+        x = layers.Reshape((side, side, f0), name="to_map")(x)
+        x = RepeatTime(cfg.steps, name="repeat_time")(x)
+        for i, f in enumerate(reversed(cfg.filters)):
+            x = layers.ConvLSTM2D(
+                f, cfg.kernel, padding="same", activation="tanh", return_sequences=True, name=f"convlstm_{i + 1}"
+            )(x)
+        x = layers.TimeDistributed(
+            layers.Conv2DTranspose(cfg.stem_filters, cfg.kernel, strides=2, padding="same", activation="gelu"), name="unstem"
+        )(x)
+        x = layers.TimeDistributed(
+            layers.Conv2D(
+                4 * cfg.channels, cfg.kernel, padding="same", kernel_initializer="zeros" if cfg.mean_cube else "glorot_uniform"
+            ),
+            name="to_pixels",
+        )(x)
+        out = DepthToSpace(2, name="depth_to_space", dtype="float32")(x)
+        if out.shape[2] != cfg.crop:
+            cut = out.shape[2] - cfg.crop
+            out = layers.TimeDistributed(layers.Cropping2D(((0, cut), (0, cut))), name="crop")(out)
+        if cfg.mean_cube:
+            out = MeanCube(name="mean_cube", dtype="float32")(out)
+        return keras.Model(z, out, name=name)
+    side, f0 = _stack_bottleneck(cfg)
     x = layers.Dense(side * side * f0, name="expand")(z)
     x = layers.Reshape((side, side, f0), name="to_map")(x)
     x = RepeatTime(cfg.steps, name="repeat_time")(x)
@@ -279,16 +453,18 @@ def build_decoder(cfg: ModelConfig, name: str = "decoder") -> keras.Model:
         out = layers.TimeDistributed(
             layers.Cropping2D(((0, out.shape[2] - cfg.crop), (0, out.shape[3] - cfg.crop))), name="crop"
         )(out)
+    if cfg.mean_cube:
+        out = MeanCube(name="mean_cube", dtype="float32")(out)
     return keras.Model(z, out, name=name)
 
 
 # --------------------------------------------------------------------------
-# Loss (Eq. 1) and KL
+# Loss (Eq. 1), KL and consistency
 # --------------------------------------------------------------------------
 
 
-def eq1_loss(x, xr, weights=None):
-    """Paper's Eq. 1, batch-averaged, for (B, T, H, W, C) tensors.
+def eq1_per_galaxy(x, xr, weights=None):
+    """The paper's Eq. 1 of each galaxy, (B,), for (B, T, H, W, C) tensors.
 
     Wavelength is the (T, C) pair of axes. Per galaxy: sum over spaxels (H, W)
     of the MAE along wavelength, plus sum over wavelength channels (T, C) of the
@@ -308,7 +484,12 @@ def eq1_loss(x, xr, weights=None):
         d = d * w
         per_spaxel = ops.sum(d, axis=(1, 4)) / ops.maximum(ops.sum(used, axis=(1, 4)), 1.0)
         per_channel = ops.sum(d, axis=(2, 3)) / ops.maximum(ops.sum(used, axis=(2, 3)), 1.0)
-    return ops.mean(ops.sum(per_spaxel, axis=(1, 2)) + ops.sum(per_channel, axis=(1, 2)))
+    return ops.sum(per_spaxel, axis=(1, 2)) + ops.sum(per_channel, axis=(1, 2))
+
+
+def eq1_loss(x, xr, weights=None):
+    """Eq. 1 averaged over the batch (:func:`eq1_per_galaxy`)."""
+    return ops.mean(eq1_per_galaxy(x, xr, weights))
 
 
 def kl_divergence(mu, logvar, free_bits: float = 0.0):
@@ -326,19 +507,71 @@ def kl_divergence(mu, logvar, free_bits: float = 0.0):
     return ops.mean(ops.sum(per_dim, axis=1))
 
 
+def consistency(z):
+    """The consistency term of latents (2n, d) of n galaxies' two views (rows 2i
+    and 2i + 1), VICReg's three parts (Bardes, Ponce & LeCun 2022): the mean
+    squared difference between a galaxy's views per dimension (invariance), the
+    mean shortfall of each dimension's standard deviation over the batch below 1
+    (variance: the latent cannot shrink to make views agree), and the squared
+    off-diagonal covariances over d (decorrelation: every dimension carries its
+    own information, so Euclidean distances weigh them alike). About 2 when the
+    views ignore which galaxy they show; 0 for fewer than two galaxies."""
+    z = ops.cast(z, "float32")
+    a, b = z[0::2], z[1::2]
+    inv = ops.mean(ops.square(a - b))
+    zc = z - ops.mean(z, axis=0, keepdims=True)
+    var = ops.mean(ops.square(zc), axis=0)
+    shortfall = ops.mean(ops.relu(1.0 - ops.sqrt(var + 1e-4)))
+    nf = ops.cast(ops.shape(z)[0], "float32")
+    d = ops.cast(ops.shape(z)[1], "float32")
+    cov = ops.matmul(ops.transpose(zc), zc) / ops.maximum(nf - 1.0, 1.0)
+    off = (ops.sum(ops.square(cov)) - ops.sum(ops.square(ops.diagonal(cov)))) / d
+    return ops.where(nf >= 4.0, inv + shortfall + off, 0.0)
+
+
+def per_replica(loss):
+    """The loss one replica contributes under TensorFlow's ``tf.distribute`` (its
+    gradients are summed over replicas); unchanged on one device and on other backends."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        n = tf.distribute.get_strategy().num_replicas_in_sync
+        if n > 1:
+            return loss / float(n)
+    return loss
+
+
 # --------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------
+
+
+class LastValue(keras.metrics.Metric):
+    """The value of the last update (not a mean): the batch's own loss, which the
+    divergence guard of :mod:`linecube.train` reads after each step."""
+
+    def __init__(self, name="batch_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+
+    def update_state(self, value):
+        self.value.assign(ops.cast(value, self.value.dtype))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
 
 
 @keras.saving.register_keras_serializable(package="linecube")
 class CubeAutoencoder(keras.Model):
     """Thin subclassed model owning a functional encoder and decoder.
 
-    ``variational=False``: AE, latent = encoder(x). ``True``: VAE, latent used
-    downstream = mu; training samples z with :class:`Sampling` and adds
-    beta * KL. Training data are dicts ``{"x": cube, "w": usable-voxel weights}``
-    (``w`` optional; used when ``loss_mask``).
+    ``variational=False``: AE, code = encoder(x). ``True``: VAE, the code used
+    downstream is mu; training samples z with :class:`Sampling` and adds
+    beta * KL. Inputs are cubes in the model layout, or dicts ``{"x": cube, "w":
+    voxel weights}`` (``w`` read when ``loss_mask``). ``call`` returns a dict
+    (reconstruction and code); ``reconstruct`` the reconstruction; ``encode`` the
+    physical latent (the first ``latent_dim`` of the code). Losses are computed in :meth:`compute_loss`, which Keras's own
+    train step of every backend calls.
     """
 
     def __init__(
@@ -350,6 +583,8 @@ class CubeAutoencoder(keras.Model):
         loss_mask: bool = False,
         seed: int = 0,
         kl_free_bits: float = 0.0,
+        latent_dim: int | None = None,
+        consistency_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -358,77 +593,72 @@ class CubeAutoencoder(keras.Model):
         self.variational = bool(variational)
         self.beta = float(beta)
         self.kl_free_bits = float(kl_free_bits)
+        self.latent_dim = int(latent_dim) if latent_dim is not None else int(decoder.input_shape[-1])
+        self.consistency_weight = float(consistency_weight)
         #: multiplies beta; a KL warm-up callback raises it from 0 to 1 (VAE only)
         self.kl_scale = keras.Variable(1.0, trainable=False, name="kl_scale", dtype="float32")
         self.loss_mask = bool(loss_mask)
         self.seed = int(seed)
         self.sampling = Sampling(seed, name="sampling") if variational else None
-        self.loss_tracker = keras.metrics.Mean(name="loss")
         self.rec_tracker = keras.metrics.Mean(name="reconstruction")
-        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.kl_tracker = keras.metrics.Mean(name="kl") if variational else None
+        self.cons_tracker = keras.metrics.Mean(name="consistency") if self.consistency_weight > 0 else None
+        self.batch_loss = LastValue()
 
     def build(self, input_shape=None):
         if self.sampling is not None and not self.sampling.built:
             self.sampling.build([(None, self.decoder.input_shape[-1])] * 2)
         self.built = True
 
-    @property
-    def metrics(self):
-        return (
-            [self.loss_tracker, self.rec_tracker, self.kl_tracker] if self.variational else [self.loss_tracker, self.rec_tracker]
-        )
+    @staticmethod
+    def _cube(x):
+        return x["x"] if isinstance(x, dict) else x
 
-    def encode(self, x, training=False):
-        """Latent used downstream: z (AE) or mu (VAE)."""
-        out = self.encoder(x, training=training)
+    def code(self, x, training=False):
+        """The whole code the decoder reads: z (AE) or mu (VAE), physical + pose."""
+        out = self.encoder(self._cube(x), training=training)
         return out[0] if self.variational else out
 
+    def encode(self, x, training=False):
+        """Latent used downstream: the physical part of z (AE) or mu (VAE)."""
+        return self.code(x, training=training)[:, : self.latent_dim]
+
     def call(self, x, training=False):
+        """{"recon": reconstruction, "code": z or mu (physical + pose)}, and the VAE's
+        "logvar"; in training the VAE's decoder reads a sample z."""
+        cube = self._cube(x)
         if self.variational:
-            mu, logvar = self.encoder(x, training=training)
+            mu, logvar = self.encoder(cube, training=training)
             z = self.sampling([mu, logvar]) if training else mu
-        else:
-            z = self.encoder(x, training=training)
-        return self.decoder(z, training=training)
+            return {"recon": self.decoder(z, training=training), "code": mu, "logvar": logvar}
+        z = self.encoder(cube, training=training)
+        return {"recon": self.decoder(z, training=training), "code": z}
 
-    def _compute_losses(self, data, training: bool):
-        x = data["x"] if isinstance(data, dict) else data
-        w = data.get("w") if isinstance(data, dict) and self.loss_mask else None
-        if self.variational:
-            mu, logvar = self.encoder(x, training=training)
-            z = self.sampling([mu, logvar]) if training else mu
-            xr = self.decoder(z, training=training)
-            rec = eq1_loss(x, xr, w)
-            kl = kl_divergence(mu, logvar)
-            kl_obj = kl_divergence(mu, logvar, self.kl_free_bits) if self.kl_free_bits > 0 else kl
-            return rec + self.beta * self.kl_scale * kl_obj, rec, kl
-        xr = self.decoder(self.encoder(x, training=training), training=training)
-        rec = eq1_loss(x, xr, w)
-        return rec, rec, None
+    def reconstruct(self, x):
+        """The reconstruction of ``x`` (inference: the VAE decodes mu)."""
+        return self.decoder(self.code(x), training=False)
 
-    def _update(self, total, rec, kl):
-        self.loss_tracker.update_state(total)
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Eq. 1 (+ beta KL for the VAE, + the consistency term when on) from the
+        outputs of :meth:`call`: the total, with the parts tracked as metrics."""
+        cube = self._cube(x)
+        w = x.get("w") if isinstance(x, dict) and self.loss_mask else None
+        code = y_pred["code"]
+        rec = eq1_loss(cube, y_pred["recon"], w)
+        total = rec
         self.rec_tracker.update_state(rec)
-        if kl is not None:
+        if self.variational:
+            logvar = y_pred["logvar"]
+            kl = kl_divergence(code, logvar)
+            kl_obj = kl_divergence(code, logvar, self.kl_free_bits) if self.kl_free_bits > 0 else kl
+            total = total + self.beta * self.kl_scale * kl_obj
             self.kl_tracker.update_state(kl)
-        return {m.name: m.result() for m in self.metrics}
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            total, rec, kl = self._compute_losses(data, training=True)
-            # gradients are summed over replicas by the optimizer under a distribution strategy
-            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
-            if self.optimizer is not None and hasattr(self.optimizer, "scale_loss"):
-                scaled = self.optimizer.scale_loss(scaled)
-        grads = tape.gradient(scaled, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
-        return self._update(total, rec, kl)
-
-    def test_step(self, data):
-        total, rec, kl = self._compute_losses(data, training=False)
-        return self._update(total, rec, kl)
+        if self.cons_tracker is not None:
+            c = consistency(code[:, : self.latent_dim])
+            total = total + self.consistency_weight * c * ops.stop_gradient(rec)
+            self.cons_tracker.update_state(c)
+        self.batch_loss.update_state(total)
+        return per_replica(total)
 
     def get_config(self):
         return {
@@ -440,6 +670,8 @@ class CubeAutoencoder(keras.Model):
             "loss_mask": self.loss_mask,
             "seed": self.seed,
             "kl_free_bits": self.kl_free_bits,
+            "latent_dim": self.latent_dim,
+            "consistency_weight": self.consistency_weight,
         }
 
     @classmethod
@@ -450,8 +682,10 @@ class CubeAutoencoder(keras.Model):
         return cls(enc, dec, **config)
 
 
-def build_model(cfg: ModelConfig, kind: str, seed: int = 0) -> CubeAutoencoder:
-    """Build and call (so that weights exist) an AE (``kind='ae'``) or VAE."""
+def build_model(cfg: ModelConfig, kind: str, seed: int = 0, mean_cube: np.ndarray | None = None) -> CubeAutoencoder:
+    """Build and call (so that weights exist) an AE (``kind='ae'``) or VAE.
+    ``mean_cube`` (time, y, x, c; the model's units) sets the decoder's learned mean
+    cube (``cfg.mean_cube``); zeros when not given."""
     if kind not in ("ae", "vae"):
         raise ValueError(f"model kind must be 'ae' or 'vae', got {kind!r}")
     variational = kind == "vae"
@@ -465,9 +699,13 @@ def build_model(cfg: ModelConfig, kind: str, seed: int = 0) -> CubeAutoencoder:
         loss_mask=cfg.uses_weights,  # the model reads the batch's weights
         seed=seed,
         kl_free_bits=cfg.kl_free_bits,
+        latent_dim=cfg.latent_dim,
+        consistency_weight=cfg.consistency_weight,
         name=kind,
     )
     model(np.zeros((1, *cfg.input_shape), dtype="float32"))
+    if cfg.mean_cube and mean_cube is not None:
+        dec.get_layer("mean_cube").mean.assign(np.asarray(mean_cube, dtype="float32").reshape(cfg.input_shape))
     return model
 
 

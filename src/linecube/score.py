@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, write_csv_atomic
+from .atomic import atomic_path, write_csv_atomic, write_json_atomic
+from .dataset import median_cubes
+from .diagnostics import eq1_numpy
 from .fluxscale import FluxScaler
 from .formats import read_layout, read_strings
 
@@ -51,10 +53,11 @@ def mae_scores(flux: np.ndarray, recon: np.ndarray) -> np.ndarray:
 
 
 class Reconstructor:
-    """Batched encoder/decoder pass of a trained model in flux units."""
+    """Batched encoder/decoder pass of a trained model in flux units, on the
+    Keras backend in use (one compiled inference function: ``predict_on_batch``)."""
 
     def __init__(self, model_path: str | os.PathLike, model_cfg: dict, layout, line_names=None):
-        import tensorflow as tf
+        import keras
 
         from .models import ModelConfig, load_model
 
@@ -62,13 +65,10 @@ class Reconstructor:
         self.mcfg = ModelConfig.from_config(model_cfg, layout.n_lines, layout.window_bins, layout.crop)
         self.scaler = FluxScaler.from_config(model_cfg, line_names, layout.window_bins)
         m = self.model
-
-        @tf.function(reduce_retracing=True)
-        def fn(x):
-            z = m.encode(x, training=False)
-            return z, m.decoder(z, training=False)
-
-        self._fn = fn
+        inp = keras.Input(m.encoder.input_shape[1:], name="cube")
+        code = m.encoder(inp)
+        code = code[0] if m.variational else code
+        self._infer = keras.Model(inp, [code[:, : m.latent_dim], m.decoder(code)], name="infer")
 
     def __call__(self, flux: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(latent (N, d), reconstruction (N, 190, y, x) in flux units)."""
@@ -76,7 +76,7 @@ class Reconstructor:
 
         s = self.scaler.galaxy_scale(flux, mask)
         x = to_model_layout(self.scaler.forward(flux, s), self.mcfg)
-        z, xr = self._fn(x)
+        z, xr = self._infer.predict_on_batch(x)
         recon = self.scaler.inverse(from_model_layout(np.asarray(xr, dtype=np.float32), self.mcfg), s)
         return np.asarray(z, dtype=np.float32), recon
 
@@ -233,27 +233,6 @@ def derive_scores(raw: RawStats, ref_rows: np.ndarray, line_names: list[str], se
     return out
 
 
-def eq1_numpy(x: np.ndarray, xr: np.ndarray) -> np.ndarray:
-    """The paper's Eq. 1 per galaxy (N,) for (N, wavelength, y, x) arrays: per spaxel
-    the MAE along wavelength summed over spaxels, plus per channel the MAE over
-    the image summed over channels (numpy twin of :func:`linecube.models.eq1_loss`)."""
-    d = np.abs(x.astype(np.float64) - xr)
-    return d.mean(axis=1).sum(axis=(1, 2)) + d.mean(axis=(2, 3)).sum(axis=1)
-
-
-def median_cubes(cubes_h5: str | os.PathLike, rows, scaler, max_n: int = 200, seed: int = 0):
-    """Per-voxel median cube over (at most ``max_n``, seeded) of ``rows``: in flux
-    units and in the model's units (each cube scaled by the model's scaler)."""
-    from .dataset import read_rows
-
-    rows = np.asarray(rows, dtype=int)
-    if len(rows) > max_n:
-        rows = np.sort(np.random.default_rng([seed, 11]).choice(rows, max_n, replace=False))
-    flux, _iv, mask = read_rows(cubes_h5, rows)
-    sc = scaler.galaxy_scale(flux, mask)
-    return np.median(flux, axis=0).astype(np.float32), np.median(scaler.forward(flux, sc), axis=0).astype(np.float32)
-
-
 def eq1_against(scaler, flux: np.ndarray, mask: np.ndarray, med_model: np.ndarray, *recons: np.ndarray) -> np.ndarray:
     """Eq. 1 per galaxy, in the model's units (``scaler``), of cubes ``flux``
     (N, wavelength, y, x) against the median cube ``med_model`` (row 0) and
@@ -270,7 +249,8 @@ def loss_ratios(cubes_h5: str | os.PathLike, rec, rows, med_model: np.ndarray, b
     what a perfect reconstruction would score: Eq. 1 of E|noise| =
     sqrt(2/pi) sigma per voxel (sigma from the ivar, carried through the model's
     flux scaling; masked voxels count zero), so a lower bound."""
-    from .dataset import read_rows, sigma_from_ivar
+    from .dataset import read_rows
+    from .formats import sigma_from_ivar
 
     rows = np.asarray(rows, dtype=int)
     if not len(rows):
@@ -315,8 +295,15 @@ def score_galaxies(
     split_csv: str | os.PathLike | None = None,
     default_score: str = "score_hybrid",
     seed: int = 0,
+    backend: str | None = None,
+    history_csv: str | os.PathLike | None = None,
+    divergence_csv: str | os.PathLike | None = None,
+    truth_csv: str | os.PathLike | None = None,
 ) -> dict:
-    """Score every galaxy; write scores.csv, latents.h5 and reconstructions.h5.
+    """Score every galaxy; write scores.csv, latents.h5, reconstructions.h5 and
+    diagnostics.json (:mod:`linecube.diagnostics`; ``history_csv`` and
+    ``divergence_csv`` of the training run give the KL and the divergence
+    events, ``truth_csv`` the probes).
 
     ``score`` (and ``rank``, ``percentile``) is ``default_score``; every score of
     :data:`SCORE_COLUMNS` is a column too, fitted on the training galaxies of
@@ -324,11 +311,12 @@ def score_galaxies(
     import h5py
     import pandas as pd
 
-    from .tfsetup import configure_tensorflow
+    from . import backend as kb
 
     if default_score not in DEFAULT_CHOICES:
         raise ValueError(f"score.default must be one of {DEFAULT_CHOICES}, got {default_score!r}")
-    configure_tensorflow(0)
+    kb.select(backend)
+    kb.configure(0)
     out_dir = Path(out_dir)
     with h5py.File(cubes_h5, "r") as h5:
         layout, lines = read_layout(h5)
@@ -413,35 +401,98 @@ def score_galaxies(
     )
     summary["test_loss_ratio"] = ratio
     summary["test_loss_noise_ratio"] = noise_ratio
-    learned = learned_fraction(ratio, noise_ratio)
-    summary["test_loss_learned_fraction"] = learned
-    if np.isfinite(ratio):
-        log.info(
-            "test Eq. 1 loss / training median cube's: %.3f (%d held-out galaxies); the noise alone, what a "
-            "perfect reconstruction would score: %.3f; so the model has learned %.0f %% of what the noise "
-            "leaves to learn (1 - ratio over 1 - the noise's)",
-            ratio, len(test_rows), noise_ratio, 100 * learned,
-        )  # fmt: skip
-        if ratio > 0.7:
-            log.warning(
-                "the model has not learned beyond a mean galaxy: its test loss is %.2fx that of the "
-                "training set's median cube (above 0.7; the noise alone is %.2fx, so noisy cubes leave "
-                "little to learn); read its residual scores with care",
-                ratio,
-                noise_ratio,
-            )
+    diag = model_diagnostics(
+        cubes_h5, rec, ref, test_rows, med_model if len(test_rows) else None, ratio, noise_ratio, plateifus, raw.latents,
+        history_csv=history_csv, divergence_csv=divergence_csv, truth_csv=truth_csv, seed=seed,
+    )  # fmt: skip
+    diag["default_score"] = default_score
+    summary["test_loss_learned_fraction"] = diag["learned_fraction"]
+    write_json_atomic(diag, out_dir / "diagnostics.json")
+    log_diagnostics(diag, len(test_rows))
     return summary
 
 
-def learned_fraction(ratio: float, noise_ratio: float) -> float:
-    """How much of what the noise leaves to learn a model has learned, from its test
-    Eq. 1 loss over the median cube's (``ratio``) and the same for a perfect
-    reconstruction (``noise_ratio``, :func:`loss_ratios`): (1 - ratio) / (1 - noise_ratio);
-    0 = a mean galaxy, 1 = a perfect model, < 0 = worse than the median cube. NaN when
-    either is undefined or the noise leaves nothing to learn."""
-    if not (np.isfinite(ratio) and np.isfinite(noise_ratio)) or noise_ratio >= 0.999:
-        return float("nan")
-    return (1.0 - float(ratio)) / (1.0 - float(noise_ratio))
+def model_diagnostics(
+    cubes_h5, rec, ref, test_rows, med_model, ratio, noise_ratio, plateifus, latents, *,
+    history_csv=None, divergence_csv=None, truth_csv=None, seed: int = 0,
+) -> dict:  # fmt: skip
+    """diagnostics.json's content (:mod:`linecube.diagnostics`)."""
+    import pandas as pd
+
+    from . import backend as kb
+    from .diagnostics import (
+        fit_pixel_pca,
+        history_kl,
+        learned_fraction,
+        pca_loss_ratio,
+        pixel_pca_scores,
+        probe_rows,
+        probe_warnings,
+        representation_probes,
+    )
+
+    k = int(latents.shape[1])
+    pca = fit_pixel_pca(cubes_h5, ref, rec.scaler, k, seed=seed) if len(ref) > 2 else None
+    pca_ratio = float("nan")
+    if pca is not None and med_model is not None and len(test_rows):
+        pca_ratio = pca_loss_ratio(pca, cubes_h5, test_rows, rec.scaler, med_model)
+    events = pd.read_csv(divergence_csv) if divergence_csv and Path(divergence_csv).exists() else None
+    diag = {
+        "backend": kb.name(),
+        "latent_dim": k,
+        "n_test": int(len(test_rows)),
+        "loss_ratio": ratio,
+        "pca_loss_ratio": pca_ratio,
+        "pca_components": int(pca.n_components_) if pca is not None else None,
+        "noise_loss_ratio": noise_ratio,
+        "learned_fraction": learned_fraction(ratio, noise_ratio),
+        "kl_per_galaxy": history_kl(history_csv) if rec.model.variational else None,
+        "divergence_events": int(len(events)) if events is not None else None,
+        "probes": None,
+        "warnings": [],
+    }
+    if truth_csv and pca is not None:
+        rows, truth = probe_rows(plateifus, truth_csv)
+        if len(rows) >= 10:
+            pixels = pixel_pca_scores(pca, cubes_h5, rows, rec.scaler)
+            diag["probes"] = representation_probes(latents[rows], pixels, truth, seed=seed)
+            diag["warnings"] += probe_warnings(diag["probes"])
+    if np.isfinite(ratio) and np.isfinite(pca_ratio) and ratio > pca_ratio:
+        diag["warnings"].insert(
+            0, f"reconstruction: model {ratio:.3f} of the median cube's loss, worse than PCA's {pca_ratio:.3f}"
+        )
+    return diag
+
+
+def log_diagnostics(diag: dict, n_test: int) -> None:
+    """The score log's lines on what the model has learned, and its warnings."""
+    if np.isfinite(diag["loss_ratio"]):
+        log.info(
+            "test Eq. 1 loss / training median cube's: %.3f (%d held-out galaxies); PCA at the latent's dimension "
+            "(%s components): %.3f; the noise alone, what a perfect reconstruction would score: %.3f; so the model "
+            "has learned %.0f %% of what the noise leaves to learn (1 - ratio over 1 - the noise's)",
+            diag["loss_ratio"], n_test, diag["pca_components"], diag["pca_loss_ratio"], diag["noise_loss_ratio"],
+            100 * diag["learned_fraction"],
+        )  # fmt: skip
+    if diag.get("kl_per_galaxy") is not None:
+        log.info("VAE: KL per galaxy %.1f nats (held-out, last epoch)", diag["kl_per_galaxy"])
+    if diag.get("divergence_events"):
+        log.warning("training threw away %d diverging batch(es): see divergence.csv", diag["divergence_events"])
+    pr = diag.get("probes")
+    if pr:
+        lat, pix = pr["latent"], pr["pixels_pca"]
+        log.info(
+            "probes on %d normal galaxies of the truth table (kNN, k = 10, 5-fold): class balanced accuracy latent %.2f "
+            "vs pixels-PCA %.2f; neighbour class purity %.2f vs %.2f; v sin i R^2 %.2f vs %.2f",
+            pr["n"], lat["knn"].get("class", float("nan")), pix["knn"].get("class", float("nan")),
+            lat.get("purity", float("nan")), pix.get("purity", float("nan")),
+            lat["knn"].get("vsini_kms", float("nan")), pix["knn"].get("vsini_kms", float("nan")),
+        )  # fmt: skip
+    for w in diag["warnings"]:
+        if "pixels-PCA" in w:
+            log.warning("the latent space loses to the pixel baseline: %s", w)
+        else:
+            log.warning("%s", w)
 
 
 def brightness_check(scores: np.ndarray, mean_abs_flux: np.ndarray) -> dict:

@@ -1,10 +1,19 @@
-"""Training: HDF5 -> tf.data -> ConvLSTM2D AE/VAE, resumable and deterministic.
+"""Training: cubes.h5 -> batches -> ConvLSTM2D AE/VAE on any Keras backend,
+resumable, deterministic, guarded against divergence.
 
 Outputs (``out_dir``): ``model.keras``, ``history.csv`` (epoch, loss, test_loss,
-... one row per epoch), ``loss.png``, ``split.csv``. A Keras ``BackupAndRestore`` directory keyed by a hash of the
-configuration and the input file sits next to ``out_dir``: a killed or preempted
-job, rerun with the same configuration, resumes after its last finished epoch;
-a changed configuration never resumes a stale run.
+... one row per epoch, with ``discarded_batches`` and ``lr_factor``),
+``loss.png``, ``split.csv``, ``divergence.csv`` (every batch the guard threw
+away: epoch, batch, its loss, why; header only when none). A Keras
+``BackupAndRestore`` directory keyed by a hash of the configuration and the
+input file sits next to ``out_dir``: a killed or preempted job, rerun with the
+same configuration, resumes after its last finished epoch; a changed
+configuration never resumes a stale run.
+
+Batches come from :class:`CubeBatches`, a ``keras.utils.PyDataset`` (the
+portable input pipeline of Keras 3) that assembles each batch in numpy (model
+layout, flux scaling, seeded augmentation) on a background thread, a few batches
+ahead of the training step.
 """
 
 from __future__ import annotations
@@ -12,27 +21,37 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import write_csv_atomic
-from .dataset import AugmentConfig, CubeSource, split_galaxies, split_table
+from .dataset import AugmentConfig, CubeSource, median_cubes, split_galaxies, split_table
 from .fluxscale import FluxScaler
 from .formats import read_layout, read_strings
-from .tfsetup import configure_tensorflow
 
 log = logging.getLogger("linecube")
 
+#: a batch whose loss exceeds this many times the median of the recent kept ones is thrown away (a batch
+#: with a bright foreground star or a blueberry legitimately reaches ~20x the median on the bundled sample)
+SPIKE_FACTOR = 100.0
+#: recent accepted batch losses the guard compares with
+GUARD_WINDOW = 50
+#: the learning rate's factor after each thrown-away batch
+LR_BACKOFF = 0.5
 
-def run_hash(model_cfg: dict, train_cfg: dict, kind: str, cubes_h5: str | os.PathLike) -> str:
-    """Key of a training run: configuration + identity of the input file."""
+
+def run_hash(model_cfg: dict, train_cfg: dict, kind: str, cubes_h5: str | os.PathLike, backend: str = "tensorflow") -> str:
+    """Key of a training run: configuration, backend + identity of the input file."""
     st = Path(cubes_h5).stat()
     blob = json.dumps(
-        {"model": model_cfg, "train": train_cfg, "kind": kind, "input": [st.st_size, st.st_mtime_ns]}, sort_keys=True
+        {"model": model_cfg, "train": train_cfg, "kind": kind, "backend": backend, "input": [st.st_size, st.st_mtime_ns]},
+        sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -45,7 +64,7 @@ def ivar_weights(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, sys_floor
     loss, so the noise weighting acts within a galaxy (spender, Melchior et al. 2023,
     weights by inverse variance; the floor keeps bright voxels with tiny formal
     errors from dominating)."""
-    from .dataset import sigma_from_ivar
+    from .formats import sigma_from_ivar
 
     usable = (mask == 0) & (ivar > 0)
     sigma = sigma_from_ivar(ivar)
@@ -54,47 +73,76 @@ def ivar_weights(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, sys_floor
     return (w / max(mean, 1e-30)).astype(np.float32)
 
 
-def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, with_weights: bool):
-    """tf.data pipeline over a :class:`CubeSource`: a dataset of batch numbers
-    mapped through ``tf.numpy_function`` that assembles each batch in numpy (model
-    layout, scaling, augmentation for the source's current epoch), prefetched two
-    batches ahead. One hand-over to TensorFlow per batch: much cheaper than a
-    Python generator yielding cubes (3.8 -> ~1 ms of CPU per cube on 2 cores)."""
-    import tensorflow as tf
-
+def assemble_batch(source: CubeSource, mcfg, scaler: FluxScaler, samples, epoch: int, with_weights: bool) -> dict:
+    """One batch as the model reads it: ``{"x": cubes}`` (and ``"w"``, the voxel
+    weights, when ``with_weights``) in the model layout and units, float32."""
     from .models import to_model_layout
 
     shape = mcfg.input_shape
-    n = len(source)
-    n_batches = -(-n // batch_size)
-
-    def load(b):
-        epoch = source.current_epoch()
-        pairs = source.order(epoch)[int(b) * batch_size : (int(b) + 1) * batch_size]
-        xs = np.empty((len(pairs), *shape), np.float32)
-        ws = np.empty((len(pairs), *shape), np.float32) if with_weights else None
-        for k, (row, copy) in enumerate(pairs):
-            f, iv, m = source.sample(int(row), int(copy), epoch)
-            s = scaler.galaxy_scale(f[None], m[None]) if scaler.per_galaxy else None
-            xs[k] = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
-            if with_weights:
-                w = ivar_weights(f, iv, m, mcfg.loss_sys_floor) if mcfg.loss_weighting == "ivar" else (m == 0).astype(np.float32)
-                ws[k] = to_model_layout(w[None], mcfg)[0]
-        return (xs, ws) if with_weights else xs
-
-    def to_batch(b):
+    xs = np.empty((len(samples), *shape), np.float32)
+    ws = np.empty((len(samples), *shape), np.float32) if with_weights else None
+    for k, (row, copy) in enumerate(samples):
+        f, iv, m = source.sample(int(row), int(copy), epoch)
+        s = scaler.galaxy_scale(f[None], m[None]) if scaler.per_galaxy else None
+        xs[k] = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
         if with_weights:
-            x, w = tf.numpy_function(load, [b], (tf.float32, tf.float32), stateful=True)
-            x.set_shape((None, *shape))
-            w.set_shape((None, *shape))
-            return {"x": x, "w": w}
-        x = tf.numpy_function(load, [b], tf.float32, stateful=True)
-        x.set_shape((None, *shape))
-        return {"x": x}
+            w = ivar_weights(f, iv, m, mcfg.loss_sys_floor) if mcfg.loss_weighting == "ivar" else (m == 0).astype(np.float32)
+            ws[k] = to_model_layout(w[None], mcfg)[0]
+    return {"x": xs, "w": ws} if with_weights else {"x": xs}
 
-    ds = tf.data.Dataset.range(n_batches).map(to_batch, num_parallel_calls=1, deterministic=True)
-    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
-    return ds.prefetch(2)
+
+def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, with_weights: bool, repeat: bool = False):
+    """A :class:`CubeBatches` over ``source`` (``repeat``: endless, for benchmarks)."""
+    import keras
+
+    class CubeBatches(keras.utils.PyDataset):
+        """Batches of a :class:`CubeSource` for ``model.fit`` on any backend. Each
+        batch is a pure function of (epoch, batch number), assembled by one
+        background thread (the only one reading the HDF5 file) up to ``ahead``
+        batches before it is asked for; ``repeat`` cycles endlessly through the
+        epoch's batches."""
+
+        def __init__(self, ahead: int = 3):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.n = source.n_batches(batch_size)
+            self.ahead = int(ahead)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linecube-batches")
+            self._pending: dict[tuple[int, int], object] = {}
+
+        @property
+        def num_batches(self):
+            return None if repeat else self.n
+
+        def _submit(self, epoch: int, b: int):
+            key = (epoch, b)
+            if key not in self._pending:
+                samples = source.batch_samples(epoch, b, batch_size)
+                self._pending[key] = self._pool.submit(assemble_batch, source, mcfg, scaler, samples, epoch, with_weights)
+            return self._pending[key]
+
+        def __getitem__(self, index):
+            epoch = source.current_epoch()
+            b = int(index) % self.n
+            for k in list(self._pending):  # drop what another epoch or an earlier batch left
+                if k[0] != epoch or (k[1] < b and b - k[1] < self.n // 2):
+                    self._pending.pop(k).cancel()
+            fut = self._submit(epoch, b)
+            for j in range(1, self.ahead + 1):
+                if repeat or b + j < self.n:
+                    self._submit(epoch, (b + j) % self.n)
+            out = fut.result()
+            self._pending.pop((epoch, b), None)
+            return (out,)
+
+        def close(self):
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    return CubeBatches()
+
+
+def epochs_for(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
+    """``epochs``, raised so that training takes at least ``min_steps`` optimiser steps."""
+    return max(int(epochs), -(-int(min_steps) // max(int(steps_per_epoch), 1)))
 
 
 def one_cycle(lr_max: float, total_steps: int, warmup: float = 0.3, div: float = 25.0, final_div: float = 1e3):
@@ -116,7 +164,15 @@ def _optimizer(name: str, lr, clipnorm: float | None = None):
     }[name](learning_rate=lr, **kw)
 
 
-def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir: Path, train_cfg: dict, batch_size: int):
+def _callbacks(
+    source: CubeSource,
+    history_path: Path,
+    events_path: Path,
+    backup_dir: Path,
+    train_cfg: dict,
+    batch_size: int,
+    schedule,
+):
     import keras
 
     class SetEpoch(keras.callbacks.Callback):
@@ -125,8 +181,11 @@ def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir
         def on_epoch_begin(self, epoch, logs=None):
             source.epoch = epoch
 
+    guard = DivergenceGuard(schedule, events_path)
+
     class HistoryFile(keras.callbacks.Callback):
-        """history rows 1..E exactly once each, across interruptions."""
+        """history rows 1..E exactly once each, across interruptions; the training
+        loss is the mean over the batches the guard kept."""
 
         def __init__(self):
             super().__init__()
@@ -151,7 +210,12 @@ def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir
             rows = [r for r in _read_history(history_path) if int(r["epoch"]) <= epoch]
             row = {"epoch": epoch + 1, "seconds": round(time.perf_counter() - self.t0, 3), "samples": self.samples}
             for k, v in (logs or {}).items():
-                row[k.replace("val_", "test_")] = float(v)
+                if not k.endswith("batch_loss"):
+                    row[k.replace("val_", "test_")] = float(v)
+            if guard.kept:
+                row["loss"] = float(np.mean(guard.kept))
+            row["discarded_batches"] = guard.discarded_this_epoch
+            row["lr_factor"] = schedule.factor
             rows.append(row)
             _write_history(history_path, rows)
 
@@ -170,8 +234,8 @@ def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir
     cbs = [
         SetEpoch(),
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=True),
+        guard,
         HistoryFile(),
-        keras.callbacks.TerminateOnNaN(),
     ]
     if int(train_cfg.get("kl_warmup_epochs") or 0) > 0:
         cbs.insert(1, KLWarmup(int(train_cfg["kl_warmup_epochs"])))
@@ -179,6 +243,109 @@ def _callbacks(source: CubeSource, history_path: Path, backup_dir: Path, out_dir
     if patience:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True))
     return cbs
+
+
+def _make_guard_class():
+    import keras
+
+    class Guard(keras.callbacks.Callback):
+        """Throws away a batch whose loss is not finite or exceeds ``SPIKE_FACTOR``
+        times the median of the last ``GUARD_WINDOW`` kept batches: restores the
+        weights and optimiser state of the last snapshot (taken every
+        ``snapshot_every`` kept batches and at each epoch's start; copying the
+        state every batch would cost a device sync per step), multiplies the learning rate
+        by ``LR_BACKOFF`` (the schedule's ``factor``), and writes the event to
+        ``divergence.csv`` and the log. Stops training (as TerminateOnNaN would)
+        after 10 events in one epoch. A batch's loss is the model's ``batch_loss``
+        metric (the last value, not the epoch's running mean)."""
+
+        def __init__(self, schedule, events_path: Path, snapshot_every: int = 10):
+            super().__init__()
+            self.snapshot_every = int(snapshot_every)
+            self.schedule = schedule
+            self.events_path = events_path
+            self.recent: list[float] = []
+            self.kept: list[float] = []
+            self.discarded_this_epoch = 0
+            self._snapshot = None
+            self._epoch = 0
+
+        def _take_snapshot(self):
+            m = self.model
+            self._snapshot = ([np.array(v) for v in m.weights], [np.array(v) for v in m.optimizer.variables])
+
+        def _restore(self):
+            m = self.model
+            w, o = self._snapshot
+            for v, a in zip(m.weights, w):
+                v.assign(a)
+            for v, a in zip(m.optimizer.variables, o):
+                v.assign(a)
+
+        def on_train_begin(self, logs=None):
+            events = _read_history(self.events_path)
+            if events:  # resumed: the learning rate stays as lowered before
+                self.schedule.factor = float(LR_BACKOFF ** len(events))
+                self._retrace()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch = epoch
+            self.kept, self.discarded_this_epoch = [], 0
+            self._take_snapshot()
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = float((logs or {}).get("batch_loss", float("nan")))  # this batch's own loss
+            ref = float(np.median(self.recent)) if len(self.recent) >= 10 else None
+            bad = not math.isfinite(loss) or (ref is not None and ref > 0 and loss > SPIKE_FACTOR * ref)
+            if not bad:
+                self.kept.append(loss)
+                self.recent = (self.recent + [loss])[-GUARD_WINDOW:]
+                if len(self.kept) % self.snapshot_every == 0:
+                    self._take_snapshot()
+                return
+            self.discarded_this_epoch += 1
+            why = "not finite" if not math.isfinite(loss) else f"{loss / ref:.0f}x the median of the last {len(self.recent)}"
+            self._restore()
+            self.schedule.factor *= LR_BACKOFF
+            self._retrace()
+            self._record(batch, loss, why)
+            log.warning(
+                "epoch %d batch %d: loss %.4g (%s): weights restored to before it, learning rate x%.3g from now on",
+                self._epoch + 1, batch + 1, loss, why, self.schedule.factor,
+            )  # fmt: skip
+            if self.discarded_this_epoch >= 10:
+                log.error("10 batches thrown away in epoch %d: stopping training", self._epoch + 1)
+                self.model.stop_training = True
+
+        def _retrace(self):
+            """Rebuild the compiled train step so that it reads the lowered rate."""
+            m = self.model
+            if getattr(m, "train_function", None) is not None:
+                m.train_function = None
+                m.make_train_function(force=True)
+
+        def _record(self, batch, loss, why):
+            import pandas as pd
+
+            rows = _read_history(self.events_path) + [
+                {"epoch": self._epoch + 1, "batch": batch + 1, "loss": loss, "reason": why, "lr_factor": self.schedule.factor}
+            ]
+            write_csv_atomic(pd.DataFrame(rows), self.events_path)
+
+    return Guard
+
+
+def DivergenceGuard(schedule, events_path: Path, snapshot_every: int = 10):  # noqa: N802 (a class, made once Keras is imported)
+    """The divergence guard callback (the class made by :func:`_make_guard_class`)."""
+    global _GUARD
+    if _GUARD is None:
+        _GUARD = _make_guard_class()
+    return _GUARD(schedule, events_path, snapshot_every)
+
+
+_GUARD = None
+
+EVENT_COLUMNS = ["epoch", "batch", "loss", "reason", "lr_factor"]
 
 
 def _read_history(path: Path) -> list[dict]:
@@ -220,24 +387,30 @@ def train(
     threads: int | None = None,
     verbose: int = 2,
     steps_per_epoch: int | None = None,
+    backend: str | None = None,
 ) -> dict:
     """Train an AE or VAE on cubes.h5; write the outputs listed in the module doc.
 
-    Returns a summary dict (epochs run, final losses, samples per second).
-    ``steps_per_epoch`` caps the batches per epoch (benchmarks only).
+    Returns a summary dict (epochs run, final losses, samples per second, the
+    backend). ``steps_per_epoch`` fixes the batches per epoch (benchmarks only:
+    training then takes exactly ``epochs`` x ``steps_per_epoch`` steps, whatever
+    ``min_steps`` says).
+    ``backend``: the Keras backend (None: ``$KERAS_BACKEND``, else TensorFlow).
     """
     import h5py
 
+    from . import backend as kb
     from .config import with_defaults
 
+    kb.select(backend)
     model_cfg, train_cfg = with_defaults("model", model_cfg), with_defaults("train", train_cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed = int(train_cfg["seed"])
-    tf = configure_tensorflow(seed, threads=threads)
+    bname = kb.configure(seed, threads=threads)
     import keras
 
-    from .models import ModelConfig, build_model
+    from .models import ModelConfig, build_model, to_model_layout
 
     with h5py.File(cubes_h5, "r") as h5:
         layout, lines = read_layout(h5)
@@ -253,75 +426,111 @@ def train(
         len(test_idx),
     )
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = kb.gpus()
     if train_cfg["mixed_precision"]:
         if gpus:
             keras.mixed_precision.set_global_policy("mixed_float16")
         else:
             log.warning("mixed_precision requested but no GPU is visible: training in float32")
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    log.info("devices: %s; replicas: %d", [d.name for d in gpus] or ["CPU"], strategy.num_replicas_in_sync)
+    strategy = None
+    if bname == "tensorflow":
+        import tensorflow as tf
 
-    aug = AugmentConfig(
-        copies=int(train_cfg["augment_copies"]),
-        noise_sigma=float(train_cfg["noise_sigma"]),
-        noise_from_ivar=bool(train_cfg["noise_from_ivar"]),
-        max_shift=int(train_cfg["max_shift"]),
-    )
+        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+        replicas = strategy.num_replicas_in_sync
+    else:
+        replicas = 1
+        if len(gpus) > 1:
+            log.warning("%d GPUs visible: the %s backend trains on the first (multi-GPU is TensorFlow's here)", len(gpus), bname)
+    log.info("backend %s; devices: %s; replicas: %d", bname, gpus or ["CPU"], replicas)
+
+    aug = AugmentConfig.from_config(train_cfg)
     scaler = FluxScaler.from_config(model_cfg, lines.names, layout.window_bins)
-    bs = int(train_cfg["batch_size"]) * strategy.num_replicas_in_sync
+    bs = int(train_cfg["batch_size"]) * replicas
+    if mcfg.pairs and bs < 4:
+        raise ValueError(f"train.batch_size {bs}: the consistency term needs at least 4 (two views of two galaxies)")
     with_w = mcfg.uses_weights
-    kw = {"need_mask": with_w or scaler.per_galaxy, "need_ivar": mcfg.loss_weighting != "none"}
+    kw = {"need_mask": with_w or scaler.per_galaxy, "need_ivar": mcfg.loss_weighting != "none", "pairs": mcfg.pairs}
     train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, **kw)
     test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, **kw)
-    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w)
-    test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None
-    if steps_per_epoch:  # benchmarks: a fixed number of batches whatever the sample size
-        train_ds = train_ds.repeat()
-        test_ds = test_ds.repeat() if test_ds is not None else None
+    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w, repeat=bool(steps_per_epoch))
+    test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w, repeat=bool(steps_per_epoch)) if len(test_idx) else None
 
-    epochs = int(train_cfg["epochs"])
+    per_epoch = steps_per_epoch or train_src.n_batches(bs)
+    epochs = epochs_for(int(train_cfg["epochs"]), 0 if steps_per_epoch else int(train_cfg["min_steps"]), per_epoch)
+    if epochs > int(train_cfg["epochs"]):
+        log.info(
+            "%d steps per epoch: %d epochs instead of %d, for the %d optimiser steps of train.min_steps",
+            per_epoch, epochs, int(train_cfg["epochs"]), int(train_cfg["min_steps"]),
+        )  # fmt: skip
     lr = float(train_cfg["learning_rate"])
-    if train_cfg["schedule"] == "onecycle":
-        steps = (steps_per_epoch or -(-len(train_src) // bs)) * epochs
-        lr = one_cycle(lr, steps)
-    with strategy.scope():
-        model = build_model(mcfg, kind, seed=seed)
+    steps = per_epoch * epochs
+    from .models import ConstantRate
+
+    schedule = one_cycle(lr, steps) if train_cfg["schedule"] == "onecycle" else ConstantRate(lr)
+    mean = None
+    if mcfg.mean_cube:
+        mean = to_model_layout(median_cubes(cubes_h5, train_idx, scaler, seed=seed)[1][None], mcfg)[0]
+
+    def build():
+        model = build_model(mcfg, kind, seed=seed, mean_cube=mean)
         model.compile(
-            optimizer=_optimizer(train_cfg["optimizer"], lr, train_cfg["clipnorm"]),
-            jit_compile=bool(train_cfg["xla"]),
+            optimizer=_optimizer(train_cfg["optimizer"], schedule, train_cfg["clipnorm"]),
+            jit_compile=bool(train_cfg["xla"]) if bname == "tensorflow" else "auto",
         )
         model.optimizer.build(model.trainable_variables)
+        return model
 
-    key = run_hash(model_cfg, train_cfg, kind, cubes_h5)
+    if strategy is not None:
+        with strategy.scope():
+            model = build()
+    else:
+        model = build()
+
+    key = run_hash(model_cfg, train_cfg, kind, cubes_h5, bname)
     backup_dir = out_dir.parent / f".backup-{out_dir.name}-{key}"
     history_path = out_dir.parent / f".history-{out_dir.name}-{key}.csv"
+    events_path = out_dir.parent / f".divergence-{out_dir.name}-{key}.csv"
     t0 = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=test_ds,
-        epochs=epochs,
-        callbacks=_callbacks(train_src, history_path, backup_dir, out_dir, train_cfg, bs),
-        verbose=verbose,
-        shuffle=False,  # the source shuffles, seeded per epoch
-        steps_per_epoch=steps_per_epoch,
-        validation_steps=steps_per_epoch,
-    )
+    try:
+        model.fit(
+            train_ds,
+            validation_data=test_ds,
+            epochs=epochs,
+            callbacks=_callbacks(train_src, history_path, events_path, backup_dir, train_cfg, bs, schedule),
+            verbose=verbose,
+            shuffle=False,  # the source shuffles, seeded per epoch (Keras would reorder a PyDataset's batches)
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=steps_per_epoch if test_ds is not None else None,
+        )
+    finally:
+        for ds in (train_ds, test_ds):
+            if ds is not None:
+                ds.close()
+        train_src.close()
+        test_src.close()
     wall = time.perf_counter() - t0
-    save_model_atomic(model, out_dir / "model.keras")
     rows = _read_history(history_path)
+    if rows and not all(math.isfinite(float(r.get("loss", float("nan")))) for r in rows):
+        raise RuntimeError(f"{kind}: training ended with a non-finite loss; see {out_dir / 'history.csv'}")
+    save_model_atomic(model, out_dir / "model.keras")
     _write_history(out_dir / "history.csv", rows)
-    history_path.unlink(missing_ok=True)
-    shutil.rmtree(backup_dir, ignore_errors=True)
-    from .figures import plot_history
+    import pandas as pd
 
-    plot_history(out_dir / "history.csv", out_dir / "loss.png", f"{kind.upper()} ({mcfg.layout} layout, {mcfg.steps} steps)")
+    events = _read_history(events_path)
+    write_csv_atomic(pd.DataFrame(events, columns=EVENT_COLUMNS), out_dir / "divergence.csv")
+    history_path.unlink(missing_ok=True)
+    events_path.unlink(missing_ok=True)
+    shutil.rmtree(backup_dir, ignore_errors=True)
     n_epochs_run = len(rows)
     summary = {
         "kind": kind,
+        "backend": bname,
         "epochs": n_epochs_run,
+        "steps": int(sum(float(r.get("samples", 0)) for r in rows) // max(bs, 1)),
         "final_loss": rows[-1].get("loss") if rows else None,
         "final_test_loss": rows[-1].get("test_loss") if rows else None,
+        "divergence_events": len(events),
         "wall_seconds": wall,
         "parameters": int(model.count_params()),
         "samples_per_second": sum(float(r.get("samples", 0)) for r in rows) / max(sum(float(r["seconds"]) for r in rows), 1e-9),

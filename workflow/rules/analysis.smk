@@ -6,7 +6,10 @@ rule score_galaxies:
         cubes="results/cubes.h5",
         model="results/models/{model}/model.keras",
         split="results/models/{model}/split.csv",
+        history="results/models/{model}/history.csv",
+        divergence="results/models/{model}/divergence.csv",
         agn=get_agn_catalog,
+        truth=DATA["truth"] or [],
     output:
         scores=report(
             "results/{model}/scores.csv",
@@ -16,6 +19,7 @@ rule score_galaxies:
         ),
         latents="results/{model}/latents.h5",
         reconstructions="results/{model}/reconstructions.h5",
+        diagnostics="results/{model}/diagnostics.json",
     log:
         "logs/score_galaxies/{model}.log",
     benchmark:
@@ -34,6 +38,7 @@ rule score_galaxies:
         default=config["score"]["default"],
         seed=config["train"]["seed"],
         extra=config["neighbors"]["plateifus"],
+        backend=config["keras_backend"],
     script:
         "../../scripts/score_galaxies.py"
 

@@ -22,6 +22,7 @@ rule train_model:
             labels={"model": "{model}", "figure": "loss curve"},
         ),
         split="results/models/{model}/split.csv",
+        divergence="results/models/{model}/divergence.csv",
     log:
         "logs/train_model/{model}.log",
     benchmark:
@@ -36,5 +37,6 @@ rule train_model:
     params:
         model=config["model"],
         train=config["train"],
+        backend=config["keras_backend"],
     script:
         "../../scripts/train_model.py"
