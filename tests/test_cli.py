@@ -242,3 +242,133 @@ def test_all_rejected_leaves_no_file_that_looks_finished(tmp_path, good, lines, 
     assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(empty)]) == 2
     assert "no cube could be extracted" in _one_line_error(capsys, out)
     assert not out.exists() and (out.parent / "cubes.rejects.csv").exists()
+
+
+def test_cli_paths_limits_and_the_last_line(tmp_path, good, lines, capsys, monkeypatch):
+    """--drpver is a version, never a path; the schema's bounds hold at the CLI;
+    LINECUBE_DEBUG=0 means off; an interrupt inside a progress bar ends in the error line."""
+    import pytest
+    from fixtures import write_drpall_for
+
+    from linecube import extract
+    from linecube.cli import main
+
+    for bad in ("../../x", "/tmp/x", "v3_1_1/.."):
+        assert main(["simulate", "--out", str(tmp_path / "s"), "--n-galaxies", "2", "--drpver", bad]) == 2
+        assert "--drpver" in _one_line_error(capsys, "--drpver")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "s").exists()
+    g, path = good
+    drpall = write_drpall_for(tmp_path, [g])
+    for opt, v in (("--crop", "100000"), ("--window-bins", "1000")):
+        assert main(["extract", "--drpall", str(drpall), "--out", str(tmp_path / "c.h5"), opt, v, str(path)]) == 2
+        assert "the configuration schema's bounds" in _one_line_error(capsys, opt)
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(extract, "write_cube_row", boom)
+    monkeypatch.setenv("LINECUBE_DEBUG", "0")
+    assert main(["extract", "--drpall", str(drpall), "--out", str(tmp_path / "d.h5"), str(path)]) == 1
+    assert "disk on fire" in _one_line_error(capsys, "disk on fire")
+    monkeypatch.setenv("LINECUBE_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["extract", "--drpall", str(drpall), "--out", str(tmp_path / "d.h5"), str(path)])
+    capsys.readouterr()
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract, "write_cube_row", interrupt)
+    assert main(["extract", "--drpall", str(drpall), "--out", str(tmp_path / "d.h5"), str(path)]) == 130
+    assert _one_line_error(capsys, "interrupted")
+    assert not (tmp_path / "d.h5").exists() and not list(tmp_path.glob(".d.h5.*.tmp"))
+
+
+def test_duplicates_are_an_error_naming_the_rows_or_files(tmp_path, good, lines, capsys):
+    """Two drpall rows for one plate-IFU, or one plate-IFU given as two files: one
+    error line naming them (extract and the sample selection read the drpall alike)."""
+    import pytest
+    from fixtures import drpall_row
+
+    from linecube.cli import main
+    from linecube.manga import read_drpall
+    from linecube.simulate.drpall import write_drpall
+
+    g, path = good
+    drpall = tmp_path / "drpall.fits"
+    write_drpall([drpall_row(g), drpall_row(g, z=0.05)], drpall)
+    out = tmp_path / "c.h5"
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 2
+    assert "8001-1901 in table rows 1, 2" in _one_line_error(capsys, drpall)
+    with pytest.raises(ValueError, match="more than one row"):
+        read_drpall(drpall)  # what select_sample reads too
+    write_drpall([drpall_row(g)], drpall)
+    copy = tmp_path / "copy" / path.name
+    copy.parent.mkdir()
+    copy.write_bytes(b"broken")
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(copy), str(path)]) == 2
+    msg = _one_line_error(capsys, "1 plate-IFU(s) given as more than one file")
+    assert str(copy) in msg and str(path) in msg and not out.exists()
+
+
+def test_one_odd_file_is_one_reject(tmp_path, good, lines, capsys):
+    """A FIFO, a device, a symlink loop, a directory and a folder whose name is not
+    UTF-8 are rejects with their reason; the good cube is extracted."""
+    import os
+
+    from fixtures import drpall_row
+
+    from linecube.cli import main
+    from linecube.simulate.drpall import write_drpall
+
+    g, path = good
+    pifus = {"fifo": "8001-1902", "loop": "8001-3701", "dir": "8001-3702", "utf8": "8001-6101"}
+    rows = [drpall_row(g)] + [drpall_row(g, plateifu=p, ifudsgn=int(p.split("-")[1])) for p in pifus.values()]
+    drpall = tmp_path / "drpall.fits"
+    write_drpall(rows, drpall)
+    fifo = tmp_path / f"manga-{pifus['fifo']}-LOGCUBE.fits.gz"
+    os.mkfifo(fifo)
+    loop = tmp_path / f"manga-{pifus['loop']}-LOGCUBE.fits.gz"
+    os.symlink(loop, loop)
+    d = tmp_path / f"manga-{pifus['dir']}-LOGCUBE.fits.gz"
+    d.mkdir()
+    odd = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(odd)
+    bad_name = odd + f"/manga-{pifus['utf8']}-LOGCUBE.fits.gz".encode()
+    with open(bad_name, "wb") as f:
+        f.write(b"not fits")
+    out = tmp_path / "c.h5"
+    args = ["extract", "--drpall", str(drpall), "--out", str(out), str(path), str(fifo), str(loop), str(d), os.fsdecode(bad_name)]
+    assert main(args) == 0
+    o = capsys.readouterr()
+    assert "1 extracted, 4 rejected" in o.out, (o.out, o.err)
+    rej = pd.read_csv(tmp_path / "c.rejects.csv", dtype=str).set_index("plateifu")["reason"]
+    assert "FIFO" in rej[pifus["fifo"]] and "cannot open" in rej[pifus["loop"]] and "a directory" in rej[pifus["dir"]]
+    assert "caf\\xe9" in rej[pifus["utf8"]] and "not a FITS file" in rej[pifus["utf8"]]
+    zero = tmp_path / "z" / f"manga-{pifus['fifo']}-LOGCUBE.fits.gz"  # /dev/zero under a LOGCUBE name
+    zero.parent.mkdir()
+    os.symlink("/dev/zero", zero)
+    assert main(["extract", "--drpall", str(drpall), "--out", str(tmp_path / "z.h5"), str(path), str(zero)]) == 0
+    assert "is a character device" in capsys.readouterr().err
+
+
+def test_disk_full_is_one_error_and_keeps_the_previous_output(tmp_path, good, lines, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from fixtures import write_drpall_for
+
+    from linecube.cli import main
+
+    g, path = good
+    drpall = write_drpall_for(tmp_path, [g])
+    out = tmp_path / "cubes.h5"
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 0
+    before = _h5_digest(out)
+    capsys.readouterr()
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: Usage(10**9, 10**9 - 1000, 1000))
+    assert main(["extract", "--drpall", str(drpall), "--out", str(out), str(path)]) == 1
+    msg = _one_line_error(capsys, out)
+    assert "too little for the next cube" in msg and "nothing was replaced" in msg
+    assert _h5_digest(out) == before and not list(tmp_path.glob(".cubes.h5.*.tmp"))

@@ -1,5 +1,7 @@
 """linecube.config: data.redux_dir by the SDSS conventions."""
 
+from pathlib import Path
+
 import pytest
 
 from linecube.config import ConfigError, resolve_redux_dir, validate_config
@@ -126,3 +128,37 @@ def test_start_up_checks_name_the_file_and_problem(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     ok["data"]["lines"] = str(repo / "resources" / "emission_lines.csv")
     assert check_inputs(ok) == []
+
+
+def test_config_that_would_fail_hours_later_is_refused_at_start_up(tmp_path):
+    """NaN / infinite numbers, min_dist above UMAP's spread, a model named twice,
+    a line list without H-alpha under halpha scaling or with bad rows, an AGN
+    catalogue without a flag column: refused before the first job, naming the key or file."""
+    from linecube.config import ConfigError, check_inputs, resolve_catalogues, validate_config
+
+    for over, needle in (
+        ({"train": {"learning_rate": float("nan")}}, "train.learning_rate: nan is not a finite number"),
+        ({"train": {"clipnorm": float("inf")}}, "train.clipnorm: inf is not a finite number"),
+        ({"embed": {"umap_min_dist": 1.5}}, "embed.umap_min_dist"),
+        ({"models": ["ae", "ae"]}, "models"),
+    ):
+        with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("[", r"\[")):
+            validate_config({"data": {}, **over})
+    repo_lines = (Path(__file__).resolve().parents[1] / "resources" / "emission_lines.csv").read_text().splitlines()
+    cases = {
+        "noha.csv": [repo_lines[0]] + [r for r in repo_lines[1:] if not r.startswith("Halpha,")],
+        "nan.csv": [repo_lines[0], "Hbeta,nan", "Halpha,6564.6"],
+        "neg.csv": [repo_lines[0], "Hbeta,-4862.7", "Halpha,6564.6"],
+        "dup.csv": [repo_lines[0], "Halpha,6564.6", "Halpha,6564.6"],
+    }
+    agn = tmp_path / "agn.csv"
+    agn.write_text("plateifu,comment\n8000-1901,bright\n")
+    for name, rows in cases.items():
+        (tmp_path / name).write_text("\n".join(rows) + "\n")
+        cfg = resolve_catalogues(validate_config({"data": {"lines": str(tmp_path / name), "agn_catalog": str(agn)},
+                                                  "simulate": {"enabled": False}}))  # fmt: skip
+        errs = "\n".join(check_inputs(cfg))
+        assert f"data.lines: {tmp_path / name}" in errs, (name, errs)
+        assert f"{agn}: no boolean selection columns" in errs
+    assert "no Halpha line" in "\n".join(check_inputs(resolve_catalogues(validate_config(
+        {"data": {"lines": str(tmp_path / "noha.csv")}, "simulate": {"enabled": False}}))))  # fmt: skip

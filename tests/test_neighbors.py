@@ -38,6 +38,8 @@ def test_cli_neighbors_known_and_unknown(tmp_path, capsys):
     assert main(["neighbors", "../etc", "--results", str(tmp_path)]) == 2
     assert "malformed plate-IFU" in capsys.readouterr().err
     assert main(["neighbors", "8000-1905", "--space", "pca", "--results", str(tmp_path)]) == 0
+    assert main(["neighbors", " 8000-1905 ", "--results", str(tmp_path)]) == 0  # padded, as pasted from a table
+    assert "8000-1905" in capsys.readouterr().out
     assert main(["neighbors", "8000-1905", "--model", "vae", "--results", str(tmp_path)]) == 2
     assert "run the workflow" in capsys.readouterr().err
 

@@ -54,7 +54,13 @@ def test_bad_labels_files_are_named(tmp_path):
     with pytest.raises(BadLabels, match=r"unknown label\(s\) 'boring'"):
         read_labels(f)
     f.write_text("plateifu,label\n8000-1901,interesting\n8000-1901,artefact\n")
-    assert read_labels(f).label.tolist() == ["artefact"]  # the last word wins
+    with pytest.raises(BadLabels, match=r"conflicting labels, e.g. 8000-1901: row 2 \(interesting\), row 3 \(artefact\)"):
+        read_labels(f)
+    f.write_text("plateifu,label\n 8000-1901 ,interesting\n8000-1901,interesting\n")  # padded, repeated: one label
+    assert read_labels(f).plateifu.tolist() == ["8000-1901"]
+    f.write_bytes(b"plateifu,label\n8000-1901,\xff\xfeinteresting\n")
+    with pytest.raises(BadLabels, match=r"labels.csv: not a UTF-8 text file"):
+        read_labels(f)
 
 
 def test_cli_rerank_writes_scores_ranked(tmp_path, capsys):
@@ -80,3 +86,29 @@ def test_cli_rerank_writes_scores_ranked(tmp_path, capsys):
     emb.to_csv(tmp_path / "results" / "ae" / "embedding.csv", index=False)
     assert main(["rerank", "--labels", str(lab), "--model", "ae", "--results", str(tmp_path / "results")]) == 2
     assert "labels were made on model(s) vae, not ae" in capsys.readouterr().err
+
+
+def test_rerank_validates_as_neighbors_does(tmp_path, capsys):
+    """A padded plate-IFU still applies its label; bad --weight / -k, duplicated or
+    incomplete scores.csv rows end in one error line naming the file or option."""
+    sc, emb = survey()
+    d = tmp_path / "results" / "ae"
+    d.mkdir(parents=True)
+    sc.to_csv(d / "scores.csv", index=False)
+    emb.to_csv(d / "embedding.csv", index=False)
+    lab = tmp_path / "labels.csv"
+    lab.write_text(f"plateifu,label\n {sc.plateifu[30]} ,interesting\n")
+    base = ["rerank", "--labels", str(lab), "--results", str(tmp_path / "results")]
+    assert main(base) == 0
+    assert "1 interesting" in capsys.readouterr().out
+    for extra, needle in ((["--weight", "inf"], "--weight"), (["--weight", "nan"], "--weight"), (["--weight", "-1"], "--weight"),
+                          (["-k", "0"], "-k"), (["-k", "-3"], "-k")):  # fmt: skip
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {needle}"), err
+    pd.concat([sc, sc.iloc[[3]]]).to_csv(d / "scores.csv", index=False)
+    assert main(base) == 2
+    assert f"{d / 'scores.csv'}: duplicate plate-IFU" in capsys.readouterr().err
+    sc.drop(columns="rank").to_csv(d / "scores.csv", index=False)
+    assert main(base) == 2
+    assert f"{d / 'scores.csv'}: missing column(s) rank" in capsys.readouterr().err

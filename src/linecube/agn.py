@@ -53,6 +53,8 @@ def read_catalog(path: str | os.PathLike) -> pd.DataFrame:
             bad = np.nonzero(~ok.to_numpy())[0]
             rows = ", ".join(f"row {i + 2} ({df[c].iloc[i]!r})" for i in bad[:5]) + (" ..." if len(bad) > 5 else "")
             raise ValueError(f"{path}: column {c} must be true/false (or 1/0), but has {rows}")
+    if not any(df[c].dtype == bool for c in df.columns if c not in ("plateifu", "mangaid")):
+        raise ValueError(f"{path}: no boolean selection columns (expected e.g. {', '.join(METHODS)})")
     return df
 
 
@@ -64,8 +66,6 @@ def match_agn(path: str | os.PathLike, plateifus, mangaids) -> pd.DataFrame:
     """
     cat = read_catalog(path)
     flags = [c for c in cat.columns if c not in ("plateifu", "mangaid") and cat[c].dtype == bool]
-    if not flags:
-        raise ValueError(f"{path}: no boolean selection columns (expected e.g. {', '.join(METHODS)})")
     key = "plateifu" if "plateifu" in cat else "mangaid"
     ids = list(plateifus) if key == "plateifu" else list(mangaids)
     table = cat.groupby(key)[flags].any()

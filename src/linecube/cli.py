@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .formats import PRODUCT_ATTR, REJECTS_HEADER
+from .formats import PRODUCT_ATTR, REJECTS_HEADER, shown
 
 #: disk per simulated galaxy (bytes), measured on the bundled sample's IFU mix:
 #: 1.44 GB of LOGCUBEs for 100 galaxies; scale mode ~1.75 MB per cube in cubes.h5
@@ -32,6 +32,7 @@ def check_simulate_args(args: argparse.Namespace) -> Path:
         raise UsageError(f"--anomaly-fraction: must be between 0 and 1, got {args.anomaly_fraction}")
     if args.threads < 1:
         raise UsageError(f"--threads: must be at least 1, got {args.threads}")
+    check_drpver(args.drpver)
     out = Path(args.out)
     if args.cubes_h5:
         if out.is_dir():
@@ -55,8 +56,34 @@ def check_simulate_args(args: argparse.Namespace) -> Path:
         raise UsageError(f"{probe}: not writable")
     free = shutil.disk_usage(probe).free
     if need > free:
-        raise UsageError(f"{out}: the survey needs about {need / 1e9:.1f} GB but {probe} has {free / 1e9:.1f} GB free")
+        raise UsageError(f"{out}: the survey needs about {_size(need)} but {probe} has {_size(free)} free")
     return out
+
+
+def _size(n: float) -> str:
+    """Bytes for a person: 3.2 GB, 41 MB, 12 kB."""
+    for unit, f in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= f:
+            return f"{n / f:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _schema_bounds(section: str, key: str) -> tuple[float, float]:
+    from .config import _schema
+
+    spec = _schema()["properties"][section]["properties"][key]
+    return spec.get("minimum", float("-inf")), spec.get("maximum", float("inf"))
+
+
+def check_drpver(drpver: str) -> None:
+    """--drpver is a DRP version (v3_1_1), a folder name under --out: never a path."""
+    import re
+
+    from .config import _schema
+
+    pattern = _schema()["properties"]["data"]["properties"]["drpver"]["pattern"]
+    if not re.match(pattern, drpver or ""):
+        raise UsageError(f"--drpver: {drpver!r} is not a DRP version like v3_1_1 (it names a folder under --out, never a path)")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -94,7 +121,7 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
     if out.is_dir():
         raise UsageError(f"{out}: --out is a directory; give the HDF5 file to write (e.g. {out}/cubes.h5)")
     for i in inputs:
-        if Path(i).exists() and out.exists() and os.path.samefile(out, i) or Path(i).resolve() == out.resolve():
+        if _same(out, i):
             raise UsageError(f"{out}: --out is one of the inputs; it would be overwritten (forgot the output name?)")
     if out.name.endswith((".fits", ".fits.gz", ".fz", ".csv")):
         raise UsageError(f"{out}: --out must be an HDF5 file (.h5), not {out.suffix}")
@@ -110,7 +137,7 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
         rejects_path(out).with_name(rejects_path(out).name.replace(".rejects.csv", ".rejects.failed.csv")),
     ):
         for i in inputs:
-            if Path(i).exists() and side.exists() and os.path.samefile(side, i) or Path(i).resolve() == side.resolve():
+            if _same(side, i):
                 raise UsageError(f"{side}: the rejects file of --out {out} would overwrite the input {i}; choose another --out")
         if side.is_dir():
             raise UsageError(f"{side}: the rejects file of --out {out} is a directory; choose another --out")
@@ -130,6 +157,18 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
     except OSError as e:
         raise UsageError(f"{parent}: cannot write the output there ({e.strerror or e})") from None
     return out
+
+
+def _same(a: Path, b) -> bool:
+    """Whether two paths name one file (also through links); odd inputs (a symlink
+    loop, a name that cannot be resolved) are never the same as an output."""
+    try:
+        b = Path(b)
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def _is_our_h5(path: Path) -> bool:
@@ -157,12 +196,17 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from .atomic import Busy
     from .extract import NothingExtracted, TooManyRejects, extract_to_h5
     from .formats import CubeLayout, load_lines
-    from .manga import requests_from_drpall
+    from .manga import DuplicateCubes, requests_from_drpall
 
     out = check_extract_out(args.out, [args.drpall, *args.cubes])
-    for name, v, lo in (("--window-bins", args.window_bins, 2), ("--crop", args.crop, 4), ("--threads", args.threads, 1)):
-        if v < lo:
-            raise UsageError(f"{name}: must be at least {lo}, got {v}")
+    check_drpver(args.drpver)
+    for name, v, (lo, hi) in (
+        ("--window-bins", args.window_bins, _schema_bounds("extract", "window_bins")),
+        ("--crop", args.crop, _schema_bounds("extract", "crop")),
+        ("--threads", args.threads, (1, 256)),
+    ):
+        if not lo <= v <= hi:
+            raise UsageError(f"{name}: must be between {lo} and {hi} (the configuration schema's bounds), got {v}")
     if not 0 <= args.max_reject_fraction <= 1:
         raise UsageError(f"--max-reject-fraction: must be between 0 and 1, got {args.max_reject_fraction}")
     try:
@@ -171,11 +215,13 @@ def _cmd_extract(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.lines}: not a usable emission-line list ({e})") from None
     try:
         reqs, pre_rejects = requests_from_drpall(args.drpall, args.cubes)
+    except DuplicateCubes as e:
+        raise UsageError(str(e)) from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         msg = str(e)
         raise UsageError(msg if args.drpall in msg else f"{args.drpall}: {msg}") from None
     for r in pre_rejects:
-        print(f"rejected {r['path']}: {r['reason']}", file=sys.stderr)
+        print(shown(f"rejected {r['path']}: {r['reason']}"), file=sys.stderr)
     layout = CubeLayout(len(lines), args.window_bins, args.crop)
     try:
         opts = {k: getattr(args, k) for k in ("drpver", "compression", "threads", "max_reject_fraction")}
@@ -185,15 +231,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     except TooManyRejects as e:
         first, _, reasons = str(e).partition("\n")
         for line in reasons.splitlines():
-            print(f"rejected {line.strip()}", file=sys.stderr)
+            print(shown(f"rejected {line.strip()}"), file=sys.stderr)
         print(f"error: {first.removesuffix(':')}", file=sys.stderr)
         return 3
     except NothingExtracted as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for r in s.rejects[len(pre_rejects) :]:
-        print(f"rejected {r['plateifu']}: {r['reason']}", file=sys.stderr)
-    print(f"{out}: {s.extracted} extracted, {s.rejected} rejected, {s.seconds:.1f} s")
+        print(shown(f"rejected {r['plateifu']}: {r['reason']}"), file=sys.stderr)
+    print(shown(f"{out}: {s.extracted} extracted, {s.rejected} rejected, {s.seconds:.1f} s"))
     return 0 if s.extracted else 2
 
 
@@ -281,22 +327,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _end_progress_bars() -> None:
+    """Close progress bars still open (an error or Ctrl-C inside a stage), so the
+    ``error:`` line is the last line on stderr, not a bar's fragment."""
+    tq = sys.modules.get("tqdm")
+    if tq is None:
+        return
+    for bar in list(getattr(tq.tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _end_progress_bars()
+        print(shown(f"error: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _end_progress_bars()
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line for the user; LINECUBE_DEBUG=1 shows the traceback
-        if os.environ.get("LINECUBE_DEBUG"):
+        _end_progress_bars()
+        if os.environ.get("LINECUBE_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off"):
             raise
         where = getattr(e, "filename", None)
         msg = f"{where}: {e.strerror}" if isinstance(e, OSError) and where and e.strerror else str(e) or type(e).__name__
-        print(f"error: {msg} (set LINECUBE_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(shown(f"error: {msg} (set LINECUBE_DEBUG=1 for the traceback)"), file=sys.stderr)
+        if argv is None and isinstance(e, OSError) and e.errno in (28, 27, 122):
+            # a write HDF5 could not finish leaves objects that crash the interpreter's
+            # teardown: end here, with the error line as the last word
+            sys.stderr.flush()
+            sys.stdout.flush()
+            os._exit(1)
         return 1
 
 

@@ -92,7 +92,21 @@ def coerce_strings(value, schema: dict):
 
 def semantic_errors(cfg: dict) -> list[str]:
     """Checks the schema cannot express (one line per problem, naming the keys)."""
+    import math
+
     errs = []
+
+    def walk(v, key):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{key}.{k}" if key else str(k))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{key}[{i}]")
+        elif isinstance(v, float) and not math.isfinite(v):
+            errs.append(f"  {key}: {v} is not a finite number")
+
+    walk(cfg, "")
     m = cfg.get("model", {})
     if m.get("architecture") == "stack" and "filters" in m and "strides" in m and len(m["filters"]) != len(m["strides"]):
         errs.append(
@@ -206,9 +220,12 @@ def check_inputs(cfg: dict) -> list[str]:
     sim = bool(cfg.get("simulate", {}).get("enabled"))
     own = {f"{data['redux_dir']}/{name}" for name in SIMULATED_FILES.values()} if sim else set()
     try:
-        load_lines(data["lines"])
+        names = load_lines(data["lines"]).names
+        if cfg.get("model", {}).get("flux_scaling") == "halpha" and "Halpha" not in names:
+            errs.append(f"data.lines: {data['lines']}: has no Halpha line, which model.flux_scaling: halpha divides by")
     except Exception as e:  # noqa: BLE001 - any failure to read it is reported the same way
-        errs.append(f"data.lines: {data['lines']}: {e}")
+        msg = str(e)
+        errs.append(f"data.lines: {msg if str(data['lines']) in msg else str(data['lines']) + ': ' + msg}")
     truth = data.get("truth")
     if truth and truth not in own:
         import pandas as pd

@@ -15,8 +15,11 @@ kept, and LSFPOST onwards is never decompressed.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_paths, write_csv_atomic
-from .formats import CubeLayout, LineList, VoxelFlag, create_cube_file, write_cube_row
+from .formats import CubeLayout, LineList, VoxelFlag, create_cube_file, shown, write_cube_row
 from .manga import (
     BITPIX_DTYPES,
     DRP_UNUSABLE,
@@ -158,6 +161,15 @@ def _plan(flux_header, req: CubeRequest, lines: LineList, layout: CubeLayout, wh
     }
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
 def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLayout()) -> dict:
     """Extract one galaxy's emission-line cube from its LOGCUBE.
 
@@ -166,11 +178,18 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
     wave (observed wavelength of each channel, A) and the drpall metadata.
     Raises :class:`CubeError` with a reason a person understands.
     """
-    where = f"{req.plateifu} ({req.path})"
+    where = f"{req.plateifu} ({shown(req.path)})"
     path = Path(req.path)
-    if not path.exists():
-        raise CubeError(f"{where}: file does not exist")
-    if path.stat().st_size == 0:
+    try:
+        st_mode = os.stat(path)
+    except FileNotFoundError:
+        raise CubeError(f"{where}: file does not exist") from None
+    except OSError as e:  # a symlink loop (ELOOP), a name too long, no permission on a folder
+        raise CubeError(f"{where}: cannot open ({e.strerror or e})") from None
+    if not stat.S_ISREG(st_mode.st_mode):
+        kind = next((k for f, k in _KINDS if f(st_mode.st_mode)), "not a regular file")
+        raise CubeError(f"{where}: is {kind}, not a LOGCUBE file")
+    if st_mode.st_size == 0:
         raise CubeError(f"{where}: file is empty (0 bytes)")
     found: dict[str, np.ndarray] = {}
     plan = None
@@ -321,9 +340,61 @@ def extract_to_h5(
     """
     from .atomic import exclusive
 
-    with exclusive(out):
+    with exclusive(out), _disk_errors(out):
         return _extract_to_h5(requests, out, lines, layout, drpver, config, compression, threads,
                               max_reject_fraction, label, progress, pre_rejects, allow_empty)  # fmt: skip
+
+
+class DiskFull(OSError):
+    """The file system ran out of space (or a file-size limit) while writing."""
+
+
+_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _is_full(e: BaseException) -> bool:
+    text = str(e).lower()
+    return getattr(e, "errno", None) in _FULL or any(f"errno = {n}" in text for n in _FULL) or "no space left" in text
+
+
+@contextlib.contextmanager
+def _disk_errors(out: Path):
+    """Turn a full disk during the write into one :class:`DiskFull` naming ``out``,
+    and keep HDF5's follow-up errors (raised while h5py frees objects of a file
+    it could not flush) off stderr."""
+    seen: list = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: seen.append(u) if _is_full(u.exc_value) else hook(u)
+    try:
+        yield
+    except DiskFull:
+        raise
+    except (OSError, RuntimeError) as e:
+        if not _is_full(e):
+            raise
+        raise DiskFull(errno.ENOSPC, f"{Path(out).parent} is full (or over a file-size limit) while writing it; "
+                       f"nothing was replaced and the temporary file was removed", str(out)) from None  # fmt: skip
+    finally:
+        import gc
+
+        gc.collect()  # free h5py's objects of the failed file while the quiet hook is in place
+        sys.unraisablehook = hook
+
+
+#: free space kept beyond the next cube (HDF5 metadata, the rejects file)
+SPARE_BYTES = 16 << 20
+
+
+def _check_room(tmp: Path, cube: dict, out: Path) -> None:
+    """Stop with :class:`DiskFull` before a write that the file system has no room
+    for (HDF5 recovers badly from a failed write: tracebacks at exit, a crash)."""
+    import shutil
+
+    need = sum(cube[k].nbytes for k in ("flux", "ivar", "mask")) + SPARE_BYTES
+    free = shutil.disk_usage(tmp.parent).free
+    if free < need:
+        raise DiskFull(errno.ENOSPC, f"{tmp.parent} has {free >> 20} MB free, too little for the next cube; "
+                       "nothing was replaced and the temporary file was removed", str(out))  # fmt: skip
 
 
 def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, threads, max_reject_fraction, label,
@@ -337,7 +408,7 @@ def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, th
     t0 = time.perf_counter()
     out = Path(out)
     reqs = sorted(requests, key=lambda r: r.plateifu)
-    rejects: list[dict] = [{"plateifu": r.get("plateifu", ""), "path": r.get("path", ""), "reason": r.get("reason", "")}
+    rejects: list[dict] = [{"plateifu": r.get("plateifu", ""), "path": shown(r.get("path", "")), "reason": r.get("reason", "")}
                            for r in pre_rejects]  # fmt: skip
     seen: set[str] = set()
     todo = []
@@ -383,8 +454,9 @@ def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, th
             create_cube_file(h5, len(todo), layout, lines, drpver=drpver, config=config, compression=compression, resizable=True)
             for r, cube, err in outcomes():
                 if err is not None:
-                    rejects.append({"plateifu": r.plateifu, "path": r.path, "reason": err})
+                    rejects.append({"plateifu": r.plateifu, "path": shown(r.path), "reason": shown(err)})
                 else:
+                    _check_room(tmp, cube, out)
                     write_cube_row(h5, n_ok, cube)
                     n_ok += 1
                 bar.update()
@@ -414,6 +486,6 @@ def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, th
 
 def _collect(r, cube, err, results, rejects) -> None:
     if err is not None:
-        rejects.append({"plateifu": r.plateifu, "path": r.path, "reason": err})
+        rejects.append({"plateifu": r.plateifu, "path": shown(r.path), "reason": shown(err)})
     else:
         results[r.plateifu] = cube

@@ -76,10 +76,19 @@ def load_lines(path: str | os.PathLike | None = None) -> LineList:
         rows = list(csv.DictReader(fh))
     if not rows or {"name", "vacuum_wavelength_A"} - set(rows[0]):
         raise ValueError(f"{path}: expected columns name, vacuum_wavelength_A")
-    names = tuple(r["name"] for r in rows)
-    rest = np.array([float(r["vacuum_wavelength_A"]) for r in rows])
+    names = tuple((r["name"] or "").strip() for r in rows)
+    try:
+        rest = np.array([float(r["vacuum_wavelength_A"]) for r in rows])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: vacuum_wavelength_A must be numbers ({e})") from None
+    bad = [f"row {i + 2} ({n or '?'}: {w})" for i, (n, w) in enumerate(zip(names, rest)) if not (np.isfinite(w) and w > 0)]
+    if bad:
+        raise ValueError(f"{path}: wavelengths must be finite and positive: {', '.join(bad)}")
+    if "" in names or len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1 or not n})
+        raise ValueError(f"{path}: line names must be unique and non-empty: {', '.join(map(repr, dup))}")
     if np.any(np.diff(rest) <= 0):
-        raise ValueError(f"{path}: lines must be sorted by increasing wavelength")
+        raise ValueError(f"{path}: lines must be sorted by increasing wavelength (no duplicates)")
     return LineList(names, rest)
 
 
@@ -119,6 +128,12 @@ def h5_compression_kwargs(compression: str | None) -> dict:
     if compression == "gzip":
         return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
     raise ValueError(f"unknown HDF5 compression {compression!r} (none, lzf, gzip)")
+
+
+def shown(path) -> str:
+    """A path as text that prints and writes to UTF-8 files whatever bytes its name
+    holds (a non-UTF-8 byte becomes ``\\xNN``); for messages and rejects files."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 #: root attribute by which linecube recognises the HDF5 files it wrote itself

@@ -228,7 +228,16 @@ def read_drpall(path: str | os.PathLike, hdu: str = "MANGA"):
                     out[lc] = arr.astype(arr.dtype.newbyteorder("="))
     except OSError as e:
         raise ValueError(f"{path}: cannot read as a drpall FITS table ({e})") from None
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    dup = df["plateifu"].duplicated(keep=False)
+    if dup.any():  # DR17's drpall has one row per cube: two rows are an edited or merged file
+        first = df.loc[dup, "plateifu"].iloc[0]
+        rows = np.flatnonzero(df["plateifu"].to_numpy() == first)
+        raise ValueError(
+            f"{path}: {int(df.loc[dup, 'plateifu'].nunique())} plate-IFU(s) have more than one row, e.g. {first} in "
+            f"table rows {', '.join(str(i + 1) for i in rows)} (1-based); keep one row per cube"
+        )
+    return df
 
 
 BLOCK = 2880
@@ -453,6 +462,25 @@ def request_params(req: CubeRequest) -> dict:
     return asdict(req)
 
 
+class DuplicateCubes(ValueError):
+    """One plate-IFU given as two files (which one is meant is not for linecube to guess)."""
+
+
+def cubes_given_twice(cubes: Sequence[str | os.PathLike]) -> str:
+    """'' or a message naming a plate-IFU given as more than one file, and the files."""
+    given: dict[str, list[str]] = {}
+    for c in cubes:
+        try:
+            given.setdefault(plateifu_from_path(c), []).append(os.fsdecode(c))
+        except ValueError:
+            pass
+    twice = {p: v for p, v in given.items() if len(v) > 1}
+    if not twice:
+        return ""
+    p, v = next(iter(twice.items()))
+    return f"{len(twice)} plate-IFU(s) given as more than one file, e.g. {p}: {', '.join(v)}; give each cube once"
+
+
 def requests_from_drpall(drpall: str | os.PathLike, cubes: Sequence[str | os.PathLike]) -> tuple[list[CubeRequest], list[dict]]:
     """Match LOGCUBE paths to their drpall rows by plate-IFU.
 
@@ -462,6 +490,9 @@ def requests_from_drpall(drpall: str | os.PathLike, cubes: Sequence[str | os.Pat
     table = read_drpall(drpall)
     by_pifu = {str(p): i for i, p in enumerate(table["plateifu"])}
     rows, paths, rejects = [], [], []
+    twice = cubes_given_twice(cubes)
+    if twice:
+        raise DuplicateCubes(twice)
     for c in cubes:
         try:
             pifu = plateifu_from_path(c)

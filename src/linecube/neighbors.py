@@ -97,6 +97,9 @@ def read_results_table(path: Path, numeric: list[str] | None = None) -> pd.DataF
         raise BadResultsFile(f"{path}: duplicate plate-IFU: {rows}")
     if numeric is None:
         numeric = [c for c in df.columns if c == "score" or c.startswith(("pc", "umap")) and c[-1].isdigit()]
+    absent = [c for c in numeric if c not in df]
+    if absent:
+        raise BadResultsFile(f"{path}: missing column(s) {', '.join(absent)}: rerun the workflow")
     for c in numeric:
         v = pd.to_numeric(df[c], errors="coerce").to_numpy(float)
         bad = np.nonzero(~np.isfinite(v))[0]
@@ -112,6 +115,7 @@ def neighbors_table(
     """The neighbours of one galaxy with their scores and AGN flags (the CLI's table)."""
     from .manga import parse_plateifu
 
+    plateifu = str(plateifu).strip()
     res = Path(results)
     emb_path, sc_path = res / model / "embedding.csv", res / model / "scores.csv"
     for p in (emb_path, sc_path):

@@ -35,19 +35,34 @@ class BadLabels(ValueError):
 
 
 def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """labels.csv -> DataFrame (plateifu, label, model, score); the last label of a
-    galaxy wins. Raises :class:`BadLabels` naming the file and the problem."""
+    """labels.csv -> DataFrame (plateifu, label, model, score), one row per galaxy
+    (plate-IFUs and labels stripped of spaces; repeats of one label collapse).
+    Raises :class:`BadLabels` naming the file and the problem, also for one galaxy
+    given two different labels."""
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BadLabels(
+            f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start}); export labels.csv from the explorer"
+        ) from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise BadLabels(f"{path}: cannot read labels: {e}") from None
     missing = [c for c in ("plateifu", "label") if c not in df]
     if missing:
         raise BadLabels(f"{path}: missing column(s) {', '.join(missing)} (the explorer writes plateifu,label,model,score)")
+    df["plateifu"] = df["plateifu"].str.strip()
     df["label"] = df["label"].str.strip().str.lower()
     bad = sorted(set(df["label"]) - set(LABELS))
     if bad:
         raise BadLabels(f"{path}: unknown label(s) {', '.join(map(repr, bad))}; use {', '.join(LABELS)}")
+    conflict = df.groupby("plateifu")["label"].nunique()
+    conflict = conflict[conflict > 1]
+    if len(conflict):
+        p = conflict.index[0]
+        rows = ", ".join(
+            f"row {i + 2} ({lab})" for i, lab in zip(np.flatnonzero(df["plateifu"] == p), df.loc[df["plateifu"] == p, "label"])
+        )
+        raise BadLabels(f"{path}: {len(conflict)} galaxies have conflicting labels, e.g. {p}: {rows}; keep one label per galaxy")
     return df.drop_duplicates("plateifu", keep="last").reset_index(drop=True)
 
 
@@ -118,8 +133,17 @@ def rerank_files(
     labels = read_labels(labels_csv)
     if "model" in labels and (labels["model"] != "").any() and model not in set(labels["model"]):
         raise BadLabels(f"{labels_csv}: labels were made on model(s) {', '.join(sorted(set(labels['model'])))}, not {model}")
-    scores = pd.read_csv(d / "scores.csv", dtype={"plateifu": str})
-    emb = pd.read_csv(d / "embedding.csv", dtype={"plateifu": str})
+    from .neighbors import BadResultsFile, read_results_table
+
+    if not (np.isfinite(weight) and weight >= 0):
+        raise BadLabels(f"--weight: must be a finite number >= 0, got {weight}")
+    if k < 1:
+        raise BadLabels(f"-k: must be at least 1, got {k}")
+    try:
+        scores = read_results_table(d / "scores.csv", numeric=["score", "rank"])
+        emb = read_results_table(d / "embedding.csv")
+    except BadResultsFile as e:
+        raise BadLabels(str(e)) from None
     out = rerank(scores, emb, labels, weight=weight, k=k)
     path = d / "scores_ranked.csv"
     write_csv_atomic(out, path)
