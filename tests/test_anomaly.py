@@ -11,9 +11,9 @@ from linecube.anomaly import (
     FeatureScorer,
     LatentDensity,
     RobustZ,
-    combine_by_rank,
     galaxy_features,
     gauss_rank,
+    gauss_ranks,
     halpha_scale,
     line_residual_stats,
     residual_score,
@@ -107,7 +107,7 @@ def test_gauss_rank_orders_beyond_the_reference_and_combines():
     g = gauss_rank(ref, np.array([-10.0, 50.0, 99.0, 150.0, 300.0]))
     assert np.all(np.diff(g) > 0)
     assert abs(g[1]) < 0.05
-    comb = combine_by_rank({"a": np.r_[ref, 500.0], "b": np.r_[ref, 50.0]}, np.arange(100))
+    comb = gauss_ranks({"a": np.r_[ref, 500.0], "b": np.r_[ref, 50.0]}, np.arange(100)).mean(axis=0)
     assert np.argmax(comb) == 100
 
 

@@ -162,3 +162,26 @@ def test_config_that_would_fail_hours_later_is_refused_at_start_up(tmp_path):
         assert f"{agn}: no boolean selection columns" in errs
     assert "no Halpha line" in "\n".join(check_inputs(resolve_catalogues(validate_config(
         {"data": {"lines": str(tmp_path / "noha.csv")}, "simulate": {"enabled": False}}))))  # fmt: skip
+
+
+def test_code_defaults_are_the_schemas():
+    """Defaults live in the schema: the layout dataclass (whose fields every
+    window_bins/crop default refers to) matches it, and the config dataclasses have none."""
+    import dataclasses
+
+    from linecube.config import defaults
+    from linecube.dataset import AugmentConfig
+    from linecube.fluxscale import FluxScaler
+    from linecube.formats import CubeLayout, load_lines
+    from linecube.models import ModelConfig
+
+    ext = defaults("extract")
+    assert (CubeLayout.window_bins, CubeLayout.crop) == (ext["window_bins"], ext["crop"])
+    assert CubeLayout.n_lines == len(load_lines())
+    for cls in (ModelConfig, AugmentConfig, FluxScaler):
+        with_default = [f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING]
+        assert not with_default, f"{cls.__name__} repeats defaults of the schema: {with_default}"
+    m = ModelConfig.from_config({})
+    for k, v in defaults("model").items():
+        if hasattr(m, k) and k not in ("filters", "strides"):
+            assert getattr(m, k) == v, k

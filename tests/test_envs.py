@@ -1,27 +1,34 @@
-"""envs/*.yaml pin exactly the versions of pyproject.toml (conda channels are not
-reachable from the development machine, so this is how the envs stay correct)."""
+"""envs/*.yaml pin exactly the versions of constraints.txt, which pyproject.toml's
+ranges admit (conda channels are not reachable from the development machine, so
+this is how the envs stay correct)."""
 
 import re
 import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def pyproject_pins() -> dict[str, str]:
+def constraints() -> dict[str, str]:
+    out = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            out[_norm(name)] = version
+    return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pyproject_requirements() -> list[Requirement]:
     proj = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    reqs = list(proj["dependencies"]) + [r for extra in proj["optional-dependencies"].values() for r in extra]
-    pins = {}
-    for r in reqs:
-        m = re.match(r"^([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^;\s]+)$", r.strip())
-        assert m, f"pyproject.toml: {r!r} is not pinned with =="
-        name = m.group(1).lower()
-        if name in pins:
-            assert pins[name] == m.group(3), f"{name} pinned twice with different versions"
-        pins[name] = m.group(3)
-    return pins
+    return [Requirement(r) for r in [*proj["dependencies"], *(r for extra in proj["optional-dependencies"].values() for r in extra)]]
 
 
 def env_pins(path: Path) -> dict[str, str]:
@@ -35,24 +42,42 @@ def env_pins(path: Path) -> dict[str, str]:
                 continue
             m = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*==?\s*([^\s]+)$", d)
             if m and m.group(1) not in ("python", "pip"):
-                out[m.group(1).lower()] = m.group(2)
+                out[_norm(m.group(1))] = m.group(2)
     return out
 
 
-def test_every_env_pins_the_pyproject_versions():
-    pins = pyproject_pins()
+def test_pyproject_has_ranges_that_admit_the_constraints():
+    """Ranges, not pins, in pyproject (linecube installs beside other packages); each
+    admits the version constraints.txt pins; Python 3.11 to 3.13."""
+    pins = constraints()
+    proj = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert proj["requires-python"] == ">=3.11"
+    for req in pyproject_requirements():
+        assert not any(sp.operator == "==" for sp in req.specifier), f"pyproject.toml: {req} is pinned"
+        name = _norm(req.name)
+        if name in pins:
+            assert req.specifier.contains(pins[name]), f"{req} does not admit constraints.txt's {pins[name]}"
+    core = {"numpy", "astropy", "h5py", "keras", "tensorflow-cpu", "snakemake", "umap-learn", "pytest"}
+    assert core <= set(pins), core - set(pins)
+
+
+def test_every_env_pins_the_constraints_versions():
+    pins = constraints()
     envs = sorted((REPO / "envs").glob("*.yaml"))
     assert {p.stem for p in envs} == {"data", "ml", "ml-gpu", "analysis"}
     for path in envs:
         env = env_pins(path)
         assert env, path
         for name, version in env.items():
-            assert name in pins, f"{path.name}: {name} is not a dependency in pyproject.toml"
-            assert version == pins[name], f"{path.name}: {name}=={version}, pyproject.toml has {pins[name]}"
-        base = {n for n in pins if n in ("numpy", "astropy", "h5py", "isal", "pandas")}
+            if name == "tensorflow":  # ml-gpu: tensorflow[and-cuda], the CPU build's version
+                assert version == pins["tensorflow-cpu"], path.name
+                continue
+            assert name in pins, f"{path.name}: {name} is not in constraints.txt"
+            assert version == pins[name], f"{path.name}: {name}=={version}, constraints.txt has {pins[name]}"
+        base = {"numpy", "astropy", "h5py", "isal", "pandas"}
         assert base <= set(env), f"{path.name} lacks {base - set(env)}"
         text = path.read_text()
-        assert "python=3.11" in text and "-e ${LINECUBE_ROOT}" in text
+        assert "python>=3.11,<3.14" in text and "-e ${LINECUBE_ROOT}" in text
     assert "tensorflow" in env_pins(REPO / "envs" / "ml-gpu.yaml") and "tensorflow-cpu" not in env_pins(
         REPO / "envs" / "ml-gpu.yaml"
     )

@@ -26,7 +26,7 @@ def test_inverse_undoes_forward(kind):
 
 
 def test_halpha_scale_divides_out_brightness_and_keeps_line_ratios():
-    sc = FluxScaler("halpha", ref_line=15, window_bins=10)
+    sc = FluxScaler("halpha", 1.0, ref_line=15, window_bins=10)
     f = np.stack([galaxy(1.0), galaxy(50.0)]).astype(np.float32)
     m = np.zeros(f.shape, np.uint8)
     y = sc.forward(f, sc.galaxy_scale(f, m))
@@ -43,4 +43,4 @@ def test_from_config_takes_the_schema_defaults_and_needs_halpha():
     with pytest.raises(ValueError, match="needs Halpha"):
         FluxScaler.from_config({"flux_scaling": "halpha"}, names[:15], 10)
     with pytest.raises(ValueError, match="flux_scaling must be one of"):
-        FluxScaler("log")
+        FluxScaler("log", 1.0, 15, 10)

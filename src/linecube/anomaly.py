@@ -31,9 +31,10 @@ computed per galaxy from cubes (N, lines * window_bins, y, x) in flux units
   concentration, continuum/Halpha offsets -> robust standardisation ->
   IsolationForest (Liu, Ting & Zhou 2008) and LOF (Breunig et al. 2000), their
   Gaussianised ranks averaged, fitted on training galaxies.
-* :func:`combine_by_rank`: each component turned into a Gaussianised rank against
+* :func:`gauss_ranks`: each component turned into a Gaussianised rank against
   the training galaxies' values of the same score (ECDF -> probit, extrapolated
-  linearly in robust-z beyond the reference's range), averaged.
+  linearly in robust-z beyond the reference's range); the combined scores of
+  :mod:`linecube.score` are their mean and maximum.
 
 Every function here is numpy/scikit-learn only (no TensorFlow).
 """
@@ -461,22 +462,12 @@ def gauss_ranks(components: Mapping[str, np.ndarray], ref_rows: np.ndarray) -> n
     return np.stack([gauss_rank(v[ref_rows], v, own) for v in components.values()])
 
 
-def combine_by_rank(components: Mapping[str, np.ndarray], ref_rows: np.ndarray, how: str = "mean") -> np.ndarray:
-    """Mean (``how="mean"``) or maximum (``"max"``) of the components'
-    Gaussianised ranks (:func:`gauss_ranks`)."""
-    if how not in ("mean", "max"):
-        raise ValueError(f"how must be 'mean' or 'max', got {how!r}")
-    g = gauss_ranks(components, ref_rows)
-    return g.max(axis=0) if how == "max" else g.mean(axis=0)
-
-
 __all__ = [
     "FEATURE_NAMES",
     "NORM_PER",
     "FeatureScorer",
     "LatentDensity",
     "RobustZ",
-    "combine_by_rank",
     "galaxy_features",
     "gauss_rank",
     "gauss_ranks",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .formats import CubeLayout
+
 
 def kauffmann03(n2):
     """Star-forming limit in the [NII] diagram (valid for N2 < 0.05)."""
@@ -38,7 +40,7 @@ def classify_n2(n2, o3):
     return np.where(sf, "star-forming", np.where(agn, "AGN/LINER", "composite"))
 
 
-def window_flux(flux, ivar, mask, wave, k: int, window_bins: int = 10):
+def window_flux(flux, ivar, mask, wave, k: int, window_bins: int = CubeLayout.window_bins):
     """Continuum-subtracted flux of line k integrated over its window, per spaxel.
 
     flux, ivar, mask: (lines*bins, y, x); wave: (lines*bins,) observed A.
@@ -57,7 +59,7 @@ def window_flux(flux, ivar, mask, wave, k: int, window_bins: int = 10):
     return np.where(bad, np.nan, F), np.where(bad, np.nan, np.sqrt(var))
 
 
-def bpt_ratios(flux, ivar, mask, wave, names, window_bins: int = 10, min_sn: float = 3.0):
+def bpt_ratios(flux, ivar, mask, wave, names, window_bins: int = CubeLayout.window_bins, min_sn: float = 3.0):
     """Per-spaxel log N2, S2 and O3 where every line involved has S/N >= min_sn."""
     idx = {n: i for i, n in enumerate(names)}
     F = {}

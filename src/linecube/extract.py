@@ -62,7 +62,7 @@ def window_centres(wave: np.ndarray, rest: np.ndarray, z: float) -> np.ndarray:
     return np.where(left_closer, idx - 1, idx)
 
 
-def window_indices(centres: np.ndarray, window_bins: int = 10) -> np.ndarray:
+def window_indices(centres: np.ndarray, window_bins: int = CubeLayout.window_bins) -> np.ndarray:
     """Wavelength indices of all windows, (n_lines * window_bins,): for each centre
     c, bins c - window_bins//2 ... c + window_bins//2 - 1."""
     half = window_bins // 2

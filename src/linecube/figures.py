@@ -156,11 +156,6 @@ def plot_umap_agn(embeddings: dict, scores: dict, out_base, formats=("png", "pdf
     return save_figure(fig, out_base, formats)
 
 
-def _line_slice(names, name, window_bins=10):
-    k = list(names).index(name)
-    return slice(k * window_bins, (k + 1) * window_bins)
-
-
 def _map_panel(ax, img, title, cmap="magma"):
     finite = img[np.isfinite(img)]
     vmax = np.percentile(finite, 99) if finite.size else 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .formats import sigma_from_ivar
+from .formats import CubeLayout, sigma_from_ivar
 
 KINDS = ("none", "asinh", "per_galaxy", "halpha")
 PER_GALAXY = ("per_galaxy", "halpha")
@@ -28,17 +28,21 @@ PER_GALAXY = ("per_galaxy", "halpha")
 
 @dataclass(frozen=True)
 class FluxScaler:
-    kind: str = "none"
-    softening: float = 1.0
-    ref_line: int = 15  #: index of Halpha in the line list (``halpha``)
-    window_bins: int = 10
+    """One number per galaxy (or a pointwise transform) that brings cubes to the
+    model's units; build it with :meth:`from_config` (no defaults here: they live in
+    the schema)."""
+
+    kind: str
+    softening: float
+    ref_line: int  #: index of Halpha in the line list (``halpha``)
+    window_bins: int
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"flux_scaling must be one of {KINDS}, got {self.kind!r}")
 
     @classmethod
-    def from_config(cls, model_cfg: dict, line_names=None, window_bins: int = 10) -> FluxScaler:
+    def from_config(cls, model_cfg: dict, line_names=None, window_bins: int = CubeLayout.window_bins) -> FluxScaler:
         """The scaler of a validated ``model:`` config; ``line_names`` locate Halpha."""
         from .config import with_defaults
 

@@ -54,6 +54,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from .formats import CubeLayout
+
 LAYOUTS = ("lines", "wavelength")
 ARCHITECTURES = ("bottleneck", "stack")
 
@@ -94,7 +96,13 @@ class ModelConfig:
         return self.consistency_weight > 0
 
     @classmethod
-    def from_config(cls, model: dict | None = None, n_lines: int = 19, window_bins: int = 10, crop: int = 32) -> ModelConfig:
+    def from_config(
+        cls,
+        model: dict | None = None,
+        n_lines: int = CubeLayout.n_lines,
+        window_bins: int = CubeLayout.window_bins,
+        crop: int = CubeLayout.crop,
+    ) -> ModelConfig:
         """From a ``model:`` section, partial or whole (the schema fills the rest),
         and the data's shape (``n_lines``, ``window_bins``, ``crop``: read from
         cubes.h5 by the callers; the values here are the DR17 defaults' shape).

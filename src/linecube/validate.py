@@ -21,11 +21,6 @@ import pandas as pd
 FRACTIONS = (0.01, 0.05, 0.10)
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """Area under the ROC curve (None when one class is empty)."""
-    return auc_fast(labels, scores)
-
-
 def auc_fast(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC from mid-ranks (Mann-Whitney U / n_pos n_neg); None when a class is empty."""
     from scipy.stats import rankdata
@@ -142,7 +137,7 @@ def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
         "n_anomalies": int(anom.sum()),
         "score": default_score_name(df),
         "overall": {
-            "roc_auc": roc_auc(anom, s),
+            "roc_auc": auc_fast(anom, s),
             "roc_auc_ci95": bootstrap_auc_ci(s, df["plateifu"].to_numpy(), anom, 500, 0) if 0 < anom.sum() < len(df) else None,
             **{f"recall_top_{int(f * 100)}pct": recall_at(anom, s, f) for f in FRACTIONS},
         },
@@ -154,7 +149,7 @@ def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
         sub = is_t | ~anom
         out["per_type"][t] = {
             "n": int(is_t.sum()),
-            "roc_auc": roc_auc(is_t[sub], s[sub]),
+            "roc_auc": auc_fast(is_t[sub], s[sub]),
             **{f"recall_top_{int(f * 100)}pct": recall_at(is_t, s, f) for f in FRACTIONS},
             "median_rank": float(np.median(df.loc[is_t, "rank"])) if "rank" in df else None,
         }
@@ -163,11 +158,11 @@ def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
         if alt in df:
             v = df[alt].to_numpy(float)
             out[f"overall_{alt}"] = {
-                "roc_auc": roc_auc(anom, v),
+                "roc_auc": auc_fast(anom, v),
                 **{f"recall_top_{int(f * 100)}pct": recall_at(anom, v, f) for f in FRACTIONS},
             }
             out[f"per_type_{alt}"] = {
-                t: roc_auc((types == t).to_numpy()[(types == t).to_numpy() | ~anom], v[(types == t).to_numpy() | ~anom])
+                t: auc_fast((types == t).to_numpy()[(types == t).to_numpy() | ~anom], v[(types == t).to_numpy() | ~anom])
                 for t in sorted(set(types[anom]))
             }
     if "class" in df:
@@ -180,7 +175,7 @@ def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
             "n_agn": int(a.sum()),
             "median_score_agn": float(np.median(s[a])) if a.any() else None,
             "median_score_non_agn": float(np.median(s[~a])) if (~a).any() else None,
-            "roc_auc_agn_vs_non": roc_auc(a, s),
+            "roc_auc_agn_vs_non": auc_fast(a, s),
             "ks_pvalue": float(ks_2samp(s[a], s[~a]).pvalue) if a.any() and (~a).any() else None,
             "median_score_by_method": {
                 m: float(np.median(s[df[m].astype(bool).to_numpy()]))

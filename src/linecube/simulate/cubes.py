@@ -37,16 +37,12 @@ def emission_line_cube(
     grid: np.ndarray,
     rng: np.random.Generator,
     noise_free: bool = False,
-    wave_idx: np.ndarray | None = None,
 ) -> dict:
     """One galaxy's (190, 32, 32) flux/ivar/mask/wave as extraction would produce
     them from its LOGCUBE (same windows, same crop centre, same flags).
     ``noise_free``: flux is the noise-free model (ivar and mask unchanged, the
-    same random draws): the truth a perfect reconstruction would return.
-    ``wave_idx``: indices of ``grid`` to render instead of the line windows (any
-    wavelengths on the same crop, e.g. a wide range around a line)."""
-    if wave_idx is None:
-        wave_idx = window_indices(window_centres(grid, lines.rest, g.z), layout.window_bins)
+    same random draws): the truth a perfect reconstruction would return."""
+    wave_idx = window_indices(window_centres(grid, lines.rest, g.z), layout.window_bins)
     wave = grid[wave_idx]
     n = IFU_CUBE_SIZE[g.ifusize]
     dx_full, dy_full, xc, yc = galaxy_pixel_offsets(g, n)

@@ -1,0 +1,27 @@
+"""The package's layers (pyproject.toml [tool.importlinter]) hold: interfaces ->
+report -> analysis -> model -> data (simulate beside it) -> formats; no module
+imports one above its layer."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_linter_layers_contract_is_kept():
+    exe = Path(sys.executable).with_name("lint-imports")
+    p = subprocess.run([str(exe)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "1 kept, 0 broken" in p.stdout
+
+
+def test_the_contract_covers_every_module():
+    """exhaustive = true: a new module must be placed in a layer."""
+    import tomllib
+
+    cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]
+    assert cfg["type"] == "layers" and cfg["exhaustive"] is True
+    placed = {m.strip() for layer in cfg["layers"] for m in layer.split(":")}
+    top = {p.stem for p in (REPO / "src" / "linecube").glob("*.py") if p.stem != "__init__"} | {"simulate"}
+    assert top == placed, top ^ placed
