@@ -28,7 +28,9 @@ def _norm(name: str) -> str:
 
 def pyproject_requirements() -> list[Requirement]:
     proj = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in [*proj["dependencies"], *(r for extra in proj["optional-dependencies"].values() for r in extra)]]
+    return [
+        Requirement(r) for r in [*proj["dependencies"], *(r for extra in proj["optional-dependencies"].values() for r in extra)]
+    ]
 
 
 def env_pins(path: Path) -> dict[str, str]:

@@ -10,11 +10,15 @@ import subprocess
 import threading
 import time
 from functools import partial
+from pathlib import Path
 
 import h5py
 import pandas as pd
 import pytest
+import yaml
 from fixtures import make_workdir, rule_properties, run, snakemake_bin
+
+REPO = Path(__file__).resolve().parents[1]
 
 DATA_ONLY = {"simulate": {"enabled": True, "n_galaxies": 14, "seed": 5}}
 
@@ -83,8 +87,9 @@ def test_cluster_downloads_run_on_the_submitting_node_from_manga_spectro_redux(t
     rules = rule_properties(wd)
     assert rules["download_cube"]["local"] and rules["all"]["local"]
     assert not any(v["local"] for k, v in rules.items() if k not in ("all", "download_cube"))
-    # deterministic rules are never retried; training, scoring and UMAP take the profile's retries
-    assert {k for k, v in rules.items() if v["retries"] is None} == {"all", "train_model", "score_galaxies", "embed_latents"}
+    # deterministic rules are never retried (the profiles' default, 0); training, scoring and UMAP say 2
+    assert {k for k, v in rules.items() if v["retries"] is not None} == {"train_model", "score_galaxies", "embed_latents"}
+    assert all(rules[k]["retries"] == 2 for k in ("train_model", "score_galaxies", "embed_latents"))
     assert [p.replace(",ae|vae", "") for p in rules["train_model"]["protected"]] == ["results/models/{model}/model.keras"]
     for prof in ("default", "slurm"):
         res = yaml.safe_load((wd / "profiles" / prof / "config.yaml").read_text())["resources"]
@@ -134,8 +139,19 @@ def test_broken_cube_rejected_others_processed_and_strict_plate_fails(tmp_path):
         assert h5["flux"].shape[0] == 13
     # the same plate with a strict max_reject_fraction: its job fails, naming the reason
     (wd / "strict.yaml").write_text("extract: {max_reject_fraction: 0.01}\nsimulate: {enabled: true, n_galaxies: 14, seed: 5}\n")
-    # (with the SLURM profile's retries: a deterministic failure is not retried)
-    p = run(wd, "results/cubes.h5", "--forcerun", "extract_plate", "--retries", "2", check=False, configfile="strict.yaml")
+    # (with the SLURM profile's retries, 0 but for the transient rules: a deterministic failure is not retried)
+    slurm = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert slurm["retries"] == 0
+    p = run(
+        wd,
+        "results/cubes.h5",
+        "--forcerun",
+        "extract_plate",
+        "--retries",
+        str(slurm["retries"]),
+        check=False,
+        configfile="strict.yaml",
+    )
     assert p.returncode != 0
     assert "Trying to restart" not in p.stdout + p.stderr
     log = (wd / "logs" / "extract_plate" / f"{victim.plate}.log").read_text()

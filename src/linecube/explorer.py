@@ -140,6 +140,7 @@ def build_explorer(
             "score": _round(df["score"], 5),
             "colour": _round(colour, 5),
             "colour_label": colour_label,
+            "pct": _round(df["percentile"] if "percentile" in df else 100.0 * df["score"].rank(pct=True), 3),
             "explain": [str(v) for v in df["explain_line"]] if "explain_line" in df else [""] * len(df),
             "rank": [int(v) for v in df["rank"]],
             "agn": [",".join(f.removesuffix("_agn") for f in flags if bool(r[f])) for _, r in df.iterrows()]
@@ -176,11 +177,11 @@ a{color:#1a5fb4;cursor:pointer}
 </head><body>
 <div id="left"><div id="bar">
 model <select id="model"></select>
-colour by <select id="colour"><option value="score">anomaly score</option><option value="agn">AGN</option><option value="class">class (simulation truth)</option><option value="label">your labels</option></select>
+colour by <select id="colour"><option value="pct" selected>anomaly percentile</option><option value="score">anomaly score (raw)</option><option value="agn">AGN</option><option value="class">class (simulation truth)</option><option value="label">your labels</option></select>
 <span id="count"></span> &middot; click a galaxy, or open <code>explorer.html#PLATE-IFU</code>
 &middot; <button id="export">export labels</button> <span id="nlabels"></span>
 </div><div id="umap"></div></div>
-<div id="panel"><h3>linecube explorer</h3><p>The anomaly score is the ranking scores.csv calls <code>score</code> (by default the largest of three brightness-free scores: the localised reconstruction residual, the latent density and the line-ratio/kinematic features, as ranks against the training galaxies); rank 1 = most anomalous. "Driven by" names the line whose residual stands out most. Every score, the paper's MAE included, is a column of scores.csv.</p>
+<div id="panel"><h3>linecube explorer</h3><p>The anomaly score is the ranking scores.csv calls <code>score</code> (by default <code>score_hybrid</code>: the larger of the line-ratio/kinematic features' score and the model's localised reconstruction residual and latent density together, as ranks against the training galaxies); rank 1 = most anomalous. "Driven by" names the line whose residual stands out most. Every score, the paper's MAE included, is a column of scores.csv.</p>
 <p>Mark galaxies interesting, not interesting or artefact in their panel; the labels stay in this browser. "export labels" saves <code>labels.csv</code>; <code>linecube rerank --labels labels.csv</code> reorders the ranking with them.</p></div>
 <script>
 const DATA = /*DATA*/;
@@ -215,7 +216,8 @@ function draw() {
   const d = cur(), n = d.plateifu.length, l = loadLabels();
   const text = d.plateifu.map((p, i) => `${esc(p)}<br>score ${d.score[i]} (rank ${d.rank[i]})` + (d.explain[i] ? `<br>driven by ${esc(d.explain[i])}` : '') + `<br>AGN: ${esc(d.agn[i] || 'no')}` + (d.class ? `<br>${esc(d.class[i])}` : '') + (l[p] ? `<br>your label: ${esc(l[p].label)}` : ''));
   let marker;
-  if (col.value === 'score') marker = {size: 4, color: d.colour, colorscale: 'Viridis', colorbar: {title: {text: d.colour_label}}};
+  if (col.value === 'pct') marker = {size: 4, color: d.pct, colorscale: 'Viridis', cmin: 0, cmax: 100, colorbar: {title: {text: 'anomaly percentile (100 = most anomalous)'}}};
+  else if (col.value === 'score') marker = {size: 4, color: d.colour, colorscale: 'Viridis', colorbar: {title: {text: d.colour_label}}};
   else if (col.value === 'agn') marker = {size: 4, color: palette(d.agn.map(a => a ? a : 'not AGN'))};
   else if (col.value === 'label') { const c = {'interesting': '#d62728', 'not interesting': '#1f77b4', 'artefact': '#ff7f0e'}; marker = {size: 4, color: d.plateifu.map(p => l[p] ? c[l[p].label] : '#dddddd')}; }
   else marker = {size: 4, color: palette(d.class)};
@@ -240,21 +242,21 @@ function show(i) {
   const small = {size: 12};
   if (P) {
     const s = P.side, grid = a => { const z = []; for (let r = 0; r < s; r++) z.push(a.slice(r * s, (r + 1) * s)); return z; };
-    Plotly.newPlot('pha', [{type: 'heatmap', z: grid(P.ha), colorscale: 'Magma'}], {title: {text: 'H-alpha window flux (input)', font: small}, margin: {t: 30, b: 20, l: 30, r: 10}, yaxis: {scaleanchor: 'x'}});
-    if (P.resid && P.resid[sel.value]) Plotly.newPlot('pres', [{type: 'heatmap', z: grid(P.resid[sel.value]), colorscale: 'Viridis'}], {title: {text: 'mean |input - reconstruction| (' + esc(sel.value.toUpperCase()) + ')', font: small}, margin: {t: 30, b: 20, l: 30, r: 10}, yaxis: {scaleanchor: 'x'}});
+    Plotly.newPlot('pha', [{type: 'heatmap', z: grid(P.ha), colorscale: 'Hot'}], {title: {text: 'H-alpha window flux (input)', font: small}, margin: {t: 48, b: 20, l: 30, r: 10}, yaxis: {scaleanchor: 'x'}});
+    if (P.resid && P.resid[sel.value]) Plotly.newPlot('pres', [{type: 'heatmap', z: grid(P.resid[sel.value]), colorscale: 'Viridis'}], {title: {text: 'mean |input - reconstruction| (' + esc(sel.value.toUpperCase()) + ')', font: small}, margin: {t: 48, b: 20, l: 30, r: 10}, yaxis: {scaleanchor: 'x'}});
     else document.getElementById('pres').textContent = '(residual map stored for the top-ranked galaxies only)';
     const tr = [{y: P.spec, name: 'input', line: {color: 'black', width: 1}}];
     if (P.recon && P.recon[sel.value]) tr.push({y: P.recon[sel.value], name: 'reconstruction', line: {color: 'red', width: 1}});
-    Plotly.newPlot('pspec', tr, {title: {text: 'central spectrum, ' + DATA.lines.length + ' line windows x ' + DATA.window_bins + ' bins', font: small}, margin: {t: 30, b: 30, l: 40, r: 10}});
+    Plotly.newPlot('pspec', tr, {title: {text: 'central spectrum, ' + DATA.lines.length + ' line windows x ' + DATA.window_bins + ' bins', font: small}, margin: {t: 48, b: 30, l: 40, r: 10}});
     const C = DATA.bpt_curves;
     Plotly.newPlot('pbpt', [
       {x: P.bpt[0], y: P.bpt[1], mode: 'markers', type: 'scatter', name: 'spaxels (S/N >= 3)', marker: {size: 4, color: '#444', opacity: 0.6}},
       {x: C.ka[0], y: C.ka[1], mode: 'lines', name: 'Kauffmann+03', line: {color: '#1f77b4', dash: 'dash'}},
       {x: C.ke[0], y: C.ke[1], mode: 'lines', name: 'Kewley+01', line: {color: '#d62728'}}],
-      {title: {text: 'BPT: ' + P.bpt[0].length + ' spaxels', font: small}, margin: {t: 30, b: 40, l: 50, r: 10},
+      {title: {text: 'BPT: ' + P.bpt[0].length + ' spaxels', font: small}, margin: {t: 48, b: 40, l: 50, r: 10},
        xaxis: {title: {text: 'log [NII]6585 / H-alpha'}, range: [-1.6, 0.6]}, yaxis: {title: {text: 'log [OIII]5008 / H-beta'}, range: [-1.2, 1.5]}, showlegend: true, legend: {font: {size: 10}}});
   } else { document.getElementById('pha').textContent = '(no panel data stored for this galaxy)'; }
-  Plotly.newPlot('pshare', [{type: 'bar', orientation: 'h', x: d.shares[i], y: DATA.lines}], {title: {text: 'share of the score by line', font: small}, margin: {t: 30, b: 30, l: 90, r: 10},
+  Plotly.newPlot('pshare', [{type: 'bar', orientation: 'h', x: d.shares[i], y: DATA.lines}], {title: {text: 'share of the score by line', font: small}, margin: {t: 48, b: 30, l: 90, r: 10},
     yaxis: {autorange: 'reversed', tickmode: 'array', tickvals: DATA.lines, ticktext: DATA.lines, tickfont: {size: 11}}});
 }
 sel.onchange = () => { draw(); const p = document.getElementById('panel').dataset.selected; if (p) { const i = cur().plateifu.indexOf(p); if (i >= 0) show(i); } };

@@ -3,12 +3,14 @@
 For every (un-augmented) galaxy in cubes.h5, in batches:
 
 * latent vector (AE: z; VAE: mu) -> ``latents.h5`` (/latent (N, d), /plateifu);
-* score = mean absolute error between input and reconstruction over all
-  190 x 32 x 32 voxels, in the cube's flux units (1e-17 erg/s/cm^2/A/spaxel),
-  whatever flux scaling the model was trained with (the paper's definition);
+* every score of :data:`SCORE_COLUMNS` (``score_paper``: the paper's mean
+  absolute error between input and reconstruction over all 190 x 32 x 32 voxels,
+  in the cube's flux units; ``score_hybrid``, the default ranking, and the others
+  as their descriptions say); ``score`` (with ``rank``, ``percentile``) is the
+  one ``score.default`` names, and scores.csv says which (``score_name``);
 * per-line shares: the fraction of the absolute error in each line's window
   (19 columns ``share_<line>``, summing to 1);
-* two companions of the score: ``score_usable``, the same MAE over usable voxels
+* two companions of the paper's score: ``score_usable``, the same MAE over usable voxels
   only (mask == 0: no DONOTUSE, no padding), and ``score_chi``, the mean of
   |I - I'| * sqrt(ivar) over usable voxels (residuals in units of each voxel's
   noise, so a noisier cube does not look more anomalous);
@@ -281,6 +283,11 @@ def reference_rows(plateifus: list[str], split_csv: str | os.PathLike | None) ->
     return rows
 
 
+#: output name -> its file in ``out_dir`` (unless :func:`score_galaxies` is given other paths)
+SCORE_OUTPUTS = {"scores": "scores.csv", "latents": "latents.h5", "reconstructions": "reconstructions.h5",
+                 "diagnostics": "diagnostics.json"}  # fmt: skip
+
+
 def score_galaxies(
     cubes_h5: str | os.PathLike,
     model_path: str | os.PathLike,
@@ -299,9 +306,12 @@ def score_galaxies(
     history_csv: str | os.PathLike | None = None,
     divergence_csv: str | os.PathLike | None = None,
     truth_csv: str | os.PathLike | None = None,
+    outputs: dict | None = None,
 ) -> dict:
     """Score every galaxy; write scores.csv, latents.h5, reconstructions.h5 and
-    diagnostics.json (:mod:`linecube.diagnostics`; ``history_csv`` and
+    diagnostics.json (or the paths ``outputs`` gives by name: ``scores``,
+    ``latents``, ``reconstructions``, ``diagnostics``; the workflow passes its
+    declared outputs) (:mod:`linecube.diagnostics`; ``history_csv`` and
     ``divergence_csv`` of the training run give the KL and the divergence
     events, ``truth_csv`` the probes).
 
@@ -318,6 +328,7 @@ def score_galaxies(
     kb.select(backend)
     kb.configure(0)
     out_dir = Path(out_dir)
+    paths = {n: Path((outputs or {}).get(n) or out_dir / f) for n, f in SCORE_OUTPUTS.items()}
     with h5py.File(cubes_h5, "r") as h5:
         layout, lines = read_layout(h5)
         plateifus = read_strings(h5["plateifu"])
@@ -341,6 +352,7 @@ def score_galaxies(
     df = pd.DataFrame({"plateifu": plateifus, "mangaid": mangaids, "score": sc[default_score]})
     df["rank"] = df["score"].rank(ascending=False, method="first").astype(int)
     df["percentile"] = 100.0 * df["score"].rank(pct=True, method="average")
+    df["score_name"] = default_score
     df["explain_line"] = sc["explain_line"]
     for k in SCORE_COLUMNS:
         df[k] = sc[k]
@@ -356,9 +368,9 @@ def score_galaxies(
         for c in agn.columns:
             df[c] = agn[c].to_numpy()
     df = df.sort_values("rank").reset_index(drop=True)
-    write_csv_atomic(df, out_dir / "scores.csv")
+    write_csv_atomic(df, paths["scores"])
 
-    with atomic_path(out_dir / "latents.h5") as tmp:
+    with atomic_path(paths["latents"]) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.create_dataset("latent", data=raw.latents)
             h5.create_dataset("plateifu", data=np.array(plateifus, dtype=object), dtype=h5py.string_dtype("utf-8"))
@@ -371,7 +383,7 @@ def score_galaxies(
         keep += list(df.loc[df["agn"], "plateifu"].iloc[:top_k])
     keep += [p for p in (extra_plateifus or []) if p in set(plateifus)]
     keep = list(dict.fromkeys(keep))
-    write_reconstructions(cubes_h5, rec, keep, plateifus, out_dir / "reconstructions.h5", batch_size)
+    write_reconstructions(cubes_h5, rec, keep, plateifus, paths["reconstructions"], batch_size)
     summary = {
         "n": n,
         "seconds": dt,
@@ -407,7 +419,7 @@ def score_galaxies(
     )  # fmt: skip
     diag["default_score"] = default_score
     summary["test_loss_learned_fraction"] = diag["learned_fraction"]
-    write_json_atomic(diag, out_dir / "diagnostics.json")
+    write_json_atomic(diag, paths["diagnostics"])
     log_diagnostics(diag, len(test_rows))
     return summary
 

@@ -377,6 +377,10 @@ def save_model_atomic(model, path: str | os.PathLike) -> None:
             tmp.unlink()
 
 
+#: output name -> its file in ``out_dir`` (unless :func:`train` is given other paths)
+TRAIN_OUTPUTS = {"model": "model.keras", "history": "history.csv", "split": "split.csv", "divergence": "divergence.csv"}
+
+
 def train(
     cubes_h5: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -388,8 +392,13 @@ def train(
     verbose: int = 2,
     steps_per_epoch: int | None = None,
     backend: str | None = None,
+    outputs: dict | None = None,
 ) -> dict:
     """Train an AE or VAE on cubes.h5; write the outputs listed in the module doc.
+
+    ``outputs``: the path of each output by name (``model``, ``history``,
+    ``split``, ``divergence``; the workflow passes its declared outputs), each
+    defaulting to its file name in ``out_dir``.
 
     Returns a summary dict (epochs run, final losses, samples per second, the
     backend). ``steps_per_epoch`` fixes the batches per epoch (benchmarks only:
@@ -406,6 +415,7 @@ def train(
     model_cfg, train_cfg = with_defaults("model", model_cfg), with_defaults("train", train_cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {n: Path((outputs or {}).get(n) or out_dir / f) for n, f in TRAIN_OUTPUTS.items()}
     seed = int(train_cfg["seed"])
     bname = kb.configure(seed, threads=threads)
     import keras
@@ -417,7 +427,7 @@ def train(
         plateifus = read_strings(h5["plateifu"])
     mcfg = ModelConfig.from_config(model_cfg, layout.n_lines, layout.window_bins, layout.crop)
     train_idx, test_idx = split_galaxies(plateifus, float(train_cfg["test_fraction"]), seed)
-    write_csv_atomic(split_table(plateifus, train_idx, test_idx), out_dir / "split.csv")
+    write_csv_atomic(split_table(plateifus, train_idx, test_idx), paths["split"])
     log.info(
         "%s: %d galaxies, %d train / %d test (split by galaxy, before augmentation)",
         kind,
@@ -512,13 +522,13 @@ def train(
     wall = time.perf_counter() - t0
     rows = _read_history(history_path)
     if rows and not all(math.isfinite(float(r.get("loss", float("nan")))) for r in rows):
-        raise RuntimeError(f"{kind}: training ended with a non-finite loss; see {out_dir / 'history.csv'}")
-    save_model_atomic(model, out_dir / "model.keras")
-    _write_history(out_dir / "history.csv", rows)
+        raise RuntimeError(f"{kind}: training ended with a non-finite loss; see {paths['history']}")
+    save_model_atomic(model, paths["model"])
+    _write_history(paths["history"], rows)
     import pandas as pd
 
     events = _read_history(events_path)
-    write_csv_atomic(pd.DataFrame(events, columns=EVENT_COLUMNS), out_dir / "divergence.csv")
+    write_csv_atomic(pd.DataFrame(events, columns=EVENT_COLUMNS), paths["divergence"])
     history_path.unlink(missing_ok=True)
     events_path.unlink(missing_ok=True)
     shutil.rmtree(backup_dir, ignore_errors=True)

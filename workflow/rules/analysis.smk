@@ -24,6 +24,7 @@ rule score_galaxies:
         "logs/score_galaxies/{model}.log",
     benchmark:
         "results/benchmarks/score_galaxies/{model}.tsv"
+    retries: 2  # transient on a cluster (preemption, a node's memory)
     conda:
         ML_ENV
     threads: 2
@@ -53,6 +54,7 @@ rule embed_latents:
         "logs/embed_latents/{model}.log",
     benchmark:
         "results/benchmarks/embed_latents/{model}.tsv"
+    retries: 2  # transient on a cluster (preemption, a node's memory)
     conda:
         "../../envs/ml.yaml"
     # seeded UMAP is single-threaded (umap-learn's rule); unseeded it uses 8
@@ -81,7 +83,6 @@ rule find_neighbors:
         "logs/find_neighbors/{model}.log",
     benchmark:
         "results/benchmarks/find_neighbors/{model}.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -110,7 +111,6 @@ rule validate_scores:
         "logs/validate_scores/{model}.log",
     benchmark:
         "results/benchmarks/validate_scores/{model}.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:

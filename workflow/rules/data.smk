@@ -12,7 +12,6 @@ if SIMULATE:
             "logs/simulate_survey.log",
         benchmark:
             "results/benchmarks/simulate_survey.tsv"
-        retries: 0  # deterministic: a retry fails the same way
         conda:
             "../../envs/data.yaml"
         threads: 2
@@ -40,7 +39,6 @@ checkpoint select_sample:
         "logs/select_sample.log",
     benchmark:
         "results/benchmarks/select_sample.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/data.yaml"
     resources:
@@ -67,7 +65,6 @@ rule extract_plate:
         "logs/extract_plate/{plate}.log",
     benchmark:
         "results/benchmarks/extract_plate/{plate}.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/data.yaml"
     threads: 2
@@ -97,7 +94,6 @@ rule assemble_cubes:
         "logs/assemble_cubes.log",
     benchmark:
         "results/benchmarks/assemble_cubes.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/data.yaml"
     resources:
@@ -125,7 +121,6 @@ if DOWNLOAD:
             "logs/download_cube/{plate}-{ifudsgn}.log",
         benchmark:
             "results/benchmarks/download_cube/{plate}-{ifudsgn}.tsv"
-        retries: 0  # deterministic: a retry fails the same way
         conda:
             "../../envs/data.yaml"
         resources:

@@ -24,7 +24,6 @@ rule plot_umap:
         "logs/plot_umap.log",
     benchmark:
         "results/benchmarks/plot_umap.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -51,7 +50,6 @@ rule plot_score_distributions:
         "logs/plot_score_distributions.log",
     benchmark:
         "results/benchmarks/plot_score_distributions.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -78,7 +76,6 @@ rule plot_pca_variance:
         "logs/plot_pca_variance.log",
     benchmark:
         "results/benchmarks/plot_pca_variance.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -106,7 +103,6 @@ rule plot_gallery:
         "logs/plot_gallery/{model}.log",
     benchmark:
         "results/benchmarks/plot_gallery/{model}.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -134,7 +130,6 @@ rule plot_bpt:
         "logs/plot_bpt/{model}.log",
     benchmark:
         "results/benchmarks/plot_bpt/{model}.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -163,7 +158,6 @@ rule plot_neighbors:
         "logs/plot_neighbors/{model}.log",
     benchmark:
         "results/benchmarks/plot_neighbors/{model}.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -188,7 +182,6 @@ rule plot_line_heatmap:
         "logs/plot_line_heatmap/{model}.log",
     benchmark:
         "results/benchmarks/plot_line_heatmap/{model}.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -205,6 +198,7 @@ rule build_explorer:
         scores=expand("results/{model}/scores.csv", model=MODELS),
         neighbors=expand("results/{model}/neighbors.csv", model=MODELS),
         reconstructions=expand("results/{model}/reconstructions.h5", model=MODELS),
+        truth=DATA["truth"] or [],
     output:
         html=report(
             "results/explorer.html",
@@ -216,7 +210,6 @@ rule build_explorer:
         "logs/build_explorer.log",
     benchmark:
         "results/benchmarks/build_explorer.tsv"
-    retries: 0  # deterministic: a retry fails the same way
     conda:
         "../../envs/analysis.yaml"
     resources:
@@ -224,7 +217,6 @@ rule build_explorer:
         runtime=20,
     params:
         models=MODELS,
-        truth=DATA["truth"],
         k=config["neighbors"]["k"],
     script:
         "../../scripts/build_explorer.py"

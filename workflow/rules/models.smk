@@ -27,6 +27,7 @@ rule train_model:
         "logs/train_model/{model}.log",
     benchmark:
         "results/benchmarks/train_model/{model}.tsv"
+    retries: 2  # transient on a cluster (preemption, a node's memory); resumes from its last epoch
     conda:
         ML_ENV
     threads: 2
