@@ -500,11 +500,15 @@ def log_diagnostics(diag: dict, n_test: int) -> None:
             lat.get("purity", float("nan")), pix.get("purity", float("nan")),
             lat["knn"].get("vsini_kms", float("nan")), pix["knn"].get("vsini_kms", float("nan")),
         )  # fmt: skip
+    losing = [w for w in diag["warnings"] if "pixels-PCA" in w]
     for w in diag["warnings"]:
-        if "pixels-PCA" in w:
-            log.warning("the latent space loses to the pixel baseline: %s", w)
-        else:
+        if w not in losing:
             log.warning("%s", w)
+    if losing:
+        log.warning(
+            "the latent space loses to the pixel baseline by more than 0.05 on %d probe(s) (diagnostics.json has them all): %s",
+            len(losing), "; ".join(w.replace(": latent", ":").replace(" < pixels-PCA ", " < ") for w in losing),
+        )  # fmt: skip
 
 
 def brightness_check(scores: np.ndarray, mean_abs_flux: np.ndarray) -> dict:
