@@ -154,7 +154,8 @@ with h5py.File(sys.argv[1]) as h5:
 rec = Reconstructor(sys.argv[2], {"filters": [4], "stem_filters": 4, "latent_dim": 8, "pose_dim": 2}, layout, lines.names)
 flux, _, mask = read_rows(sys.argv[1], [0, 1])
 z, recon = rec(flux, mask)
-print("SCORED", json.dumps({"z": z.tolist(), "recon_mean": float(np.abs(recon).mean()), "backend": backend.name()}))
+print("SCORED", json.dumps({"z": z.tolist(), "recon_mean": float(np.abs(recon).mean()), "backend": backend.name(),
+                            "trained_backend": rec.model.trained_backend}))
 """
 
 
@@ -222,4 +223,5 @@ def test_train_kill_resume_and_score_on_each_backend(tiny_cubes, tmp_path, backe
         assert s.returncode == 0, s.stderr[-3000:]
         scored[b] = json.loads([ln for ln in s.stdout.splitlines() if ln.startswith("SCORED")][0][7:])
         assert scored[b]["backend"] == b and np.isfinite(scored[b]["recon_mean"])
+        assert scored[b]["trained_backend"] == backend  # the model file says which backend trained it
     np.testing.assert_allclose(scored[backend]["z"], scored["tensorflow"]["z"], rtol=1e-4, atol=1e-5)

@@ -253,7 +253,7 @@ function show(i) {
       {x: P.bpt[0], y: P.bpt[1], mode: 'markers', type: 'scatter', name: 'spaxels (S/N >= 3)', marker: {size: 4, color: '#444', opacity: 0.6}},
       {x: C.ka[0], y: C.ka[1], mode: 'lines', name: 'Kauffmann+03', line: {color: '#1f77b4', dash: 'dash'}},
       {x: C.ke[0], y: C.ke[1], mode: 'lines', name: 'Kewley+01', line: {color: '#d62728'}}],
-      {title: {text: 'BPT: ' + P.bpt[0].length + ' spaxels', font: small}, margin: {t: 48, b: 40, l: 50, r: 10},
+      {title: {text: P.bpt[0].length ? 'BPT: ' + P.bpt[0].length + ' spaxels (S/N >= 3 in all six lines)' : 'BPT: no spaxel has S/N >= 3 in all six lines<br>(faint lines, or broad / split lines filling the window edges that set the continuum)', font: small}, margin: {t: 48, b: 40, l: 50, r: 10},
        xaxis: {title: {text: 'log [NII]6585 / H-alpha'}, range: [-1.6, 0.6]}, yaxis: {title: {text: 'log [OIII]5008 / H-beta'}, range: [-1.2, 1.5]}, showlegend: true, legend: {font: {size: 10}}});
   } else { document.getElementById('pha').textContent = '(no panel data stored for this galaxy)'; }
   Plotly.newPlot('pshare', [{type: 'bar', orientation: 'h', x: d.shares[i], y: DATA.lines}], {title: {text: 'share of the score by line', font: small}, margin: {t: 48, b: 30, l: 90, r: 10},

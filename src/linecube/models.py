@@ -593,9 +593,13 @@ class CubeAutoencoder(keras.Model):
         kl_free_bits: float = 0.0,
         latent_dim: int | None = None,
         consistency_weight: float = 0.0,
+        trained_backend: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        #: the Keras backend that trained the weights (recorded in the .keras file;
+        #: the model loads and scores on any backend)
+        self.trained_backend = trained_backend or keras.backend.backend()
         self.encoder = encoder
         self.decoder = decoder
         self.variational = bool(variational)
@@ -680,6 +684,7 @@ class CubeAutoencoder(keras.Model):
             "kl_free_bits": self.kl_free_bits,
             "latent_dim": self.latent_dim,
             "consistency_weight": self.consistency_weight,
+            "trained_backend": self.trained_backend,
         }
 
     @classmethod
