@@ -272,7 +272,10 @@ def _make_guard_class():
 
         def _take_snapshot(self):
             m = self.model
-            self._snapshot = ([np.array(v) for v in m.weights], [np.array(v) for v in m.optimizer.variables])
+            self._snapshot = (
+                [keras.ops.convert_to_numpy(v) for v in m.weights],
+                [keras.ops.convert_to_numpy(v) for v in m.optimizer.variables],
+            )
 
         def _restore(self):
             m = self.model

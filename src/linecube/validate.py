@@ -112,10 +112,18 @@ def recall_at(labels: np.ndarray, scores: np.ndarray, fraction: float) -> float 
     return float(labels[top].sum() / labels.sum())
 
 
+def score_columns(df: pd.DataFrame) -> list[str]:
+    """The numeric ``score_*`` columns of a scores table (not ``score_name``)."""
+    return [c for c in df.columns if c.startswith("score_") and c != "score_name" and pd.api.types.is_numeric_dtype(df[c])]
+
+
 def default_score_name(df: pd.DataFrame) -> str | None:
-    """Which ``score_*`` column the ``score`` column holds (scores.csv of this version)."""
-    for c in df.columns:
-        if c.startswith("score_") and np.allclose(df[c].to_numpy(float), df["score"].to_numpy(float), equal_nan=True):
+    """Which ``score_*`` column the ``score`` column holds: scores.csv's
+    ``score_name`` where it has one, else the score column equal to it."""
+    if "score_name" in df and df["score_name"].nunique() == 1:
+        return str(df["score_name"].iloc[0])
+    for c in score_columns(df):
+        if np.allclose(df[c].to_numpy(float), df["score"].to_numpy(float), equal_nan=True):
             return c
     return None
 
@@ -153,7 +161,7 @@ def validate(scores: pd.DataFrame, truth: pd.DataFrame) -> dict:
             **{f"recall_top_{int(f * 100)}pct": recall_at(is_t, s, f) for f in FRACTIONS},
             "median_rank": float(np.median(df.loc[is_t, "rank"])) if "rank" in df else None,
         }
-    alts = [c for c in df.columns if c.startswith("score_")] + ["mean_abs_flux"]
+    alts = score_columns(df) + ["mean_abs_flux"]
     for alt in alts:
         if alt in df:
             v = df[alt].to_numpy(float)
