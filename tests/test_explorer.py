@@ -175,3 +175,22 @@ def test_explorer_hostile_catalogue_labels_and_rerank(fake_run, tmp_path):
     ranked = pd.read_csv(res / "ae" / "scores_ranked.csv", dtype={"plateifu": str})
     assert ranked.plateifu.iloc[0] == want[0] and ranked.plateifu.iloc[-1] == want[1]
     assert sorted(ranked["rank"]) == list(range(1, 13)) and "rank_before" in ranked
+
+
+def test_halpha_map_of_a_double_peaked_galaxy_is_not_negative(tmp_path):
+    """The panel's H-alpha map is the window's whole flux: a continuum taken from the
+    window's edge bins would go negative where a split line fills them."""
+    import numpy as np
+    from fixtures import make_galaxy
+
+    from linecube.explorer import _panels
+    from linecube.simulate import simulate_cubes_h5
+    from linecube.simulate.galaxy import with_anomaly
+
+    g = with_anomaly(make_galaxy(ifusize=37, plate=8600, z=0.03, seed=2), "double_peaked")  # 82 % negative before
+    out = tmp_path / "cubes.h5"
+    simulate_cubes_h5(out, 0, 0, galaxies=[g], progress=False, noise_free=True)
+    panels, _, _ = _panels(out, {}, [g.plateifu])
+    ha = np.array(panels[g.plateifu]["ha"], dtype=float)
+    on = np.isfinite(ha) & (ha != 0)
+    assert on.sum() > 50 and (ha[on] >= -1e-6).all()

@@ -40,7 +40,7 @@ def _round(a: np.ndarray, sig: int = 4) -> list:
 def _panels(cubes_h5, recon_h5s: dict, keep: list[str]) -> tuple[dict, list[str], int]:
     import h5py
 
-    from .bpt import bpt_ratios, window_flux
+    from .bpt import bpt_ratios
 
     panels: dict = {}
     rng = np.random.default_rng(0)
@@ -52,7 +52,10 @@ def _panels(cubes_h5, recon_h5s: dict, keep: list[str]) -> tuple[dict, list[str]
         for p in keep:
             i = pos[p]
             flux, ivar, mask, wave = h5["flux"][i], h5["ivar"][i], h5["mask"][i], h5["wave"][i]
-            f, _ = window_flux(flux, np.ones_like(flux), np.zeros_like(mask), wave, ha, wb)
+            # the whole window (line + continuum): a continuum from the window's edge
+            # bins goes negative where a broad or split line fills them (double peaks)
+            sl = slice(ha * wb, (ha + 1) * wb)
+            f = np.sum(flux[sl].astype(np.float64) * (wave[sl] * np.log(10.0) * 1e-4)[:, None, None], axis=0)
             cy, cx = flux.shape[1] // 2, flux.shape[2] // 2
             n2, _, o3 = bpt_ratios(flux, ivar, mask, wave, names, wb)
             ok = np.flatnonzero(np.isfinite(n2.ravel()) & np.isfinite(o3.ravel()))
@@ -242,7 +245,7 @@ function show(i) {
   const small = {size: 12};
   if (P) {
     const s = P.side, grid = a => { const z = []; for (let r = 0; r < s; r++) z.push(a.slice(r * s, (r + 1) * s)); return z; };
-    Plotly.newPlot('pha', [{type: 'heatmap', z: grid(P.ha), colorscale: 'Hot'}], {title: {text: 'H-alpha window flux (input)', font: small}, margin: {t: 48, b: 20, l: 30, r: 10}, yaxis: {scaleanchor: 'x'}});
+    Plotly.newPlot('pha', [{type: 'heatmap', z: grid(P.ha), colorscale: 'Hot'}], {title: {text: 'H-alpha window flux, line + continuum (input)', font: small}, margin: {t: 48, b: 20, l: 30, r: 10}, yaxis: {scaleanchor: 'x'}});
     if (P.resid && P.resid[sel.value]) Plotly.newPlot('pres', [{type: 'heatmap', z: grid(P.resid[sel.value]), colorscale: 'Viridis'}], {title: {text: 'mean |input - reconstruction| (' + esc(sel.value.toUpperCase()) + ')', font: small}, margin: {t: 48, b: 20, l: 30, r: 10}, yaxis: {scaleanchor: 'x'}});
     else document.getElementById('pres').textContent = '(residual map stored for the top-ranked galaxies only)';
     const tr = [{y: P.spec, name: 'input', line: {color: 'black', width: 1}}];
