@@ -63,12 +63,18 @@ def test_bad_labels_files_are_named(tmp_path):
         read_labels(f)
 
 
-def test_cli_rerank_writes_scores_ranked(tmp_path, capsys):
-    sc, emb = survey()
-    d = tmp_path / "results" / "vae"
+def write_run(results, model, sc, emb):
+    """results/{model}/scores.csv and embedding.csv, as the workflow writes them."""
+    d = results / model
     d.mkdir(parents=True)
     sc.to_csv(d / "scores.csv", index=False)
     emb.to_csv(d / "embedding.csv", index=False)
+    return d
+
+
+def test_cli_rerank_writes_scores_ranked(tmp_path, capsys):
+    sc, emb = survey()
+    d = write_run(tmp_path / "results", "vae", sc, emb)
     lab = tmp_path / "labels.csv"
     pd.DataFrame(
         {"plateifu": [sc.plateifu[30], "9999-1901"], "label": ["interesting", "artefact"], "model": "vae", "score": 1}
@@ -81,9 +87,7 @@ def test_cli_rerank_writes_scores_ranked(tmp_path, capsys):
     # labels from another model, and a missing run, end in one error line
     assert main(["rerank", "--labels", str(lab), "--model", "ae", "--results", str(tmp_path / "results")]) == 2
     assert "not found" in capsys.readouterr().err
-    (tmp_path / "results" / "ae").mkdir()
-    sc.to_csv(tmp_path / "results" / "ae" / "scores.csv", index=False)
-    emb.to_csv(tmp_path / "results" / "ae" / "embedding.csv", index=False)
+    write_run(tmp_path / "results", "ae", sc, emb)
     assert main(["rerank", "--labels", str(lab), "--model", "ae", "--results", str(tmp_path / "results")]) == 2
     assert "labels were made on model(s) vae, not ae" in capsys.readouterr().err
 
@@ -92,10 +96,7 @@ def test_rerank_validates_as_neighbors_does(tmp_path, capsys):
     """A padded plate-IFU still applies its label; bad --weight / -k, duplicated or
     incomplete scores.csv rows end in one error line naming the file or option."""
     sc, emb = survey()
-    d = tmp_path / "results" / "ae"
-    d.mkdir(parents=True)
-    sc.to_csv(d / "scores.csv", index=False)
-    emb.to_csv(d / "embedding.csv", index=False)
+    d = write_run(tmp_path / "results", "ae", sc, emb)
     lab = tmp_path / "labels.csv"
     lab.write_text(f"plateifu,label\n {sc.plateifu[30]} ,interesting\n")
     base = ["rerank", "--labels", str(lab), "--results", str(tmp_path / "results")]

@@ -372,12 +372,12 @@ def _disk_errors(out: Path):
     except (OSError, RuntimeError) as e:
         if not _is_full(e):
             raise
-        raise DiskFull(errno.ENOSPC, f"{Path(out).parent} is full (or over a file-size limit) while writing it; "
-                       f"nothing was replaced and the temporary file was removed", str(out)) from None  # fmt: skip
-    finally:
         import gc
 
         gc.collect()  # free h5py's objects of the failed file while the quiet hook is in place
+        raise DiskFull(errno.ENOSPC, f"{Path(out).parent} is full (or over a file-size limit) while writing it; "
+                       f"nothing was replaced and the temporary file was removed", str(out)) from None  # fmt: skip
+    finally:
         sys.unraisablehook = hook
 
 
