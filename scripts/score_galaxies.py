@@ -23,5 +23,6 @@ with rule_log(sm.log[0]):
         default_score=sm.params.default,
         seed=sm.params.seed,
         backend=sm.params.backend,
+        bitwise=sm.params.bitwise,
         outputs={k: sm.output[k] for k in ("scores", "latents", "reconstructions", "diagnostics")},
     )

@@ -17,6 +17,7 @@ with rule_log(sm.log[0]):
         dict(sm.params.train),
         threads=sm.threads,
         backend=sm.params.backend,
+        bitwise=sm.params.bitwise,
         outputs={k: sm.output[k] for k in ("model", "history", "split", "divergence")},
     )
     plot_history(sm.output.history, sm.output.loss_png, f"{sm.wildcards.model.upper()} ({s['backend']}, {s['steps']} steps)")

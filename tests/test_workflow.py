@@ -146,7 +146,8 @@ def test_same_seed_same_results_and_other_seed_differs(tiny_run, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(a / "models/ae/split.csv"), pd.read_csv(b / "models/ae/split.csv"))
     sa, sb = pd.read_csv(a / "ae/scores.csv"), pd.read_csv(b / "ae/scores.csv")
     assert list(sa.plateifu) == list(sb.plateifu)
-    np.testing.assert_allclose(sa["score"], sb["score"], rtol=0, atol=1e-6)
+    # to float rounding (oneDNN's sums; bitwise_reproducible: test_train's bitwise test)
+    np.testing.assert_allclose(sa["score"], sb["score"], rtol=1e-4, atol=1e-6)
     # a different survey seed changes the cubes; a different training seed the split
     # (and so reruns training)
     cfg = copy.deepcopy(TINY)

@@ -16,12 +16,27 @@ BACKENDS = ("tensorflow", "torch", "jax")
 DEFAULT = "tensorflow"
 
 
-def select(name: str | None = None) -> str:
+def select(name: str | None = None, bitwise: bool = False) -> str:
     """Make ``name`` (None: ``$KERAS_BACKEND``, else TensorFlow) Keras's backend and
-    return it. Must run before Keras is imported, unless Keras already uses it."""
+    return it. Must run before Keras is imported, unless Keras already uses it.
+
+    ``bitwise``: bit-identical results for one configuration. On TensorFlow this
+    turns oneDNN's CPU kernels off (``TF_ENABLE_ONEDNN_OPTS=0``, read once at
+    TensorFlow's import): on some CPUs (AMD EPYC with AVX-512 here) their
+    multithreaded sums run in a varying order, so two runs differ at float
+    rounding (~1e-6 relative); without them TensorFlow's CPU step is 3-4x slower
+    (docs/decisions.md). PyTorch (deterministic algorithms) and JAX are bitwise
+    on CPU already."""
     want = name or os.environ.get("KERAS_BACKEND") or DEFAULT
     if want not in BACKENDS:
         raise ValueError(f"Keras backend must be one of {BACKENDS}, got {want!r}")
+    if bitwise and want == "tensorflow" and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        if "tensorflow" in sys.modules:
+            raise RuntimeError(
+                "bitwise_reproducible needs TensorFlow's oneDNN kernels off, but TensorFlow is already "
+                "imported in this process with them on: set TF_ENABLE_ONEDNN_OPTS=0 before Python starts"
+            )
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
     if "keras" in sys.modules:
         import keras
 

@@ -303,6 +303,7 @@ def score_galaxies(
     default_score: str = "score_hybrid",
     seed: int = 0,
     backend: str | None = None,
+    bitwise: bool = False,
     history_csv: str | os.PathLike | None = None,
     divergence_csv: str | os.PathLike | None = None,
     truth_csv: str | os.PathLike | None = None,
@@ -317,7 +318,8 @@ def score_galaxies(
 
     ``score`` (and ``rank``, ``percentile``) is ``default_score``; every score of
     :data:`SCORE_COLUMNS` is a column too, fitted on the training galaxies of
-    ``split_csv``."""
+    ``split_csv``. ``bitwise``: bit-identical model outputs for one configuration
+    (:func:`linecube.backend.select`)."""
     import h5py
     import pandas as pd
 
@@ -325,7 +327,7 @@ def score_galaxies(
 
     if default_score not in DEFAULT_CHOICES:
         raise ValueError(f"score.default must be one of {DEFAULT_CHOICES}, got {default_score!r}")
-    kb.select(backend)
+    kb.select(backend, bitwise=bitwise)
     kb.configure(0)
     out_dir = Path(out_dir)
     paths = {n: Path((outputs or {}).get(n) or out_dir / f) for n, f in SCORE_OUTPUTS.items()}

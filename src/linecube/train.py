@@ -396,6 +396,7 @@ def train(
     steps_per_epoch: int | None = None,
     backend: str | None = None,
     outputs: dict | None = None,
+    bitwise: bool = False,
 ) -> dict:
     """Train an AE or VAE on cubes.h5; write the outputs listed in the module doc.
 
@@ -407,14 +408,16 @@ def train(
     backend). ``steps_per_epoch`` fixes the batches per epoch (benchmarks only:
     training then takes exactly ``epochs`` x ``steps_per_epoch`` steps, whatever
     ``min_steps`` says).
-    ``backend``: the Keras backend (None: ``$KERAS_BACKEND``, else TensorFlow).
+    ``backend``: the Keras backend (None: ``$KERAS_BACKEND``, else TensorFlow);
+    ``bitwise``: bit-identical weights for one configuration
+    (:func:`linecube.backend.select`).
     """
     import h5py
 
     from . import backend as kb
     from .config import with_defaults
 
-    kb.select(backend)
+    kb.select(backend, bitwise=bitwise)
     model_cfg, train_cfg = with_defaults("model", model_cfg), with_defaults("train", train_cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

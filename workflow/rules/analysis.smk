@@ -40,6 +40,7 @@ rule score_galaxies:
         seed=config["train"]["seed"],
         extra=config["neighbors"]["plateifus"],
         backend=config["keras_backend"],
+        bitwise=config["bitwise_reproducible"],
     script:
         "../../scripts/score_galaxies.py"
 

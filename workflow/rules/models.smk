@@ -39,5 +39,6 @@ rule train_model:
         model=config["model"],
         train=config["train"],
         backend=config["keras_backend"],
+        bitwise=config["bitwise_reproducible"],
     script:
         "../../scripts/train_model.py"
