@@ -58,7 +58,9 @@ def test_bitwise_reproducible_gives_identical_weights(tiny_cubes, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     env["KERAS_BACKEND"] = "tensorflow"
     code = BITWISE.replace("MODEL", repr(TINY_MODEL))
-    p = subprocess.run([sys.executable, "-c", code, str(tiny_cubes), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_cubes), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert p.returncode == 0 and "BITWISE OK" in p.stdout, p.stderr[-3000:]
 
 
