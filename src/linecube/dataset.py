@@ -233,6 +233,7 @@ class CubeSource:
         self._bank: NoiseBank | None = None
         self._order: tuple[int, np.ndarray] | None = None
         self._h5 = None
+        self._last: tuple[int, dict] | None = None  # the last row read: pairs read each row twice in a row
 
     def _units_per_galaxy(self) -> int:
         n = 1 + self.aug.copies
@@ -286,23 +287,36 @@ class CubeSource:
         if self._h5 is not None:
             self._h5.close()
             self._h5 = None
+        self._last = None
+
+    def _read(self, row: int, name: str) -> np.ndarray:
+        """One row of dataset ``name`` (flux, ivar or mask), kept until another
+        row is read (read-only: augmentation returns new arrays)."""
+        if self._last is None or self._last[0] != row:
+            self._last = (row, {})
+        got = self._last[1]
+        if name not in got:
+            a = self._file()[name][row]
+            a.flags.writeable = False
+            got[name] = a
+        return got[name]
 
     def sample(self, row: int, copy: int, epoch: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(flux, ivar, mask) of one sample; ivar and mask are read only when
         needed (``need_ivar``, ``need_mask``, or noise scaled by ivar) and are None
         otherwise. An augmented copy's ivar is the copy's own (moved with the flux,
         lowered by the noise it was given)."""
-        h5 = self._file()
-        fl, iv, mk = h5["flux"], h5["ivar"], h5["mask"]
-        f = fl[row]
+        f = self._read(row, "flux")
         if not copy:
-            return f, (iv[row] if self.need_ivar else None), (mk[row] if self.need_mask else None)
+            return f, (self._read(row, "ivar") if self.need_ivar else None), (self._read(row, "mask") if self.need_mask else None)
         ops, rng = copy_ops(self.seed, epoch, row, int(copy), self.aug)
         need_ivar = self.need_ivar or ("noise" in ops and self.aug.noise_from_ivar)
         need_mask = self.need_mask or ("noise" in ops and not self.aug.noise_from_ivar)
         if self._bank is None:
             self._bank = NoiseBank(self.seed, f.size)
-        f, i, m = apply_ops(f, iv[row] if need_ivar else None, mk[row] if need_mask else None, ops, rng, self.aug, self._bank)
+        iv = self._read(row, "ivar") if need_ivar else None
+        mk = self._read(row, "mask") if need_mask else None
+        f, i, m = apply_ops(f, iv, mk, ops, rng, self.aug, self._bank)
         return f, i, (m if self.need_mask else None)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
