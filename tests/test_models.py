@@ -194,3 +194,32 @@ def test_same_seed_same_initial_weights():
     b = build_model(cfg, "vae", seed=5).get_weights()
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
+
+
+def test_line_weights_favour_faint_lines():
+    from linecube.models import line_weights
+
+    med = np.ones((3 * 10, 4, 4), np.float32)
+    med[10:20] *= 4.0  # line 1 four times brighter
+    med[20:30] *= 1e-9  # line 2 at the noise level: capped
+    assert line_weights(med, 3, 0.0) == pytest.approx([1.0, 1.0, 1.0])
+    w = line_weights(med, 3, 1.0, cap=10.0)
+    assert np.mean(w) == pytest.approx(1.0)
+    assert w[0] / w[1] == pytest.approx(4.0)  # (S_max / S_l) ** 1
+    assert w[2] / w[1] == pytest.approx(10.0)  # the cap
+
+
+@pytest.mark.parametrize("layout,crop", [("lines", 8), ("wavelength", 8)])
+def test_line_weights_weigh_eq1_and_survive_save_load(tmp_path, layout, crop):
+    cfg = ModelConfig.from_config({"layout": layout, **TINY}, crop=crop)
+    lw = list(np.linspace(0.5, 1.5, 19))
+    m = build_model(cfg, "ae", line_weights=lw)
+    x = np.random.default_rng(0).random((2, *cfg.input_shape), dtype=np.float32)
+    out = m(x, training=False)
+    per_step = np.repeat(np.asarray(lw, np.float32), cfg.steps // 19)
+    w = np.broadcast_to(per_step.reshape(1, -1, 1, 1, 1), x.shape)
+    got = float(m.compute_loss(x, None, out, training=False))
+    assert got == pytest.approx(numpy_eq1(x, np.asarray(out["recon"]), w), rel=1e-4)
+    assert got != pytest.approx(numpy_eq1(x, np.asarray(out["recon"])), rel=1e-3)
+    m.save(tmp_path / "m.keras")
+    assert load_model(tmp_path / "m.keras").line_weights == pytest.approx(lw)

@@ -81,6 +81,7 @@ class ModelConfig:
     kl_free_bits: float
     consistency_weight: float
     mean_cube: bool
+    line_balance: float
     n_lines: int
     window_bins: int
     crop: int
@@ -136,6 +137,7 @@ class ModelConfig:
             kl_free_bits=float(m["kl_free_bits"]),
             consistency_weight=float(m["consistency_weight"]),
             mean_cube=bool(m["mean_cube"]),
+            line_balance=float(m["line_balance"]),
             n_lines=int(n_lines),
             window_bins=int(window_bins),
             crop=int(crop),
@@ -495,6 +497,19 @@ def eq1_per_galaxy(x, xr, weights=None):
     return ops.sum(per_spaxel, axis=(1, 2)) + ops.sum(per_channel, axis=(1, 2))
 
 
+def line_weights(median_cube: np.ndarray, n_lines: int, power: float, cap: float = 10.0) -> list[float]:
+    """Per-line weights of Eq. 1 (``model.line_balance``): line l weighs
+    (S_max / S_l) ** power, S_l the summed |flux| of the training galaxies' median
+    cube over line l's window (model units; S_max: the brightest line, H-alpha),
+    capped at ``cap`` (lines at the noise level), then scaled to mean 1 so the loss
+    keeps its size. ``median_cube``: (wavelength, y, x), n_lines windows along
+    wavelength; ``power`` 0 gives all ones."""
+    s = np.abs(np.asarray(median_cube, dtype=np.float64)).reshape(n_lines, -1).sum(axis=1)
+    s = np.maximum(s, s.max() * 1e-12 + 1e-30)
+    w = np.minimum((s.max() / s) ** float(power), cap)
+    return [float(v) for v in w / w.mean()]
+
+
 def eq1_loss(x, xr, weights=None):
     """Eq. 1 averaged over the batch (:func:`eq1_per_galaxy`)."""
     return ops.mean(eq1_per_galaxy(x, xr, weights))
@@ -594,6 +609,7 @@ class CubeAutoencoder(keras.Model):
         latent_dim: int | None = None,
         consistency_weight: float = 0.0,
         trained_backend: str | None = None,
+        line_weights: list[float] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -607,6 +623,15 @@ class CubeAutoencoder(keras.Model):
         self.kl_free_bits = float(kl_free_bits)
         self.latent_dim = int(latent_dim) if latent_dim is not None else int(decoder.input_shape[-1])
         self.consistency_weight = float(consistency_weight)
+        #: Eq. 1's weight of each emission line (:func:`line_weights`), or None (all 1)
+        self.line_weights = [float(v) for v in line_weights] if line_weights else None
+        self._lw = None
+        if self.line_weights:
+            t, c = int(encoder.input_shape[1]), int(encoder.input_shape[-1])
+            per_step = np.repeat(np.asarray(self.line_weights, np.float32), t // len(self.line_weights))
+            if per_step.size != t:
+                raise ValueError(f"{len(self.line_weights)} line weights do not divide the model's {t} steps")
+            self._lw = np.broadcast_to(per_step.reshape(1, t, 1, 1, 1), (1, t, 1, 1, c)).copy()
         #: multiplies beta; a KL warm-up callback raises it from 0 to 1 (VAE only)
         self.kl_scale = keras.Variable(1.0, trainable=False, name="kl_scale", dtype="float32")
         self.loss_mask = bool(loss_mask)
@@ -655,6 +680,9 @@ class CubeAutoencoder(keras.Model):
         outputs of :meth:`call`: the total, with the parts tracked as metrics."""
         cube = self._cube(x)
         w = x.get("w") if isinstance(x, dict) and self.loss_mask else None
+        if self._lw is not None:
+            lw = ops.convert_to_tensor(self._lw, "float32")
+            w = lw * ops.ones_like(ops.cast(cube, "float32")) if w is None else ops.cast(w, "float32") * lw
         code = y_pred["code"]
         rec = eq1_loss(cube, y_pred["recon"], w)
         total = rec
@@ -685,6 +713,7 @@ class CubeAutoencoder(keras.Model):
             "latent_dim": self.latent_dim,
             "consistency_weight": self.consistency_weight,
             "trained_backend": self.trained_backend,
+            "line_weights": self.line_weights,
         }
 
     @classmethod
@@ -695,10 +724,17 @@ class CubeAutoencoder(keras.Model):
         return cls(enc, dec, **config)
 
 
-def build_model(cfg: ModelConfig, kind: str, seed: int = 0, mean_cube: np.ndarray | None = None) -> CubeAutoencoder:
+def build_model(
+    cfg: ModelConfig,
+    kind: str,
+    seed: int = 0,
+    mean_cube: np.ndarray | None = None,
+    line_weights: list[float] | None = None,
+) -> CubeAutoencoder:
     """Build and call (so that weights exist) an AE (``kind='ae'``) or VAE.
     ``mean_cube`` (time, y, x, c; the model's units) sets the decoder's learned mean
-    cube (``cfg.mean_cube``); zeros when not given."""
+    cube (``cfg.mean_cube``); zeros when not given. ``line_weights``: Eq. 1's
+    per-line weights (:func:`line_weights`; None: all 1)."""
     if kind not in ("ae", "vae"):
         raise ValueError(f"model kind must be 'ae' or 'vae', got {kind!r}")
     variational = kind == "vae"
@@ -714,6 +750,7 @@ def build_model(cfg: ModelConfig, kind: str, seed: int = 0, mean_cube: np.ndarra
         kl_free_bits=cfg.kl_free_bits,
         latent_dim=cfg.latent_dim,
         consistency_weight=cfg.consistency_weight,
+        line_weights=line_weights,
         name=kind,
     )
     model(np.zeros((1, *cfg.input_shape), dtype="float32"))

@@ -426,7 +426,7 @@ def train(
     bname = kb.configure(seed, threads=threads)
     import keras
 
-    from .models import ModelConfig, build_model, to_model_layout
+    from .models import ModelConfig, build_model, line_weights, to_model_layout
 
     with h5py.File(cubes_h5, "r") as h5:
         layout, lines = read_layout(h5)
@@ -484,12 +484,16 @@ def train(
     from .models import ConstantRate
 
     schedule = one_cycle(lr, steps) if train_cfg["schedule"] == "onecycle" else ConstantRate(lr)
-    mean = None
-    if mcfg.mean_cube:
-        mean = to_model_layout(median_cubes(cubes_h5, train_idx, scaler, seed=seed)[1][None], mcfg)[0]
+    mean, lweights = None, None
+    if mcfg.mean_cube or mcfg.line_balance > 0:
+        med = median_cubes(cubes_h5, train_idx, scaler, seed=seed)[1]
+        mean = to_model_layout(med[None], mcfg)[0] if mcfg.mean_cube else None
+        if mcfg.line_balance > 0:
+            lweights = line_weights(med, mcfg.n_lines, mcfg.line_balance)
+            log.info("Eq. 1 line weights (line_balance %g): %s", mcfg.line_balance, " ".join(f"{w:.2f}" for w in lweights))
 
     def build():
-        model = build_model(mcfg, kind, seed=seed, mean_cube=mean)
+        model = build_model(mcfg, kind, seed=seed, mean_cube=mean, line_weights=lweights)
         model.compile(
             optimizer=_optimizer(train_cfg["optimizer"], schedule, train_cfg["clipnorm"]),
             jit_compile=bool(train_cfg["xla"]) if bname == "tensorflow" else "auto",
