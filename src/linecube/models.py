@@ -33,7 +33,9 @@ physical part only (AE: z; VAE: mu).
 Loss: Eq. 1 of the paper, per galaxy the sum over spaxels of the mean absolute
 error along wavelength plus the sum over wavelength channels of the mean
 absolute error over the image, averaged over the batch; optionally only over
-usable voxels or noise-weighted. VAE: + beta * KL(N(mu, sigma) || N(0, 1)).
+usable voxels or noise-weighted, and with each emission line's window weighted
+(``line_balance``: :func:`line_weights`, stored in the model). VAE: + beta *
+KL(N(mu, sigma) || N(0, 1)), with optional free bits per dimension.
 Consistency (``consistency_weight`` > 0; batches then hold two augmented views
 of each galaxy in adjacent rows): the two views' latents pulled together
 relative to the spread of the galaxies (spender's similarity idea, Liang et al.
