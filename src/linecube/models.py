@@ -475,7 +475,7 @@ def build_decoder(cfg: ModelConfig, name: str = "decoder") -> keras.Model:
 # --------------------------------------------------------------------------
 
 
-def eq1_per_galaxy(x, xr, weights=None):
+def eq1_per_galaxy(x, xr, weights=None, step_weights=None):
     """The paper's Eq. 1 of each galaxy, (B,), for (B, T, H, W, C) tensors.
 
     Wavelength is the (T, C) pair of axes. Per galaxy: sum over spaxels (H, W)
@@ -485,8 +485,13 @@ def eq1_per_galaxy(x, xr, weights=None):
     weight (an all-masked spaxel or channel contributes 0): with 0/1 weights
     (``loss_mask``) a mean over usable voxels, with ivar weights
     (:func:`linecube.train.ivar_weights`, mean 1 per galaxy) a noise-weighted one.
+    ``step_weights`` (broadcastable to (1, T, 1, 1, 1), > 0; the line weights of
+    :func:`line_weights` per step) multiply each step's absolute errors, the means
+    staying over the same voxels.
     """
     d = ops.abs(ops.cast(x, "float32") - ops.cast(xr, "float32"))
+    if step_weights is not None:
+        d = d * ops.cast(step_weights, "float32")
     if weights is None:
         per_spaxel = ops.mean(d, axis=(1, 4))
         per_channel = ops.mean(d, axis=(2, 3))
@@ -512,9 +517,9 @@ def line_weights(median_cube: np.ndarray, n_lines: int, power: float, cap: float
     return [float(v) for v in w / w.mean()]
 
 
-def eq1_loss(x, xr, weights=None):
+def eq1_loss(x, xr, weights=None, step_weights=None):
     """Eq. 1 averaged over the batch (:func:`eq1_per_galaxy`)."""
-    return ops.mean(eq1_per_galaxy(x, xr, weights))
+    return ops.mean(eq1_per_galaxy(x, xr, weights, step_weights))
 
 
 def kl_divergence(mu, logvar, free_bits: float = 0.0):
@@ -627,13 +632,13 @@ class CubeAutoencoder(keras.Model):
         self.consistency_weight = float(consistency_weight)
         #: Eq. 1's weight of each emission line (:func:`line_weights`), or None (all 1)
         self.line_weights = [float(v) for v in line_weights] if line_weights else None
-        self._lw = None
+        self._step_weights = None  # (1, T, 1, 1, 1): each step's line weight
         if self.line_weights:
-            t, c = int(encoder.input_shape[1]), int(encoder.input_shape[-1])
+            t = int(encoder.input_shape[1])
             per_step = np.repeat(np.asarray(self.line_weights, np.float32), t // len(self.line_weights))
             if per_step.size != t:
                 raise ValueError(f"{len(self.line_weights)} line weights do not divide the model's {t} steps")
-            self._lw = np.broadcast_to(per_step.reshape(1, t, 1, 1, 1), (1, t, 1, 1, c)).copy()
+            self._step_weights = per_step.reshape(1, t, 1, 1, 1)
         #: multiplies beta; a KL warm-up callback raises it from 0 to 1 (VAE only)
         self.kl_scale = keras.Variable(1.0, trainable=False, name="kl_scale", dtype="float32")
         self.loss_mask = bool(loss_mask)
@@ -682,11 +687,8 @@ class CubeAutoencoder(keras.Model):
         outputs of :meth:`call`: the total, with the parts tracked as metrics."""
         cube = self._cube(x)
         w = x.get("w") if isinstance(x, dict) and self.loss_mask else None
-        if self._lw is not None:
-            lw = ops.convert_to_tensor(self._lw, "float32")
-            w = lw * ops.ones_like(ops.cast(cube, "float32")) if w is None else ops.cast(w, "float32") * lw
         code = y_pred["code"]
-        rec = eq1_loss(cube, y_pred["recon"], w)
+        rec = eq1_loss(cube, y_pred["recon"], w, self._step_weights)
         total = rec
         self.rec_tracker.update_state(rec)
         if self.variational:
