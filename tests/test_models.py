@@ -223,3 +223,45 @@ def test_line_weights_weigh_eq1_and_survive_save_load(tmp_path, layout, crop):
     assert got != pytest.approx(numpy_eq1(x, np.asarray(out["recon"])), rel=1e-3)
     m.save(tmp_path / "m.keras")
     assert load_model(tmp_path / "m.keras").line_weights == pytest.approx(lw)
+
+
+def numpy_moment(x, xr, n_lines, bins, layout):
+    """Plain numpy reference of the kinematic term (models.moment_per_galaxy)."""
+    d = x.astype(np.float64) - xr
+    if layout == "lines":  # (B, L, H, W, bins) -> (B, L, bins, H, W)
+        d = d.transpose(0, 1, 4, 2, 3)
+    else:
+        d = d[..., 0].reshape(d.shape[0], n_lines, bins, d.shape[2], d.shape[3])
+    k = np.arange(bins) - (bins - 1) / 2
+    m1 = np.einsum("blkhw,k->blhw", d, k) / np.abs(k).sum()
+    return float(np.abs(m1).mean(axis=1).sum(axis=(1, 2)).mean())
+
+
+@pytest.mark.parametrize("layout", ["lines", "wavelength"])
+def test_moment_term_matches_numpy_and_sees_a_one_bin_shift(layout):
+    from linecube.models import moment_per_galaxy
+
+    cfg = ModelConfig.from_config({"layout": layout, **TINY}, crop=4)
+    rng = np.random.default_rng(0)
+    x, xr = (rng.random((2, *cfg.input_shape), dtype=np.float32) for _ in range(2))
+    got = float(np.mean(np.asarray(moment_per_galaxy(x, xr, 19, 10))))
+    assert got == pytest.approx(numpy_moment(x, xr, 19, 10, layout), rel=1e-5)
+    # one line moved by one bin (69 km/s) in all 16 spaxels: |first moment| = 1/25 each
+    cube = np.zeros((1, 190, 4, 4), np.float32)
+    cube[:, 4] = 1.0
+    a, b = to_model_layout(cube, cfg), to_model_layout(np.roll(cube, 1, axis=1), cfg)
+    assert float(np.asarray(moment_per_galaxy(a, b, 19, 10))[0]) == pytest.approx(16 * (1 / 25) / 19)
+    assert float(np.asarray(moment_per_galaxy(a, a, 19, 10))[0]) == 0.0
+
+
+def test_moment_term_in_the_loss_and_survives_save_load(tmp_path):
+    cfg = ModelConfig.from_config({**TINY, "moment_weight": 0.5}, crop=8)
+    m = build_model(cfg, "ae")
+    x = np.random.default_rng(0).random((2, *cfg.input_shape), dtype=np.float32)
+    out = m(x, training=False)
+    xr = np.asarray(out["recon"])
+    got = float(m.compute_loss(x, None, out, training=False))
+    assert got == pytest.approx(numpy_eq1(x, xr) + 0.5 * numpy_moment(x, xr, 19, 10, "lines"), rel=1e-4)
+    m.save(tmp_path / "m.keras")
+    back = load_model(tmp_path / "m.keras")
+    assert back.moment_weight == 0.5 and back.moment_shape == (19, 10)

@@ -84,6 +84,7 @@ class ModelConfig:
     consistency_weight: float
     mean_cube: bool
     line_balance: float
+    moment_weight: float
     n_lines: int
     window_bins: int
     crop: int
@@ -140,6 +141,7 @@ class ModelConfig:
             consistency_weight=float(m["consistency_weight"]),
             mean_cube=bool(m["mean_cube"]),
             line_balance=float(m["line_balance"]),
+            moment_weight=float(m["moment_weight"]),
             n_lines=int(n_lines),
             window_bins=int(window_bins),
             crop=int(crop),
@@ -176,6 +178,14 @@ def to_model_layout(cubes: np.ndarray, cfg: ModelConfig) -> np.ndarray:
         return cubes[..., None]
     c = cubes.reshape(n, cfg.n_lines, cfg.window_bins, cfg.crop, cfg.crop)
     return np.ascontiguousarray(c.transpose(0, 1, 3, 4, 2))
+
+
+def layout_view(cube: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """One (lines*bins, y, x) cube as a (time, y, x, channels) view in the model
+    layout, no copy (:func:`to_model_layout` of one cube, not contiguous)."""
+    if cfg.layout == "wavelength":
+        return cube[..., None]
+    return cube.reshape(cfg.n_lines, cfg.window_bins, cfg.crop, cfg.crop).transpose(0, 2, 3, 1)
 
 
 def from_model_layout(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
@@ -517,6 +527,30 @@ def line_weights(median_cube: np.ndarray, n_lines: int, power: float, cap: float
     return [float(v) for v in w / w.mean()]
 
 
+def moment_per_galaxy(x, xr, n_lines: int, bins: int, weights=None, step_weights=None):
+    """The kinematic term of each galaxy, (B,), for (B, T, H, W, C) tensors of
+    either layout (``lines``: T = n_lines, C = bins; ``wavelength``: T = n_lines *
+    bins, C = 1). Per spaxel and line, the error of the window's first moment,
+    |sum_k (k - centre) (x_k - xr_k)| / sum_k |k - centre| (k the window's bins;
+    flux x bins, over bins: a flux), averaged over lines and summed over spaxels
+    (Eq. 1's per-spaxel scale). ``weights`` > 0 mark usable voxels (others count
+    0); ``step_weights`` (1, T, 1, 1, 1) weigh each line as in Eq. 1."""
+    d = ops.cast(x, "float32") - ops.cast(xr, "float32")
+    if step_weights is not None:
+        d = d * ops.cast(step_weights, "float32")
+    if weights is not None:
+        d = d * ops.cast(ops.cast(weights, "float32") > 0, "float32")
+    k = np.arange(bins, dtype=np.float32) - (bins - 1) / 2.0
+    k = k / np.abs(k).sum()
+    if ops.shape(d)[-1] == bins:  # lines layout: (B, L, H, W, bins)
+        m1 = ops.sum(d * ops.convert_to_tensor(k.reshape(1, 1, 1, 1, bins)), axis=-1)  # (B, L, H, W)
+    else:  # wavelength layout: (B, L * bins, H, W, 1)
+        h, w = ops.shape(d)[2], ops.shape(d)[3]
+        d = ops.reshape(d, (-1, n_lines, bins, h, w))
+        m1 = ops.sum(d * ops.convert_to_tensor(k.reshape(1, 1, bins, 1, 1)), axis=2)
+    return ops.sum(ops.mean(ops.abs(m1), axis=1), axis=(1, 2))
+
+
 def eq1_loss(x, xr, weights=None, step_weights=None):
     """Eq. 1 averaged over the batch (:func:`eq1_per_galaxy`)."""
     return ops.mean(eq1_per_galaxy(x, xr, weights, step_weights))
@@ -617,6 +651,8 @@ class CubeAutoencoder(keras.Model):
         consistency_weight: float = 0.0,
         trained_backend: str | None = None,
         line_weights: list[float] | None = None,
+        moment_weight: float = 0.0,
+        moment_shape: tuple[int, int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -633,6 +669,11 @@ class CubeAutoencoder(keras.Model):
         #: Eq. 1's weight of each emission line (:func:`line_weights`), or None (all 1)
         self.line_weights = [float(v) for v in line_weights] if line_weights else None
         self._step_weights = None  # (1, T, 1, 1, 1): each step's line weight
+        #: weight of the kinematic term (:func:`moment_per_galaxy`) and its (n_lines, bins)
+        self.moment_weight = float(moment_weight)
+        self.moment_shape = tuple(int(v) for v in moment_shape) if moment_shape else None
+        if self.moment_weight > 0 and self.moment_shape is None:
+            raise ValueError("moment_weight > 0 needs moment_shape (n_lines, window bins)")
         if self.line_weights:
             t = int(encoder.input_shape[1])
             per_step = np.repeat(np.asarray(self.line_weights, np.float32), t // len(self.line_weights))
@@ -647,6 +688,7 @@ class CubeAutoencoder(keras.Model):
         self.rec_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl") if variational else None
         self.cons_tracker = keras.metrics.Mean(name="consistency") if self.consistency_weight > 0 else None
+        self.moment_tracker = keras.metrics.Mean(name="moment") if self.moment_weight > 0 else None
         self.batch_loss = LastValue()
 
     def build(self, input_shape=None):
@@ -691,6 +733,10 @@ class CubeAutoencoder(keras.Model):
         rec = eq1_loss(cube, y_pred["recon"], w, self._step_weights)
         total = rec
         self.rec_tracker.update_state(rec)
+        if self.moment_tracker is not None:
+            mom = ops.mean(moment_per_galaxy(cube, y_pred["recon"], *self.moment_shape, w, self._step_weights))
+            total = total + self.moment_weight * mom
+            self.moment_tracker.update_state(mom)
         if self.variational:
             logvar = y_pred["logvar"]
             kl = kl_divergence(code, logvar)
@@ -718,6 +764,8 @@ class CubeAutoencoder(keras.Model):
             "consistency_weight": self.consistency_weight,
             "trained_backend": self.trained_backend,
             "line_weights": self.line_weights,
+            "moment_weight": self.moment_weight,
+            "moment_shape": list(self.moment_shape) if self.moment_shape else None,
         }
 
     @classmethod
@@ -755,6 +803,8 @@ def build_model(
         latent_dim=cfg.latent_dim,
         consistency_weight=cfg.consistency_weight,
         line_weights=line_weights,
+        moment_weight=cfg.moment_weight,
+        moment_shape=(cfg.n_lines, cfg.window_bins),
         name=kind,
     )
     model(np.zeros((1, *cfg.input_shape), dtype="float32"))
