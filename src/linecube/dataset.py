@@ -136,12 +136,14 @@ def apply_ops(
     rng: np.random.Generator,
     cfg: AugmentConfig,
     noise_bank: NoiseBank | None = None,
+    want_ivar: bool = True,
 ):
     """Apply drawn operations to one cube (wavelength, y, x); returns new arrays.
 
     ``ivar`` or ``mask`` may be None when the caller does not need them back
     (ivar is required for noise scaled by ivar, mask for noise in flux units).
     Noise deviates come from ``noise_bank`` when given, else fresh from ``rng``.
+    ``want_ivar`` False: the returned ivar is None (not lowered for the noise).
     """
     f, iv, m = flux, ivar, mask
 
@@ -153,7 +155,6 @@ def apply_ops(
     if ops.get("rotate"):
         k = ops["rotate"]
         f, iv, m = each(lambda a: np.rot90(a, k, axes=(-2, -1)), f, iv, m)
-    f, iv, m = each(np.ascontiguousarray, f, iv, m)
     if ops.get("noise"):
         if cfg.noise_from_ivar:
             if iv is None:
@@ -168,13 +169,17 @@ def apply_ops(
         z *= sigma
         z += f
         f = z
-        if cfg.noise_from_ivar:  # the copy now holds (1 + noise_sigma^2) times the variance
+        if not want_ivar:
+            iv = None
+        elif cfg.noise_from_ivar:  # the copy now holds (1 + noise_sigma^2) times the variance
             iv = np.where(iv > 0, iv / (1.0 + np.float32(cfg.noise_sigma) ** 2), 0.0).astype(np.float32)
     if "shift" in ops:
         dy, dx = ops["shift"]
         f = shift_zero_fill(f, dy, dx, 0.0)
         iv = None if iv is None else shift_zero_fill(iv, dy, dx, 0.0)
         m = None if m is None else shift_zero_fill(m, dy, dx, np.uint8(VoxelFlag.OUTSIDE_CUBE))
+    # flips and rotations are views until noise or a shift copies: one copy at most
+    f, iv, m = each(np.ascontiguousarray, f, iv, m)
     return f.astype(np.float32, copy=False), (None if iv is None else iv.astype(np.float32, copy=False)), m
 
 
@@ -316,7 +321,7 @@ class CubeSource:
             self._bank = NoiseBank(self.seed, f.size)
         iv = self._read(row, "ivar") if need_ivar else None
         mk = self._read(row, "mask") if need_mask else None
-        f, i, m = apply_ops(f, iv, mk, ops, rng, self.aug, self._bank)
+        f, i, m = apply_ops(f, iv, mk, ops, rng, self.aug, self._bank, want_ivar=self.need_ivar)
         return f, i, (m if self.need_mask else None)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
