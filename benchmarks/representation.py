@@ -374,7 +374,8 @@ def tables(res: dict, title: str) -> str:
         try:
             g, b = got(res), goal(res)
             ok = "met" if g >= b - 1e-12 else "NOT met"
-            lines.append(f"  {name:<28} {abs(g):.3f} vs {abs(b):.3f} ({text}): {ok}")
+            sg, sb = (-g, -b) if text.startswith("<=") else (g, b)  # "<=" rows compare negated values
+            lines.append(f"  {name:<28} {sg:.3f} vs {sb:.3f} ({text}): {ok}")
         except (KeyError, TypeError):
             continue
     return "\n".join(lines)
