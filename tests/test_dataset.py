@@ -139,8 +139,8 @@ def test_noise_bank_draws_have_the_right_level_and_are_seeded():
 @pytest.mark.parametrize("scaling", ["halpha", "asinh", "none"])
 @pytest.mark.parametrize("layout", ["lines", "wavelength"])
 def test_assembled_batch_equals_scaled_cubes_in_the_model_layout(tmp_path, scaling, layout):
-    """train.assemble_batch (one fused pass) gives what FluxScaler.forward and
-    to_model_layout give, bit for bit, for plain and augmented samples."""
+    """train.assemble_batch gives what FluxScaler.forward and to_model_layout
+    give, bit for bit, for plain and augmented samples."""
     from fixtures import write_cubes_h5
 
     from linecube.fluxscale import FluxScaler

@@ -89,20 +89,6 @@ class FluxScaler:
         s = np.asarray(scale, dtype=np.float32)[..., None, None, None]
         return (flux / s).astype(np.float32)
 
-    def forward_into(self, out: np.ndarray, flux: np.ndarray, scale: float | None = None) -> np.ndarray:
-        """:meth:`forward` of one cube written into ``out`` (float32, the shape of
-        ``flux``, which may be a transposed view: the layout change and the scaling
-        in one pass); the same values as :meth:`forward`. ``scale``: this cube's
-        :meth:`galaxy_scale` (per-galaxy kinds)."""
-        if self.kind == "none":
-            np.copyto(out, flux, casting="same_kind")
-        elif self.kind == "asinh":
-            np.divide(flux, np.float32(self.softening), out=out, dtype=np.float32)
-            np.arcsinh(out, out=out)
-        else:
-            np.divide(flux, np.float32(scale), out=out, dtype=np.float32)
-        return out
-
     def inverse(self, y: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
         if self.kind == "none":
             return y.astype(np.float32, copy=False)

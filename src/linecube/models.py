@@ -180,14 +180,6 @@ def to_model_layout(cubes: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     return np.ascontiguousarray(c.transpose(0, 1, 3, 4, 2))
 
 
-def layout_view(cube: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    """One (lines*bins, y, x) cube as a (time, y, x, channels) view in the model
-    layout, no copy (:func:`to_model_layout` of one cube, not contiguous)."""
-    if cfg.layout == "wavelength":
-        return cube[..., None]
-    return cube.reshape(cfg.n_lines, cfg.window_bins, cfg.crop, cfg.crop).transpose(0, 2, 3, 1)
-
-
 def from_model_layout(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """Inverse of :func:`to_model_layout`: back to (N, lines*bins, y, x)."""
     n = x.shape[0]

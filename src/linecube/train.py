@@ -76,18 +76,18 @@ def ivar_weights(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, sys_floor
 def assemble_batch(source: CubeSource, mcfg, scaler: FluxScaler, samples, epoch: int, with_weights: bool) -> dict:
     """One batch as the model reads it: ``{"x": cubes}`` (and ``"w"``, the voxel
     weights, when ``with_weights``) in the model layout and units, float32."""
-    from .models import layout_view
+    from .models import to_model_layout
 
     shape = mcfg.input_shape
     xs = np.empty((len(samples), *shape), np.float32)
     ws = np.empty((len(samples), *shape), np.float32) if with_weights else None
     for k, (row, copy) in enumerate(samples):
         f, iv, m = source.sample(int(row), int(copy), epoch)
-        s = scaler.galaxy_scale(f[None], m[None])[0] if scaler.per_galaxy else None
-        scaler.forward_into(xs[k], layout_view(f, mcfg), s)  # one pass: scale and reorder
+        s = scaler.galaxy_scale(f[None], m[None]) if scaler.per_galaxy else None
+        xs[k] = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
         if with_weights:
             w = ivar_weights(f, iv, m, mcfg.loss_sys_floor) if mcfg.loss_weighting == "ivar" else (m == 0).astype(np.float32)
-            np.copyto(ws[k], layout_view(w, mcfg), casting="same_kind")
+            ws[k] = to_model_layout(w[None], mcfg)[0]
     return {"x": xs, "w": ws} if with_weights else {"x": xs}
 
 
