@@ -265,3 +265,59 @@ def test_moment_term_in_the_loss_and_survives_save_load(tmp_path):
     m.save(tmp_path / "m.keras")
     back = load_model(tmp_path / "m.keras")
     assert back.moment_weight == 0.5 and back.moment_shape == (19, 10)
+
+
+def _disc(vrot: float, q: float = 1.0, n: int = 19, bins: int = 10, size: int = 16) -> np.ndarray:
+    """(1, n * bins, size, size): a disc of Gaussian lines (H-alpha, index 15, at 1,
+    the others at 0.3) whose centroid shifts by up to ``vrot`` bins across it, with
+    axis ratio ``q``, on a flat continuum of 0.01."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2.0
+    img = np.exp(-np.hypot(yy / q, xx) / 3.0)
+    k = np.arange(bins)[:, None, None] - (bins - 1) / 2.0 - vrot * np.tanh(xx / 2.0)[None]
+    prof = img[None] * np.exp(-0.5 * k**2)
+    amp = np.where(np.arange(n) == 15, 1.0, 0.3)
+    return (amp[:, None, None, None] * prof[None] + 0.01).reshape(1, n * bins, size, size).astype(np.float32)
+
+
+@pytest.mark.parametrize("layout", ["lines", "wavelength"])
+def test_cube_summaries_see_ratios_rotation_and_shape_and_ignore_the_augmentation(layout):
+    from linecube.models import SUMMARY_TAIL, cube_summaries
+
+    cfg = ModelConfig.from_config({**TINY, "layout": layout}, crop=16)
+
+    def summ(c):
+        return np.asarray(cube_summaries(to_model_layout(c, cfg), 19, 10, 15))[0]
+
+    still, spun, flat = summ(_disc(0.0)), summ(_disc(2.0)), summ(_disc(0.0, q=0.5))
+    assert still.shape == (18 + len(SUMMARY_TAIL),)
+    np.testing.assert_allclose(still[:18], np.arcsinh(10 * 0.3), rtol=1e-4)  # the continuum is subtracted
+    tail = dict(zip(SUMMARY_TAIL, range(18, 24), strict=True))
+    assert still[tail["ref_centroid_spread"]] == pytest.approx(0.0, abs=1e-4)
+    assert spun[tail["ref_centroid_spread"]] > 1.0
+    assert spun[tail["ref_width_integrated"]] > spun[tail["ref_width_spaxel"]] + 0.5  # rotation broadens the sum
+    assert still[tail["ref_ellipticity"]] == pytest.approx(0.0, abs=1e-4)
+    assert flat[tail["ref_ellipticity"]] > 0.3 and flat[tail["ref_rms_radius"]] < still[tail["ref_rms_radius"]]
+    c = _disc(2.0, q=0.5)
+    for view in (np.rot90(c, 1, axes=(2, 3)), c[..., ::-1], c[:, :, ::-1]):
+        np.testing.assert_allclose(summ(np.ascontiguousarray(view)), summ(c), atol=1e-4)
+
+
+def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
+    from linecube.models import cube_summaries, summary_loss
+
+    cfg = ModelConfig.from_config({**TINY, "summary_weight": 0.5, "consistency_weight": 0.0}, crop=8)
+    m = build_model(cfg, "ae", ref_line=15)
+    x = np.random.default_rng(0).random((6, *cfg.input_shape), dtype=np.float32)
+    out = m(x, training=False)
+    xr = np.asarray(out["recon"])
+    pred = np.asarray(m.summary_head(out["code"][:, : cfg.latent_dim]))
+    t = np.asarray(cube_summaries(x, 19, 10, 15), np.float64)
+    t = (t - t.mean(0)) / (t.std(0) + 1e-3)
+    want = numpy_eq1(x, xr) * (1 + 0.5 * np.mean((pred - t) ** 2))
+    assert float(np.asarray(summary_loss(pred, t))) != 0.0
+    assert float(m.compute_loss(x, None, out, training=False)) == pytest.approx(want, rel=1e-4)
+    m.save(tmp_path / "m.keras")
+    back = load_model(tmp_path / "m.keras")
+    assert back.summary_weight == 0.5 and back.summary_shape == (19, 10, 15)
+    np.testing.assert_allclose(np.asarray(back.summary_head.kernel), np.asarray(m.summary_head.kernel))
+    assert float(back.compute_loss(x, None, back(x, training=False), training=False)) == pytest.approx(want, rel=1e-4)

@@ -59,6 +59,8 @@ from keras import layers, ops
 from .formats import CubeLayout
 
 LAYOUTS = ("lines", "wavelength")
+#: index of H-alpha in the packaged 19-line list (the summaries' reference line)
+DEFAULT_REF_LINE = 15
 ARCHITECTURES = ("bottleneck", "stack")
 
 
@@ -85,6 +87,7 @@ class ModelConfig:
     mean_cube: bool
     line_balance: float
     moment_weight: float
+    summary_weight: float
     n_lines: int
     window_bins: int
     crop: int
@@ -142,6 +145,7 @@ class ModelConfig:
             mean_cube=bool(m["mean_cube"]),
             line_balance=float(m["line_balance"]),
             moment_weight=float(m["moment_weight"]),
+            summary_weight=float(m["summary_weight"]),
             n_lines=int(n_lines),
             window_bins=int(window_bins),
             crop=int(crop),
@@ -543,6 +547,91 @@ def moment_per_galaxy(x, xr, n_lines: int, bins: int, weights=None, step_weights
     return ops.sum(ops.mean(ops.abs(m1), axis=1), axis=(1, 2))
 
 
+def _windows(x, n_lines: int, bins: int):
+    """(B, L, bins, H, W) view of a (B, T, H, W, C) tensor of either layout."""
+    x = ops.cast(x, "float32")
+    h, w = ops.shape(x)[2], ops.shape(x)[3]
+    if ops.shape(x)[-1] == bins and ops.shape(x)[1] == n_lines:  # lines layout: (B, L, H, W, bins)
+        return ops.transpose(x, (0, 1, 4, 2, 3))
+    return ops.reshape(x, (-1, n_lines, bins, h, w))  # wavelength layout: (B, L * bins, H, W, 1)
+
+
+def _weighted_mean(v, wgt, axes):
+    return ops.sum(v * wgt, axis=axes) / ops.maximum(ops.sum(wgt, axis=axes), 1e-12)
+
+
+#: names of the columns of :func:`cube_summaries` after the line ratios
+SUMMARY_TAIL = (
+    "ref_centroid_spread",
+    "ref_width_integrated",
+    "ref_width_spaxel",
+    "ref_rms_radius",
+    "ref_concentration",
+    "ref_ellipticity",
+)
+
+
+def cube_summaries(x, n_lines: int, bins: int, ref_line: int):
+    """Summary statistics of each galaxy, (B, n_lines - 1 + 6), from the model's input
+    itself (either layout, model units; nothing from a truth table): the targets of the
+    summary head (``model.summary_weight``). Windows are continuum-subtracted (the mean
+    of their two outermost bins per side). Columns: asinh(10 F_line / F_ref) for every
+    line but the reference (H-alpha), F the window flux summed over the image; then,
+    of the reference line (see :data:`SUMMARY_TAIL`): the flux-weighted spread over
+    spaxels of the per-spaxel centroid (bins; the velocity field's amplitude), the
+    second-moment width of the galaxy's summed spectrum and the flux-weighted mean of
+    the per-spaxel widths (bins; rotation broadens the first, not the second), the
+    flux-weighted rms radius (spaxels), the share of the flux within 3 spaxels of the
+    image centre and the ellipticity of the flux's second moments (inclination). All
+    are unchanged by the training augmentation's flips, rotations and shifts."""
+    f = _windows(x, n_lines, bins)  # (B, L, K, H, W)
+    cont = (f[:, :, 0] + f[:, :, 1] + f[:, :, bins - 2] + f[:, :, bins - 1]) / 4.0
+    f = f - cont[:, :, None]
+    tot = ops.sum(f, axis=(2, 3, 4))  # (B, L)
+    ref = ops.maximum(tot[:, ref_line : ref_line + 1], 1e-3)
+    keep = [i for i in range(n_lines) if i != ref_line]
+    ratios = ops.arcsinh(10.0 * ops.take(tot, keep, axis=1) / ref)
+    fr = ops.relu(f[:, ref_line])  # (B, K, H, W)
+    k = ops.convert_to_tensor(np.arange(bins, dtype=np.float32).reshape(1, bins, 1, 1))
+    sflux = ops.sum(fr, axis=1)  # (B, H, W)
+    c = ops.sum(fr * k, axis=1) / ops.maximum(sflux, 1e-6)
+    sw = ops.sqrt(ops.maximum(ops.sum(fr * ops.square(k - c[:, None]), axis=1) / ops.maximum(sflux, 1e-6), 0.0))
+    wgt = sflux
+    cm = _weighted_mean(c, wgt, (1, 2))
+    spread = ops.sqrt(ops.maximum(_weighted_mean(ops.square(c - cm[:, None, None]), wgt, (1, 2)), 0.0))
+    spec = ops.sum(fr, axis=(2, 3))  # (B, K)
+    kk = k[:, :, 0, 0]
+    mu = ops.sum(spec * kk, axis=1) / ops.maximum(ops.sum(spec, axis=1), 1e-6)
+    width = ops.sqrt(
+        ops.maximum(ops.sum(spec * ops.square(kk - mu[:, None]), axis=1) / ops.maximum(ops.sum(spec, axis=1), 1e-6), 0.0)
+    )
+    width_sp = _weighted_mean(sw, wgt, (1, 2))
+    h, w = int(ops.shape(x)[2]), int(ops.shape(x)[3])
+    gy, gx = np.meshgrid(
+        np.arange(h, dtype=np.float32) - (h - 1) / 2.0, np.arange(w, dtype=np.float32) - (w - 1) / 2.0, indexing="ij"
+    )
+    yy, xx = ops.convert_to_tensor(gy[None]), ops.convert_to_tensor(gx[None])
+    my, mx = _weighted_mean(yy, wgt, (1, 2)), _weighted_mean(xx, wgt, (1, 2))
+    dy, dx = yy - my[:, None, None], xx - mx[:, None, None]
+    iyy, ixx, ixy = (_weighted_mean(v, wgt, (1, 2)) for v in (dy * dy, dx * dx, dy * dx))
+    rms = ops.sqrt(ops.maximum(iyy + ixx, 0.0))
+    ell = ops.sqrt(ops.square(ixx - iyy) + 4.0 * ops.square(ixy)) / ops.maximum(ixx + iyy, 1e-6)
+    core = ops.convert_to_tensor((np.hypot(gy, gx) < 3.0).astype(np.float32)[None])
+    conc = _weighted_mean(core, wgt, (1, 2))
+    tail = ops.stack([spread, width, width_sp, rms, conc, ell], axis=1)
+    return ops.concatenate([ratios, tail], axis=1)
+
+
+def summary_loss(pred, target):
+    """Mean squared error of the summary head's prediction (B, F) against the
+    batch-standardised summaries (B, F) (no gradient through the targets); 0 for
+    batches of fewer than four galaxies."""
+    t = ops.stop_gradient(ops.cast(target, "float32"))
+    t = (t - ops.mean(t, axis=0, keepdims=True)) / (ops.std(t, axis=0, keepdims=True) + 1e-3)
+    n = ops.cast(ops.shape(t)[0], "float32")
+    return ops.where(n >= 4.0, ops.mean(ops.square(ops.cast(pred, "float32") - t)), 0.0)
+
+
 def eq1_loss(x, xr, weights=None, step_weights=None):
     """Eq. 1 averaged over the batch (:func:`eq1_per_galaxy`)."""
     return ops.mean(eq1_per_galaxy(x, xr, weights, step_weights))
@@ -645,6 +734,8 @@ class CubeAutoencoder(keras.Model):
         line_weights: list[float] | None = None,
         moment_weight: float = 0.0,
         moment_shape: tuple[int, int] | None = None,
+        summary_weight: float = 0.0,
+        summary_shape: tuple[int, int, int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -666,6 +757,15 @@ class CubeAutoencoder(keras.Model):
         self.moment_shape = tuple(int(v) for v in moment_shape) if moment_shape else None
         if self.moment_weight > 0 and self.moment_shape is None:
             raise ValueError("moment_weight > 0 needs moment_shape (n_lines, window bins)")
+        #: weight of the summary head's term (:func:`cube_summaries`, :func:`summary_loss`)
+        #: and the summaries' (n_lines, window bins, reference line index)
+        self.summary_weight = float(summary_weight)
+        self.summary_shape = tuple(int(v) for v in summary_shape) if summary_shape else None
+        if self.summary_weight > 0 and self.summary_shape is None:
+            raise ValueError("summary_weight > 0 needs summary_shape (n_lines, window bins, reference line)")
+        self.summary_head = None
+        if self.summary_weight > 0:
+            self.summary_head = layers.Dense(self.summary_shape[0] - 1 + len(SUMMARY_TAIL), name="summary_head")
         if self.line_weights:
             t = int(encoder.input_shape[1])
             per_step = np.repeat(np.asarray(self.line_weights, np.float32), t // len(self.line_weights))
@@ -681,11 +781,14 @@ class CubeAutoencoder(keras.Model):
         self.kl_tracker = keras.metrics.Mean(name="kl") if variational else None
         self.cons_tracker = keras.metrics.Mean(name="consistency") if self.consistency_weight > 0 else None
         self.moment_tracker = keras.metrics.Mean(name="moment") if self.moment_weight > 0 else None
+        self.summary_tracker = keras.metrics.Mean(name="summary") if self.summary_head is not None else None
         self.batch_loss = LastValue()
 
     def build(self, input_shape=None):
         if self.sampling is not None and not self.sampling.built:
             self.sampling.build([(None, self.decoder.input_shape[-1])] * 2)
+        if self.summary_head is not None and not self.summary_head.built:
+            self.summary_head.build((None, self.latent_dim))
         self.built = True
 
     @staticmethod
@@ -735,6 +838,12 @@ class CubeAutoencoder(keras.Model):
             kl_obj = kl_divergence(code, logvar, self.kl_free_bits) if self.kl_free_bits > 0 else kl
             total = total + self.beta * self.kl_scale * kl_obj
             self.kl_tracker.update_state(kl)
+        if self.summary_tracker is not None:
+            n_lines, bins, ref = self.summary_shape
+            target = cube_summaries(cube, n_lines, bins, ref)
+            sl = summary_loss(self.summary_head(code[:, : self.latent_dim]), target)
+            total = total + self.summary_weight * sl * ops.stop_gradient(rec)
+            self.summary_tracker.update_state(sl)
         if self.cons_tracker is not None:
             c = consistency(code[:, : self.latent_dim])
             total = total + self.consistency_weight * c * ops.stop_gradient(rec)
@@ -758,6 +867,8 @@ class CubeAutoencoder(keras.Model):
             "line_weights": self.line_weights,
             "moment_weight": self.moment_weight,
             "moment_shape": list(self.moment_shape) if self.moment_shape else None,
+            "summary_weight": self.summary_weight,
+            "summary_shape": list(self.summary_shape) if self.summary_shape else None,
         }
 
     @classmethod
@@ -774,11 +885,13 @@ def build_model(
     seed: int = 0,
     mean_cube: np.ndarray | None = None,
     line_weights: list[float] | None = None,
+    ref_line: int | None = None,
 ) -> CubeAutoencoder:
     """Build and call (so that weights exist) an AE (``kind='ae'``) or VAE.
     ``mean_cube`` (time, y, x, c; the model's units) sets the decoder's learned mean
     cube (``cfg.mean_cube``); zeros when not given. ``line_weights``: Eq. 1's
-    per-line weights (:func:`line_weights`; None: all 1)."""
+    per-line weights (:func:`line_weights`; None: all 1). ``ref_line``: the index of
+    H-alpha in the line list, the summary head's reference (None: the DR17 list's)."""
     if kind not in ("ae", "vae"):
         raise ValueError(f"model kind must be 'ae' or 'vae', got {kind!r}")
     variational = kind == "vae"
@@ -797,6 +910,8 @@ def build_model(
         line_weights=line_weights,
         moment_weight=cfg.moment_weight,
         moment_shape=(cfg.n_lines, cfg.window_bins),
+        summary_weight=cfg.summary_weight,
+        summary_shape=(cfg.n_lines, cfg.window_bins, DEFAULT_REF_LINE if ref_line is None else int(ref_line)),
         name=kind,
     )
     model(np.zeros((1, *cfg.input_shape), dtype="float32"))

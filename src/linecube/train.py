@@ -493,7 +493,7 @@ def train(
             log.info("Eq. 1 line weights (line_balance %g): %s", mcfg.line_balance, " ".join(f"{w:.2f}" for w in lweights))
 
     def build():
-        model = build_model(mcfg, kind, seed=seed, mean_cube=mean, line_weights=lweights)
+        model = build_model(mcfg, kind, seed=seed, mean_cube=mean, line_weights=lweights, ref_line=scaler.ref_line)
         model.compile(
             optimizer=_optimizer(train_cfg["optimizer"], schedule, train_cfg["clipnorm"]),
             jit_compile=bool(train_cfg["xla"]) if bname == "tensorflow" else "auto",
