@@ -38,7 +38,10 @@ def render() -> str:
         "depth-to-space, and adds a learned mean cube (initialised to the training median).",
         "The VAE's encoder ends in mu (`z_mean`) and a",
         "soft-clipped log-variance (`z_log_var`, 10 tanh(x/10)); downstream uses mu's",
-        "physical part. The paper's stacked architecture is `config/paper.yaml`",
+        "physical part. With `summary_weight` > 0 a Dense layer on the physical latent",
+        "predicts the input cube's own summaries (line ratios to H-alpha, H-alpha's",
+        "velocity spread, widths and shape) during training only: nothing downstream reads it.",
+        "The paper's stacked architecture is `config/paper.yaml`",
         "(`architecture: stack`).",
         "",
     ]
@@ -54,11 +57,10 @@ def render() -> str:
             ]
             for part, layer, shape, n in architecture_table(m):
                 out.append(f"| {part} | {layer} | {shape} | {n:,} |")
-            out += [
-                "",
-                f"Total parameters: **{m.count_params():,}** (encoder {m.encoder.count_params():,}, decoder {m.decoder.count_params():,}).",
-                "",
-            ]
+            parts = f"encoder {m.encoder.count_params():,}, decoder {m.decoder.count_params():,}"
+            if m.summary_head is not None:
+                parts += f", training-only summary head {m.summary_head.count_params():,}"
+            out += ["", f"Total parameters: **{m.count_params():,}** ({parts}).", ""]
     return "\n".join(out)
 
 

@@ -43,6 +43,11 @@ relative to the spread of the galaxies (spender's similarity idea, Liang et al.
 Bardes et al. 2022; :func:`consistency`), times the weight and the batch's
 (constant) Eq. 1 loss, so the weight is a fraction of the reconstruction term
 whatever the flux unit.
+Summary head (``summary_weight`` > 0): a Dense layer on the physical latent
+predicts summaries of the input cube itself (:func:`cube_summaries`: line ratios,
+H-alpha's velocity spread, widths and shape), batch-standardised; their mean
+squared error (:func:`summary_loss`) times the weight and Eq. 1 joins the loss.
+The head is trained and saved with the model and read by nothing downstream.
 
 Everything in the loss is ``keras.ops``; training goes through Keras's own
 ``train_step`` of the backend (TensorFlow, PyTorch or JAX) via ``compute_loss``.
