@@ -39,7 +39,7 @@ Printed as tables (with the issue's targets) and written as JSON:
 styles and seeds.
 
     python benchmarks/representation.py --out rep.json [--quick] [--kind ae|vae] [--config X.yaml]
-        [--seeds 3] [--styles default,alt] [--train 1000] [--eval 300] [--curve 100,300]
+        [--seeds 3] [--first-seed 0] [--styles default,alt] [--train 1000] [--eval 300] [--curve 100,300]
 
 ``--quick`` (one seed of each style, 300 training and 150 held-out galaxies,
 no curve) takes ~10 minutes on 2 CPU cores; the full run ~60. On a GPU: raise
@@ -385,6 +385,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one seed per style, smaller surveys, no learning curve (~10 min)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per style (default 3; --quick 1)")
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds first-seed .. first-seed + seeds - 1 (to add seeds to an earlier run); the curve runs on the first",
+    )
     ap.add_argument("--styles", default="default,alt")
     ap.add_argument("--kind", default="ae", choices=["ae", "vae"])
     ap.add_argument("--config", action="append", default=[], help="YAML merged over config/config.yaml (repeatable)")
@@ -414,8 +420,8 @@ def main() -> None:
     surveys, curves = {}, []
     for style in styles:
         runs = []
-        for seed in range(args.seeds):
-            r, pts = run_one(args, cfg, work, style, seed, curve if seed == 0 else [])
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            r, pts = run_one(args, cfg, work, style, seed, curve if seed == args.first_seed else [])
             r["params"] = list(PROBE_PARAMETERS)
             runs.append(r)
             curves += pts
