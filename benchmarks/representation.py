@@ -42,7 +42,7 @@ styles and seeds.
         [--seeds 3] [--first-seed 0] [--styles default,alt] [--train 1000] [--eval 300] [--curve 100,300]
 
 ``--quick`` (one seed of each style, 300 training and 150 held-out galaxies,
-no curve) takes ~10 minutes on 2 CPU cores; the full run ~60. On a GPU: raise
+no curve) takes ~10 minutes on 2 CPU cores; the full run ~60-70. On a GPU: raise
 ``--train``, ``--curve 100,300,1000,3000`` and ``--config config/paper.yaml``.
 """
 
