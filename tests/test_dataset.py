@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from linecube.dataset import AugmentConfig, CubeSource, apply_ops, augment, draw_ops, shift_zero_fill, split_galaxies
+from linecube.dataset import AugmentConfig, CubeSource, apply_ops, augment, copy_ops, draw_ops, shift_zero_fill, split_galaxies
 from linecube.formats import VoxelFlag
 
 
@@ -140,7 +140,8 @@ def test_noise_bank_draws_have_the_right_level_and_are_seeded():
 @pytest.mark.parametrize("layout", ["lines", "wavelength"])
 def test_assembled_batch_equals_scaled_cubes_in_the_model_layout(tmp_path, scaling, layout):
     """train.assemble_batch gives what FluxScaler.forward and to_model_layout
-    give, bit for bit, for plain and augmented samples."""
+    give, bit for bit, for plain and augmented samples (flipped and rotated
+    copies come to it as strided views: the batch buffer takes the one copy)."""
     from fixtures import write_cubes_h5
 
     from linecube.fluxscale import FluxScaler
@@ -153,7 +154,9 @@ def test_assembled_batch_equals_scaled_cubes_in_the_model_layout(tmp_path, scali
     mcfg = ModelConfig.from_config({"layout": layout, "flux_scaling": scaling})
     scaler = FluxScaler.from_config({"flux_scaling": scaling}, list(load_lines().names), 10)
     src = CubeSource(path, np.arange(4), 2, aug_cfg(), need_mask=True)
-    samples = src.batch_samples(1, 0, 4)
+    samples = src.batch_samples(1, 0, len(src))  # every sample of the epoch
+    ops = [copy_ops(2, 1, int(r), int(c), aug_cfg())[0] for r, c in samples if c]
+    assert any("flip" in o or o.get("rotate") for o in ops)
     got = assemble_batch(src, mcfg, scaler, samples, 1, with_weights=False)["x"]
     for k, (row, copy) in enumerate(samples):
         f, _, m = src.sample(int(row), int(copy), 1)

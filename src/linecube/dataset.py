@@ -137,6 +137,7 @@ def apply_ops(
     cfg: AugmentConfig,
     noise_bank: NoiseBank | None = None,
     want_ivar: bool = True,
+    contiguous: bool = True,
 ):
     """Apply drawn operations to one cube (wavelength, y, x); returns new arrays.
 
@@ -144,6 +145,8 @@ def apply_ops(
     (ivar is required for noise scaled by ivar, mask for noise in flux units).
     Noise deviates come from ``noise_bank`` when given, else fresh from ``rng``.
     ``want_ivar`` False: the returned ivar is None (not lowered for the noise).
+    ``contiguous`` False: a flip or rotation may come back as a strided view (for a
+    caller that copies anyway).
     """
     f, iv, m = flux, ivar, mask
 
@@ -179,7 +182,8 @@ def apply_ops(
         iv = None if iv is None else shift_zero_fill(iv, dy, dx, 0.0)
         m = None if m is None else shift_zero_fill(m, dy, dx, np.uint8(VoxelFlag.OUTSIDE_CUBE))
     # flips and rotations are views until noise or a shift copies: one copy at most
-    f, iv, m = each(np.ascontiguousarray, f, iv, m)
+    if contiguous:
+        f, iv, m = each(np.ascontiguousarray, f, iv, m)
     return f.astype(np.float32, copy=False), (None if iv is None else iv.astype(np.float32, copy=False)), m
 
 
@@ -238,6 +242,7 @@ class CubeSource:
         self._bank: NoiseBank | None = None
         self._order: tuple[int, np.ndarray] | None = None
         self._h5 = None
+        self._dsets: dict = {}
         self._last: tuple[int, dict] | None = None  # the last row read: pairs read each row twice in a row
 
     def _units_per_galaxy(self) -> int:
@@ -292,6 +297,7 @@ class CubeSource:
         if self._h5 is not None:
             self._h5.close()
             self._h5 = None
+        self._dsets = {}
         self._last = None
 
     def _read(self, row: int, name: str) -> np.ndarray:
@@ -301,16 +307,21 @@ class CubeSource:
             self._last = (row, {})
         got = self._last[1]
         if name not in got:
-            a = self._file()[name][row]
+            if name not in self._dsets:
+                self._dsets[name] = self._file()[name]  # a group lookup costs ~0.3 ms
+            a = self._dsets[name][row]
             a.flags.writeable = False
             got[name] = a
         return got[name]
 
-    def sample(self, row: int, copy: int, epoch: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def sample(
+        self, row: int, copy: int, epoch: int, contiguous: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(flux, ivar, mask) of one sample; ivar and mask are read only when
         needed (``need_ivar``, ``need_mask``, or noise scaled by ivar) and are None
         otherwise. An augmented copy's ivar is the copy's own (moved with the flux,
-        lowered by the noise it was given)."""
+        lowered by the noise it was given). ``contiguous`` False: flipped or rotated
+        arrays may be strided views (read-only originals stay shared)."""
         f = self._read(row, "flux")
         if not copy:
             return f, (self._read(row, "ivar") if self.need_ivar else None), (self._read(row, "mask") if self.need_mask else None)
@@ -321,7 +332,7 @@ class CubeSource:
             self._bank = NoiseBank(self.seed, f.size)
         iv = self._read(row, "ivar") if need_ivar else None
         mk = self._read(row, "mask") if need_mask else None
-        f, i, m = apply_ops(f, iv, mk, ops, rng, self.aug, self._bank, want_ivar=self.need_ivar)
+        f, i, m = apply_ops(f, iv, mk, ops, rng, self.aug, self._bank, want_ivar=self.need_ivar, contiguous=contiguous)
         return f, i, (m if self.need_mask else None)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:

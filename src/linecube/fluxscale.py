@@ -87,7 +87,7 @@ class FluxScaler:
         if self.kind == "asinh":
             return np.arcsinh(flux / np.float32(self.softening)).astype(np.float32)
         s = np.asarray(scale, dtype=np.float32)[..., None, None, None]
-        return (flux / s).astype(np.float32)
+        return (flux / s).astype(np.float32, copy=False)
 
     def inverse(self, y: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
         if self.kind == "none":

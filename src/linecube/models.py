@@ -182,11 +182,17 @@ class ModelConfig:
 
 def to_model_layout(cubes: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """(N, lines*bins, y, x) cubes -> (N, time, y, x, channels) model input."""
+    return np.ascontiguousarray(model_layout_view(cubes, cfg))
+
+
+def model_layout_view(cubes: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """:func:`to_model_layout` without the copy: a strided view where the layout
+    allows one (for assigning straight into a batch buffer)."""
     n = cubes.shape[0]
     if cfg.layout == "wavelength":
         return cubes[..., None]
     c = cubes.reshape(n, cfg.n_lines, cfg.window_bins, cfg.crop, cfg.crop)
-    return np.ascontiguousarray(c.transpose(0, 1, 3, 4, 2))
+    return c.transpose(0, 1, 3, 4, 2)
 
 
 def from_model_layout(x: np.ndarray, cfg: ModelConfig) -> np.ndarray:

@@ -76,18 +76,18 @@ def ivar_weights(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, sys_floor
 def assemble_batch(source: CubeSource, mcfg, scaler: FluxScaler, samples, epoch: int, with_weights: bool) -> dict:
     """One batch as the model reads it: ``{"x": cubes}`` (and ``"w"``, the voxel
     weights, when ``with_weights``) in the model layout and units, float32."""
-    from .models import to_model_layout
+    from .models import model_layout_view
 
     shape = mcfg.input_shape
     xs = np.empty((len(samples), *shape), np.float32)
     ws = np.empty((len(samples), *shape), np.float32) if with_weights else None
     for k, (row, copy) in enumerate(samples):
-        f, iv, m = source.sample(int(row), int(copy), epoch)
+        f, iv, m = source.sample(int(row), int(copy), epoch, contiguous=False)
         s = scaler.galaxy_scale(f[None], m[None]) if scaler.per_galaxy else None
-        xs[k] = to_model_layout(scaler.forward(f[None], s), mcfg)[0]
+        xs[k] = model_layout_view(scaler.forward(f[None], s), mcfg)[0]  # one copy, into the batch
         if with_weights:
             w = ivar_weights(f, iv, m, mcfg.loss_sys_floor) if mcfg.loss_weighting == "ivar" else (m == 0).astype(np.float32)
-            ws[k] = to_model_layout(w[None], mcfg)[0]
+            ws[k] = model_layout_view(w[None], mcfg)[0]
     return {"x": xs, "w": ws} if with_weights else {"x": xs}
 
 
