@@ -139,14 +139,14 @@ def apply_ops(
     want_ivar: bool = True,
     contiguous: bool = True,
 ):
-    """Apply drawn operations to one cube (wavelength, y, x); returns new arrays.
+    """Apply drawn operations to one cube (wavelength, y, x); returns new arrays
+    (with ``contiguous`` False, a flip or rotation alone returns a view).
 
     ``ivar`` or ``mask`` may be None when the caller does not need them back
     (ivar is required for noise scaled by ivar, mask for noise in flux units).
     Noise deviates come from ``noise_bank`` when given, else fresh from ``rng``.
     ``want_ivar`` False: the returned ivar is None (not lowered for the noise).
-    ``contiguous`` False: a flip or rotation may come back as a strided view (for a
-    caller that copies anyway).
+    ``contiguous`` False: for a caller that copies anyway.
     """
     f, iv, m = flux, ivar, mask
 

@@ -85,7 +85,7 @@ class FluxScaler:
         if self.kind == "none":
             return flux.astype(np.float32, copy=False)
         if self.kind == "asinh":
-            return np.arcsinh(flux / np.float32(self.softening)).astype(np.float32)
+            return np.arcsinh(flux / np.float32(self.softening)).astype(np.float32, copy=False)
         s = np.asarray(scale, dtype=np.float32)[..., None, None, None]
         return (flux / s).astype(np.float32, copy=False)
 
