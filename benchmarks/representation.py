@@ -120,17 +120,20 @@ def encode_file(rec, path: Path, batch: int = 32):
     return np.concatenate([rec(f, m)[0] for _s, f, _iv, m in iter_batches(path, batch)])
 
 
-def spaces_of(args, cfg, rec, train_h5: Path, eval_h5: Path, cps: dict, seed: int) -> tuple[dict, dict, dict]:
-    """(spaces {name: (N, d)}, their copies {name: {op: (N, d)}}, timings)."""
+def spaces_of(args, cfg, rec, train_h5: Path, eval_h5: Path, cps: dict, seed: int, full: bool = True) -> tuple[dict, dict, dict]:
+    """(spaces {name: (N, d)}, their copies {name: {op: (N, d)}}, timings); not
+    ``full`` (a learning-curve point): the latent only, no UMAP."""
     import numpy as np
     from sklearn.decomposition import PCA
 
     from linecube.embed import embed
 
     t0 = time.perf_counter()
-    z_tr = encode_file(rec, train_h5)
     z_ev = encode_file(rec, eval_h5)
     z_cp = {op: encode_arrays(rec, f, m) for op, (f, _iv, m) in cps.items()}
+    if not full:
+        return {"latent": z_ev}, {"latent": z_cp}, {"encode": time.perf_counter() - t0, "embed": 0.0}
+    z_tr = encode_file(rec, train_h5)
     t_enc = time.perf_counter() - t0
     white = PCA(min(16, z_tr.shape[1]), whiten=True, random_state=seed).fit(z_tr)
     t0 = time.perf_counter()
@@ -223,8 +226,15 @@ def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
     return out
 
 
-def train_and_measure(args, cfg, tmp: Path, style: str, seed: int, sets, steps: int | None, full: bool) -> dict:
-    """Train once (``steps``: that many optimiser steps, else the config's epochs) and measure."""
+def train_and_measure(
+    args, cfg, tmp: Path, style: str, seed: int, sets, steps: int | None, full: bool, cache: dict | None = None
+) -> dict:
+    """Train once (``steps``: that many optimiser steps, else the config's epochs) and measure.
+    ``cache``: what does not depend on the trained model (the held-out copies, the
+    baselines, the perfect-model floor, keyed by the median cube), shared by the runs
+    of one survey (the default run and its learning-curve points)."""
+    import hashlib
+
     import h5py
     import numpy as np
     import pandas as pd
@@ -252,6 +262,7 @@ def train_and_measure(args, cfg, tmp: Path, style: str, seed: int, sets, steps: 
         layout, lines = read_layout(h5)
         train_ids = read_strings(h5["plateifu"])
     names = list(lines.names)
+    t0 = time.perf_counter()
     rec = Reconstructor(tmp / name / "model.keras", cfg["model"], layout, names)
     ref = reference_rows(train_ids, tmp / name / "split.csv")
     _, med_model = median_cubes(train_h5, ref, rec.scaler, seed=seed)
@@ -260,6 +271,14 @@ def train_and_measure(args, cfg, tmp: Path, style: str, seed: int, sets, steps: 
         eval_ids = read_strings(h5["plateifu"])
     ratio, noise = loss_ratios(eval_h5, rec, np.arange(n_ev), med_model)
     from science import loss_floor  # the perfect model's ratio on the noise-free cubes
+
+    cache = {} if cache is None else cache
+    med_key = hashlib.sha1(np.ascontiguousarray(med_model).tobytes()).hexdigest()
+    if cache.get("med_key") != med_key:
+        cache.clear()
+        cache.update(med_key=med_key, floor=loss_floor(eval_h5, truth_h5, rec.scaler, med_model))
+    floor = cache["floor"]
+    phases = {"reconstruction": time.perf_counter() - t0}
 
     out = {
         "style": style,
@@ -276,26 +295,35 @@ def train_and_measure(args, cfg, tmp: Path, style: str, seed: int, sets, steps: 
             "loss_ratio": ratio,
             "noise_loss_ratio": noise,
             "learned_fraction": learned_fraction(ratio, noise),
-            "perfect_model_ratio": loss_floor(eval_h5, truth_h5, rec.scaler, med_model),
+            "perfect_model_ratio": floor,
         },
     }
     if args.kind == "vae" and "test_kl" in hist:
         out["kl_per_galaxy"] = float(hist["test_kl"].iloc[-1])
     aug = AugmentConfig.from_config(train_cfg)
-    cps = copies(eval_h5, aug, seed)
-    spaces, cp, t = spaces_of(args, cfg, rec, train_h5, eval_h5, cps, seed)
+    t0 = time.perf_counter()
+    if "copies" not in cache:
+        cache["copies"] = copies(eval_h5, aug, seed)
+    cps = cache["copies"]
+    phases["copies"] = time.perf_counter() - t0
+    spaces, cp, t = spaces_of(args, cfg, rec, train_h5, eval_h5, cps, seed, full)
     k = rec.model.latent_dim
-    base, bcp, pca = baselines_of(train_h5, eval_h5, cps, rec.scaler, k, names, layout.window_bins, seed)
-    out["reconstruction"]["pca_loss_ratio"] = pca_loss_ratio(pca, eval_h5, np.arange(n_ev), rec.scaler, med_model)
+    t0 = time.perf_counter()
+    if "baselines" not in cache:
+        base, bcp, pca = baselines_of(train_h5, eval_h5, cps, rec.scaler, k, names, layout.window_bins, seed)
+        cache["baselines"] = (base, bcp, pca_loss_ratio(pca, eval_h5, np.arange(n_ev), rec.scaler, med_model))
+    base, bcp, out["reconstruction"]["pca_loss_ratio"] = cache["baselines"]
+    phases["baselines"] = time.perf_counter() - t0
     tt = pd.read_csv(eval_h5.parent / "truth.csv", dtype={"plateifu": str}).set_index("plateifu").loc[eval_ids]
     truth = {c: tt[c].to_numpy() for c in tt.columns}
     params = [p for p in PROBE_PARAMETERS if p in truth]
     if not full:  # a curve point: the latent and its baseline only
-        spaces = {"latent": spaces["latent"]}
         base = {"pixels_pca": base["pixels_pca"]}
+    t0 = time.perf_counter()
     out["spaces"] = probe_all(spaces, cp, truth, params, seed)
     out["baselines"] = probe_all(base, bcp, truth, params, seed)
-    out["seconds"] = {"train": t_train, **t}
+    phases["probes"] = time.perf_counter() - t0
+    out["seconds"] = {"train": t_train, **t, **phases}
     return out
 
 
@@ -306,9 +334,10 @@ def run_one(args, cfg, work: Path, style: str, seed: int, curve: list[int]) -> t
     t0 = time.perf_counter()
     sets = build_sets(tmp, style, seed, args.train, args.eval, args.threads)
     t_sim = time.perf_counter() - t0
-    main = train_and_measure(args, cfg, tmp, style, seed, sets, None, True)
+    cache: dict = {}
+    main = train_and_measure(args, cfg, tmp, style, seed, sets, None, True, cache)
     main["seconds"]["simulate"] = t_sim
-    points = [train_and_measure(args, cfg, tmp, style, seed, sets, n, False) for n in curve]
+    points = [train_and_measure(args, cfg, tmp, style, seed, sets, n, False, cache) for n in curve]
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return main, points

@@ -56,4 +56,7 @@ def test_representation_benchmark_interface(tmp_path):
     rec = res["reconstruction"]
     assert {"loss_ratio", "pca_loss_ratio", "noise_loss_ratio", "learned_fraction", "perfect_model_ratio"} <= set(rec)
     assert [c.get("steps_asked") for c in res["curve"]] == [4, None] and res["curve"][-1]["default"]
+    # a curve point reuses its survey's baselines (one survey, one seed here: the same PCA)
+    assert res["curve"][0]["pca_loss_ratio"] == rec["pca_loss_ratio"]
+    assert res["curve"][0]["pixels_pca_knn"] == res["baselines"]["pixels_pca"]["knn"]
     assert "targets:" in p.stdout and "learning curve" in p.stdout
