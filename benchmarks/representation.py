@@ -30,7 +30,12 @@ For each survey style (``default``, ``alt``: see benchmarks/science.py) and seed
    definition), and the floor of a perfect model measured on the simulator's
    noise-free cubes;
 6. a learning curve (``--curve``, seed 0 of each style): the same after N
-   optimiser steps (each a run of its own with its one-cycle schedule over N).
+   optimiser steps (each a run of its own with its one-cycle schedule over N;
+   the latent against pixels-PCA, reusing the survey's copies and baselines).
+
+Each run's JSON ``seconds`` splits its time: simulate, train, encode, embed (UMAP),
+reconstruction (the loss ratios and the perfect-model floor), copies, baselines,
+probes.
 
 Printed as tables (with the issue's targets) and written as JSON:
 ``{"spaces": {NAME: {"knn": {PARAM: x}, "linear": {...}, "purity": x,
