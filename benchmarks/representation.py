@@ -236,10 +236,9 @@ def train_and_measure(
 ) -> dict:
     """Train once (``steps``: that many optimiser steps, else the config's epochs) and measure.
     ``cache``: what does not depend on the trained model (the held-out copies, the
-    baselines, the perfect-model floor, keyed by the median cube), shared by the runs
-    of one survey (the default run and its learning-curve points)."""
-    import hashlib
-
+    baselines, the median cube and the perfect-model floor, kept while the median's
+    reference rows stay the same), shared by the runs of one survey (the default run and
+    its learning-curve points)."""
     import h5py
     import numpy as np
     import pandas as pd
@@ -269,20 +268,19 @@ def train_and_measure(
     names = list(lines.names)
     t0 = time.perf_counter()
     rec = Reconstructor(tmp / name / "model.keras", cfg["model"], layout, names)
-    ref = reference_rows(train_ids, tmp / name / "split.csv")
-    _, med_model = median_cubes(train_h5, ref, rec.scaler, seed=seed)
+    from science import loss_floor  # the perfect model's ratio on the noise-free cubes
+
+    ref = np.asarray(reference_rows(train_ids, tmp / name / "split.csv"))
+    cache = {} if cache is None else cache
+    if cache.get("ref") is None or not np.array_equal(cache["ref"], ref):  # the median's rows
+        cache.clear()
+        _, med = median_cubes(train_h5, ref, rec.scaler, seed=seed)
+        cache.update(ref=ref, med_model=med, floor=loss_floor(eval_h5, truth_h5, rec.scaler, med))
+    med_model, floor = cache["med_model"], cache["floor"]
     with h5py.File(eval_h5) as h5:
         n_ev = h5["flux"].shape[0]
         eval_ids = read_strings(h5["plateifu"])
     ratio, noise = loss_ratios(eval_h5, rec, np.arange(n_ev), med_model)
-    from science import loss_floor  # the perfect model's ratio on the noise-free cubes
-
-    cache = {} if cache is None else cache
-    med_key = hashlib.sha1(np.ascontiguousarray(med_model).tobytes()).hexdigest()
-    if cache.get("med_key") != med_key:
-        cache.clear()
-        cache.update(med_key=med_key, floor=loss_floor(eval_h5, truth_h5, rec.scaler, med_model))
-    floor = cache["floor"]
     phases = {"reconstruction": time.perf_counter() - t0}
 
     out = {
