@@ -114,6 +114,46 @@ def measure(args) -> dict:
     return out
 
 
+def feed_capacity(galaxies: int, batches: int, rounds: int, max_workers: int) -> dict:
+    """Samples/s the HDF5 feed alone serves (no model, default configuration) with
+    1, 2, 4, ... assembling threads: what a GPU step may draw at most. Each count
+    starts a fresh feed; best of ``rounds``."""
+    import numpy as np
+    from common import simulated_cubes
+
+    from linecube.config import validate_config
+    from linecube.dataset import AugmentConfig, CubeSource
+    from linecube.fluxscale import FluxScaler
+    from linecube.formats import load_lines
+    from linecube.models import ModelConfig
+    from linecube.train import make_dataset
+
+    d = validate_config({"data": {}})
+    bs = int(d["train"]["batch_size"])
+    mcfg = ModelConfig.from_config(d["model"])
+    scaler = FluxScaler.from_config(d["model"], list(load_lines().names), 10)
+    counts = [w for w in (1, 2, 4, 8) if w <= max_workers]
+    out = {}
+    with tempfile.TemporaryDirectory() as td:
+        cubes = simulated_cubes(Path(td), galaxies)
+        best = {w: 0.0 for w in counts}
+        for _ in range(rounds):
+            for w in counts:
+                src = CubeSource(
+                    cubes, np.arange(galaxies), 0, AugmentConfig.from_config(d["train"]), need_mask=True, pairs=mcfg.pairs
+                )
+                ds = make_dataset(src, mcfg, scaler, bs, False, repeat=True, workers=w)
+                ds[0]  # start-up: the first batch and the HDF5 handles
+                s = time.perf_counter()
+                for b in range(1, batches + 1):
+                    ds[b]
+                best[w] = max(best[w], batches * bs / (time.perf_counter() - s))
+                ds.close()
+                src.close()
+        out = {str(w): v for w, v in best.items()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default=None, help="comma-separated (default: every one installed)")
@@ -123,6 +163,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-previous", dest="compare_previous", action="store_false", help="skip the previous default model")
+    ap.add_argument(
+        "--feed-workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="also time the feed alone with 1, 2, 4, ... threads up to this (0: skip)",
+    )
     ap.add_argument("--out", default=None, help="JSON file to write")
     args = ap.parse_args()
     if args.backend:
@@ -157,8 +203,14 @@ def main() -> None:
     if tf:
         ratio = tf["models"]["default"]["ms_per_step"] / tf["models"]["previous default"]["ms_per_step"]
         print(f"TensorFlow step, default / previous default: {ratio:.2f} (target <= 1: no slower)")
+    feed = {}
+    if args.feed_workers > 0:
+        feed = feed_capacity(args.galaxies, 3 * args.steps, args.rounds, args.feed_workers)
+        one = feed["1"]
+        print(f"\nThe HDF5 feed alone (no step), samples/s by assembling threads ({os.cpu_count()} cores): "
+              + ", ".join(f"{w}: {v:.0f} ({v / one:.2f}x)" for w, v in feed.items()))  # fmt: skip
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=1))
+        Path(args.out).write_text(json.dumps({"backends": results, "feed_alone_samples_per_s": feed}, indent=1))
 
 
 if __name__ == "__main__":

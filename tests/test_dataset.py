@@ -163,3 +163,36 @@ def test_assembled_batch_equals_scaled_cubes_in_the_model_layout(tmp_path, scali
         s = scaler.galaxy_scale(f[None], m[None]) if scaler.per_galaxy else None
         np.testing.assert_array_equal(got[k], to_model_layout(scaler.forward(f[None], s), mcfg)[0])
     src.close()
+
+
+def test_feed_threads_give_the_same_batches_as_one(tmp_path):
+    """make_dataset with 3 assembling threads (each beyond the first on a clone
+    of the source, with its own HDF5 handle) yields bit for bit the batches of
+    one thread, over two epochs and in the batch order asked for."""
+    from fixtures import write_cubes_h5
+
+    from linecube.fluxscale import FluxScaler
+    from linecube.formats import load_lines
+    from linecube.models import ModelConfig
+    from linecube.train import feed_workers, make_dataset
+
+    path = tmp_path / "c.h5"
+    write_cubes_h5(path, 6)
+    mcfg = ModelConfig.from_config({})
+    scaler = FluxScaler.from_config({}, list(load_lines().names), 10)
+    got = {}
+    for workers in (1, 3):
+        src = CubeSource(path, np.arange(6), 5, aug_cfg(), need_mask=True, pairs=True)
+        ds = make_dataset(src, mcfg, scaler, 4, False, workers=workers)
+        out = []
+        for epoch in (0, 1):
+            src.epoch = epoch
+            out += [ds[b][0]["x"] for b in range(ds.num_batches)]
+        ds.close()
+        src.close()
+        got[workers] = out
+    assert len(got[1]) == 2 * ds.num_batches and len(got[1]) == len(got[3])
+    for a, b in zip(got[1], got[3]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(got[1][0], got[1][ds.num_batches])  # epochs differ
+    assert feed_workers(8, on_gpu=False) == 1 and feed_workers(8, on_gpu=True) == 7 and feed_workers(1, on_gpu=True) == 1

@@ -245,6 +245,17 @@ class CubeSource:
         self._dsets: dict = {}
         self._last: tuple[int, dict] | None = None  # the last row read: pairs read each row twice in a row
 
+    def clone(self) -> CubeSource:
+        """The same source with its own HDF5 handle and caches (one per feeding
+        thread): every sample is a pure function of (row, copy, epoch), so a clone
+        draws exactly what this one would."""
+        c = CubeSource(
+            self.path, self.indices, self.seed, self.aug, shuffle=self.shuffle, augment_epochs=self.augment_epochs,
+            need_mask=self.need_mask, need_ivar=self.need_ivar, pairs=self.pairs,
+        )  # fmt: skip
+        c.epoch = self.epoch
+        return c
+
     def _units_per_galaxy(self) -> int:
         n = 1 + self.aug.copies
         return -(-n // 2) if self.pairs else n

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,33 +92,51 @@ def assemble_batch(source: CubeSource, mcfg, scaler: FluxScaler, samples, epoch:
     return {"x": xs, "w": ws} if with_weights else {"x": xs}
 
 
-def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, with_weights: bool, repeat: bool = False):
-    """A :class:`CubeBatches` over ``source`` (``repeat``: endless, for benchmarks)."""
+def make_dataset(
+    source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, with_weights: bool, repeat: bool = False, workers: int = 1
+):
+    """A :class:`CubeBatches` over ``source`` (``repeat``: endless, for benchmarks),
+    assembled by ``workers`` threads."""
     import keras
+
+    n_workers = max(1, int(workers))
 
     class CubeBatches(keras.utils.PyDataset):
         """Batches of a :class:`CubeSource` for ``model.fit`` on any backend. Each
-        batch is a pure function of (epoch, batch number), assembled by one
-        background thread (the only one reading the HDF5 file) up to ``ahead``
-        batches before it is asked for; ``repeat`` cycles endlessly through the
-        epoch's batches."""
+        batch is a pure function of (epoch, batch number), assembled by one of
+        ``workers`` background threads up to ``ahead`` batches before it is asked
+        for (the first thread reads ``source``, each other thread a clone with its
+        own HDF5 handle: the batches do not depend on the thread count);
+        ``repeat`` cycles endlessly through the epoch's batches."""
 
         def __init__(self, ahead: int = 3):
             super().__init__(workers=1, use_multiprocessing=False)
             self.n = source.n_batches(batch_size)
-            self.ahead = int(ahead)
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linecube-batches")
+            self.ahead = max(int(ahead), 2 * n_workers)
+            self._pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="linecube-batches")
             self._pending: dict[tuple[int, int], object] = {}
+            self._local = threading.local()
+            self._sources: list[CubeSource] = []
+            self._lock = threading.Lock()
 
         @property
         def num_batches(self):
             return None if repeat else self.n
 
+        def _assemble(self, samples, epoch: int) -> dict:
+            src = getattr(self._local, "source", None)
+            if src is None:
+                with self._lock:
+                    src = source if not self._sources else source.clone()
+                    self._sources.append(src)
+                self._local.source = src
+            return assemble_batch(src, mcfg, scaler, samples, epoch, with_weights)
+
         def _submit(self, epoch: int, b: int):
             key = (epoch, b)
             if key not in self._pending:
                 samples = source.batch_samples(epoch, b, batch_size)
-                self._pending[key] = self._pool.submit(assemble_batch, source, mcfg, scaler, samples, epoch, with_weights)
+                self._pending[key] = self._pool.submit(self._assemble, samples, epoch)
             return self._pending[key]
 
         def __getitem__(self, index):
@@ -136,8 +155,23 @@ def make_dataset(source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, 
 
         def close(self):
             self._pool.shutdown(wait=True, cancel_futures=True)
+            for src in self._sources[1:]:
+                src.close()
 
     return CubeBatches()
+
+
+def feed_workers(threads: int | None, on_gpu: bool) -> int:
+    """Threads that assemble training batches. On CPU 1: the step's own threads
+    already fill every core, so more feeders only compete with it
+    (docs/benchmarks.md). When a GPU takes the step, every CPU thread of the job
+    but one (``threads``, the rule's; None: the cores this process may use), at
+    most 8. The batches do not depend on the count."""
+    if not on_gpu:
+        return 1
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return int(min(8, max(1, int(threads) - 1)))
 
 
 def epochs_for(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
@@ -469,7 +503,10 @@ def train(
     kw = {"need_mask": with_w or scaler.per_galaxy, "need_ivar": mcfg.loss_weighting != "none", "pairs": mcfg.pairs}
     train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, **kw)
     test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, **kw)
-    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w, repeat=bool(steps_per_epoch))
+    n_feed = feed_workers(threads, bool(gpus))
+    if n_feed > 1:
+        log.info("%d threads assemble the training batches", n_feed)
+    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w, repeat=bool(steps_per_epoch), workers=n_feed)
     test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w, repeat=bool(steps_per_epoch)) if len(test_idx) else None
 
     per_epoch = steps_per_epoch or train_src.n_batches(bs)
