@@ -112,7 +112,7 @@ def make_dataset(
         def __init__(self, ahead: int = 3):
             super().__init__(workers=1, use_multiprocessing=False)
             self.n = source.n_batches(batch_size)
-            self.ahead = max(int(ahead), 2 * n_workers)
+            self.ahead = max(int(ahead), n_workers + 1)  # every thread busy, one batch in hand
             self._pool = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="linecube-batches")
             self._pending: dict[tuple[int, int], object] = {}
             self._local = threading.local()
