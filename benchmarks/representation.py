@@ -23,7 +23,9 @@ For each survey style (``default``, ``alt``: see benchmarks/science.py) and seed
    neighbour purity (5 nearest); invariance (the distance between a galaxy and
    its flipped / rotated / shifted / re-noised copy, and a copy with a random
    combination as in training, over its distance to its nearest other held-out
-   galaxy; the share below 1);
+   galaxy; the share below 1); and the probes' ceilings (``oracles``): the same
+   probes on the true parameters themselves, standardised (the two BPT ratios;
+   every probed parameter);
 5. reconstruction on the held-out galaxies: Eq. 1 over the median cube's for
    the model, for PCA at the latent's dimension and for the noise alone (from
    the ivar), the learned fraction (1 - model) / (1 - noise) (the score log's
@@ -39,7 +41,7 @@ probes.
 
 Printed as tables (with the issue's targets) and written as JSON:
 ``{"spaces": {NAME: {"knn": {PARAM: x}, "linear": {...}, "purity": x,
-"invariance": x}}, "baselines": {...}, "reconstruction": {...}, "curve": [...],
+"invariance": x}}, "baselines": {...}, "oracles": {...}, "reconstruction": {...}, "curve": [...],
 "surveys": {STYLE: {... per seed ...}}}``; top-level numbers are the mean over
 styles and seeds.
 
@@ -231,6 +233,26 @@ def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
     return out
 
 
+def oracle_spaces(truth: dict, params) -> dict:
+    """The probes' ceilings on these galaxies: the true parameters themselves, each
+    standardised (mean 0, sd 1; a missing value at the mean): the two BPT ratios
+    (log [NII]/Ha, log [OIII]/Hb) and every probed parameter. What a kNN or linear
+    probe of the class reaches when a space holds exactly the simulator's numbers."""
+    import numpy as np
+
+    def std(cols):
+        x = np.column_stack([np.asarray(truth[c], float) for c in cols])
+        x = (x - np.nanmean(x, 0)) / np.maximum(np.nanstd(x, 0), 1e-12)
+        return np.nan_to_num(x)
+
+    out = {}
+    if "log_n2ha" in truth and "log_o3hb" in truth:
+        out["true_bpt_ratios"] = std(["log_n2ha", "log_o3hb"])
+    if params:
+        out["true_parameters"] = std(list(params))
+    return out
+
+
 def train_and_measure(
     args, cfg, tmp: Path, style: str, seed: int, sets, steps: int | None, full: bool, cache: dict | None = None
 ) -> dict:
@@ -325,6 +347,8 @@ def train_and_measure(
     t0 = time.perf_counter()
     out["spaces"] = probe_all(spaces, cp, truth, params, seed)
     out["baselines"] = probe_all(base, bcp, truth, params, seed)
+    if full:
+        out["oracles"] = probe_all(oracle_spaces(truth, params), {}, truth, params, seed)
     phases["probes"] = time.perf_counter() - t0
     out["seconds"] = {"train": t_train, **t, **phases}
     return out
@@ -385,10 +409,11 @@ def tables(res: dict, title: str) -> str:
 
     for k, r in spaces.items():
         lines.append(row(k, r))
-    for k, r in base.items():
-        lines.append(row(f"baseline:{k}", r))
+    oracles = {f"oracle:{k}": v for k, v in (res.get("oracles") or {}).items()}
+    for k, r in {**{f"baseline:{b}": v for b, v in base.items()}, **oracles}.items():
+        lines.append(row(k, r))
     lines.append("linear probe (ridge / logistic)")
-    for k, r in {**spaces, **{f"baseline:{b}": v for b, v in base.items()}}.items():
+    for k, r in {**spaces, **{f"baseline:{b}": v for b, v in base.items()}, **oracles}.items():
         lines.append(row(k, r, "linear"))
     rc = res["reconstruction"]
     lines.append(
@@ -410,6 +435,11 @@ def tables(res: dict, title: str) -> str:
             lines.append(f"  {name:<28} {sg:.3f} vs {sb:.3f} ({text}): {ok}")
         except (KeyError, TypeError):
             continue
+    if "true_parameters" in (res.get("oracles") or {}):
+        o = res["oracles"]
+        bpt = o.get("true_bpt_ratios", {}).get("knn", {}).get("class", float("nan"))
+        lines.append(f"  ceiling of the class kNN probe: {o['true_parameters']['knn']['class']:.3f} on the true parameters, "
+                     f"{bpt:.3f} on the two true BPT ratios")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -493,6 +523,7 @@ def main() -> None:
         "knn_k": 10,
         "spaces": top["spaces"],
         "baselines": top["baselines"],
+        "oracles": top.get("oracles", {}),
         "reconstruction": top["reconstruction"],
         "train": top["train"],
         "steps": top["steps"],

@@ -53,6 +53,10 @@ def test_representation_benchmark_interface(tmp_path):
         assert {"knn", "linear", "purity", "invariance"} <= set(space)
         assert {"class", "vsini_kms", "log_n2ha", "incl_deg"} <= set(space["knn"])
     assert 0 <= res["spaces"]["latent"]["invariance"] <= 1 and res["spaces"]["umap"]["invariance"] is None
+    # the probes' ceilings: the same probes on the true parameters themselves (20 galaxies: no level asserted)
+    assert set(res["oracles"]) == {"true_bpt_ratios", "true_parameters"}
+    assert all(0 <= o["knn"]["class"] <= 1 and o["knn"]["log_n2ha"] <= 1 for o in res["oracles"].values())
+    assert "ceiling of the class kNN probe" in p.stdout
     rec = res["reconstruction"]
     assert {"loss_ratio", "pca_loss_ratio", "noise_loss_ratio", "learned_fraction", "perfect_model_ratio"} <= set(rec)
     assert [c.get("steps_asked") for c in res["curve"]] == [4, None] and res["curve"][-1]["default"]
