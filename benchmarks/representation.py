@@ -233,26 +233,6 @@ def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
     return out
 
 
-def oracle_spaces(truth: dict, params) -> dict:
-    """The probes' ceilings on these galaxies: the true parameters themselves, each
-    standardised (mean 0, sd 1; a missing value at the mean): the two BPT ratios
-    (log [NII]/Ha, log [OIII]/Hb) and every probed parameter. What a kNN or linear
-    probe of the class reaches when a space holds exactly the simulator's numbers."""
-    import numpy as np
-
-    def std(cols):
-        x = np.column_stack([np.asarray(truth[c], float) for c in cols])
-        x = (x - np.nanmean(x, 0)) / np.maximum(np.nanstd(x, 0), 1e-12)
-        return np.nan_to_num(x)
-
-    out = {}
-    if "log_n2ha" in truth and "log_o3hb" in truth:
-        out["true_bpt_ratios"] = std(["log_n2ha", "log_o3hb"])
-    if params:
-        out["true_parameters"] = std(list(params))
-    return out
-
-
 def train_and_measure(
     args, cfg, tmp: Path, style: str, seed: int, sets, steps: int | None, full: bool, cache: dict | None = None
 ) -> dict:
@@ -348,6 +328,8 @@ def train_and_measure(
     out["spaces"] = probe_all(spaces, cp, truth, params, seed)
     out["baselines"] = probe_all(base, bcp, truth, params, seed)
     if full:
+        from linecube.probes import oracle_spaces
+
         out["oracles"] = probe_all(oracle_spaces(truth, params), {}, truth, params, seed)
     phases["probes"] = time.perf_counter() - t0
     out["seconds"] = {"train": t_train, **t, **phases}

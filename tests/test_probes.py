@@ -59,3 +59,22 @@ def test_probe_space_layout(spaces):
     out = probe_space(good, {"class": cls, "a": y, "b": -y}, parameters=["a", "b", "missing"])
     assert set(out["knn"]) == {"class", "a", "b"} == set(out["linear"])
     assert {"purity", "agn_purity", "agn_chance"} <= set(out)
+
+
+def test_oracle_spaces_are_the_standardised_true_parameters():
+    """oracle_spaces: the two BPT ratios and every named parameter, mean 0 and sd 1
+    per column, a missing value at 0; without the ratios only the parameters. A
+    class set by the ratios is read off the oracle almost perfectly."""
+    from linecube.probes import knn_probe, oracle_spaces
+
+    rng = np.random.default_rng(0)
+    n2, o3 = rng.normal(-0.4, 0.3, 300), rng.normal(0.0, 0.4, 300)
+    truth = {"log_n2ha": n2, "log_o3hb": o3, "av": np.where(np.arange(300) == 5, np.nan, rng.normal(1, 0.5, 300))}
+    truth["class"] = np.where(o3 > 0.61 / (n2 - 0.05) + 1.3, "agn", "sf")
+    o = oracle_spaces(truth, ["log_n2ha", "av"])
+    assert set(o) == {"true_bpt_ratios", "true_parameters"} and o["true_parameters"].shape == (300, 2)
+    np.testing.assert_allclose(o["true_bpt_ratios"].mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(o["true_bpt_ratios"].std(0), 1, rtol=1e-9)
+    assert np.isfinite(o["true_parameters"]).all() and o["true_parameters"][5, 1] == 0
+    assert knn_probe(o["true_bpt_ratios"], truth["class"], classify=True) > 0.9
+    assert set(oracle_spaces({"av": truth["av"]}, ["av"])) == {"true_parameters"}

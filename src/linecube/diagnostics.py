@@ -116,15 +116,26 @@ def probe_rows(plateifus, truth_csv) -> tuple[np.ndarray, dict]:
 
 def representation_probes(latents: np.ndarray, pixels: np.ndarray, truth: dict, seed: int = 0) -> dict:
     """Probes (:func:`linecube.probes.probe_space`) of the latent and of the pixel
-    baseline on the same galaxies: {"latent": ..., "pixels_pca": ..., "n": N}."""
-    from .probes import probe_space
+    baseline on the same galaxies, and the class probe's ceiling (the kNN and
+    linear probes of the class on the true parameters themselves,
+    :func:`linecube.probes.oracle_spaces`): {"latent": ..., "pixels_pca": ...,
+    "ceiling": {"knn": x, "linear": x} or None, "n": N}."""
+    from .probes import knn_probe, linear_probe, oracle_spaces, probe_space
     from .simulate.truth import PROBE_PARAMETERS
 
     params = [p for p in PROBE_PARAMETERS if p in truth and np.issubdtype(np.asarray(truth[p]).dtype, np.number)]
+    oracle = oracle_spaces(truth, params).get("true_parameters")
+    ceiling = None
+    if oracle is not None and "class" in truth:
+        ceiling = {
+            "knn": knn_probe(oracle, truth["class"], classify=True, seed=seed),
+            "linear": linear_probe(oracle, truth["class"], classify=True, seed=seed),
+        }
     return {
         "n": int(len(latents)),
         "latent": probe_space(latents, truth, parameters=params, seed=seed),
         "pixels_pca": probe_space(pixels, truth, parameters=params, seed=seed),
+        "ceiling": ceiling,
     }
 
 

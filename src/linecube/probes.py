@@ -14,7 +14,8 @@ follow the zero-shot protocol of AstroCLIP (Parker et al. 2024, MNRAS 531, 4990)
   and for AGN-like galaxies (Seyfert, LINER, composite) the share of AGN-like
   neighbours: the claim of the paper's Fig. 3;
 * :func:`invariance_ratios`: a galaxy's distance to its own augmented copy over
-  its distance to its nearest other galaxy (< 1: the copy is recognised).
+  its distance to its nearest other galaxy (< 1: the copy is recognised);
+* :func:`oracle_spaces`: the probes' ceilings, spaces made of the true parameters.
 
 Probe galaxies should be held out from training and normal (no injected
 anomaly); the caller chooses them. Every function is numpy / scikit-learn only.
@@ -171,4 +172,25 @@ def probe_space(
         out["purity"] = p["class"]
         out["agn_purity"] = p["agn"]
         out["agn_chance"] = p["agn_chance"]
+    return out
+
+
+def oracle_spaces(truth: Mapping[str, np.ndarray], parameters: Sequence[str]) -> dict[str, np.ndarray]:
+    """The probes' ceilings on these galaxies: spaces made of the true parameters,
+    each standardised (mean 0, sd 1; a missing value at the mean): the two BPT
+    ratios (``log_n2ha``, ``log_o3hb``; when the table has them) and every one of
+    ``parameters``. What a probe of the class reaches when a space holds exactly
+    the table's numbers (the kNN probe of a few hundred galaxies stays well below
+    1 even then)."""
+
+    def std(cols):
+        x = np.column_stack([np.asarray(truth[c], float) for c in cols])
+        x = (x - np.nanmean(x, 0)) / np.maximum(np.nanstd(x, 0), 1e-12)
+        return np.nan_to_num(x)
+
+    out = {}
+    if "log_n2ha" in truth and "log_o3hb" in truth:
+        out["true_bpt_ratios"] = std(["log_n2ha", "log_o3hb"])
+    if len(parameters):
+        out["true_parameters"] = std(list(parameters))
     return out

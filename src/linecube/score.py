@@ -502,6 +502,11 @@ def log_diagnostics(diag: dict, n_test: int) -> None:
             lat.get("purity", float("nan")), pix.get("purity", float("nan")),
             lat["knn"].get("vsini_kms", float("nan")), pix["knn"].get("vsini_kms", float("nan")),
         )  # fmt: skip
+        if pr.get("ceiling"):
+            log.info(
+                "  the class probe's ceiling here (the same kNN probe on the %d true parameters themselves): %.2f",
+                sum(1 for k in lat["knn"] if k != "class"), pr["ceiling"]["knn"],
+            )  # fmt: skip
     losing = [w for w in diag["warnings"] if "pixels-PCA" in w]
     for w in diag["warnings"]:
         if w not in losing:
