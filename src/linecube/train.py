@@ -12,8 +12,9 @@ configuration never resumes a stale run.
 
 Batches come from :class:`CubeBatches`, a ``keras.utils.PyDataset`` (the
 portable input pipeline of Keras 3) that assembles each batch in numpy (model
-layout, flux scaling, seeded augmentation) on a background thread, a few batches
-ahead of the training step.
+layout, flux scaling, seeded augmentation) on background threads (one on CPU;
+with a GPU, the job's threads but one: :func:`feed_workers`), a few batches ahead
+of the training step.
 """
 
 from __future__ import annotations
