@@ -18,6 +18,10 @@ Cubes are synthetic (made on the machine, a pool of distinct random batches
 cycled through, so no data travels and the input never waits on a disk). It needs
 only keras, numpy and PyYAML beside the backend: no TensorFlow, astropy or h5py
 (docs/benchmarks.md says which wheels to carry to a node that lacks keras).
+With h5py installed it also times real training's input alone: the HDF5 feed
+(read, augment, scale; the default configuration, a synthetic cubes.h5) with 1, 2,
+4, 8 threads (train_model uses the job's threads but one on a GPU), to set beside
+the GPU's samples/s.
 Targets: >= 2,000 training samples/s for the default model at its best batch; the
 paper's 30 epochs of ~27,000 cubes in <= 1 hour (>= 225 samples/s).
 """
@@ -182,6 +186,56 @@ def _reset_peak():
             torch.cuda.reset_peak_memory_stats()
 
 
+def feed_rate(batch: int, n_batches: int, max_workers: int, n_galaxies: int = 24) -> dict | None:
+    """Samples/s that real training's input (the HDF5 feed, ``CubeBatches``: read,
+    augment, scale, reorder, the default configuration) serves on its own, with 1,
+    2, 4 ... threads up to ``max_workers``, from a synthetic cubes.h5 written here;
+    None when h5py is not installed (then only the in-memory rates are measured)."""
+    try:
+        import h5py
+    except ImportError:
+        return None
+    import tempfile
+
+    import numpy as np
+    import yaml
+
+    from linecube.config import with_defaults
+    from linecube.dataset import AugmentConfig, CubeSource
+    from linecube.fluxscale import FluxScaler
+    from linecube.formats import CubeLayout, create_cube_file, load_lines
+    from linecube.models import ModelConfig
+    from linecube.train import make_dataset
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    keys, lines, layout = with_defaults("model", cfg.get("model")), load_lines(), CubeLayout()
+    mcfg = ModelConfig.from_config(keys)
+    scaler = FluxScaler.from_config(keys, list(lines.names), layout.window_bins)
+    aug = AugmentConfig.from_config(cfg.get("train"))
+    rng = np.random.default_rng(0)
+    out = {}
+    with tempfile.TemporaryDirectory() as td:
+        path = Path(td) / "cubes.h5"
+        shape = (layout.n_lines * layout.window_bins, layout.crop, layout.crop)
+        with h5py.File(path, "w") as h5:
+            comp = (cfg.get("extract") or {}).get("hdf5_compression", "none")
+            create_cube_file(h5, n_galaxies, layout, lines, drpver="v3_1_1", compression=None if comp == "none" else comp)
+            for i in range(n_galaxies):
+                h5["flux"][i] = (1.0 + rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+                h5["ivar"][i] = np.full(shape, 100.0, np.float32)
+        for w in [w for w in (1, 2, 4, 8) if w <= max(1, max_workers)]:
+            src = CubeSource(path, np.arange(n_galaxies), 0, aug, need_mask=scaler.per_galaxy, pairs=mcfg.pairs)
+            ds = make_dataset(src, mcfg, scaler, batch, False, repeat=True, workers=w)
+            ds[0]
+            t0 = time.perf_counter()
+            for b in range(1, n_batches + 1):
+                ds[b]
+            out[str(w)] = n_batches * batch / (time.perf_counter() - t0)
+            ds.close()
+            src.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu", action="store_true", help="tiny smoke run on the CPU (8x8 crop, batches 2 and 4, one timed step)")
@@ -236,6 +290,9 @@ def main() -> None:
                 "extrapolated": extra,
                 "thirty_epochs_hours": 30 * wall / 3600,
             }
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    res["feed_batch"] = 16
+    res["feed_samples_per_s"] = feed_rate(16, 4 if args.cpu else 60, 2 if args.cpu else min(8, cores))
     res["wall_seconds"] = time.perf_counter() - t_all
     print(f"\nbackend {res['backend']}, devices {gpus or ['CPU']}")
     print(f"{'model':>8} {'batch':>6} {'mixed':>6} {'samples/s':>10} {'peak GPU GB':>12}")
@@ -248,6 +305,12 @@ def main() -> None:
     for name, e in res["epoch"].items():
         print(f"one epoch of {e['cubes']} cubes, {name} at batch {e['batch']}: {e['seconds']:.0f} s"
               f"{' (extrapolated)' if e['extrapolated'] else ''}; 30 epochs {e['thirty_epochs_hours']:.2f} h")  # fmt: skip
+    feed = res["feed_samples_per_s"]
+    if feed:
+        print(f"the HDF5 feed alone (batch 16, {cores} cores), samples/s by threads: "
+              + ", ".join(f"{w}: {v:.0f}" for w, v in feed.items()))  # fmt: skip
+    else:
+        print("the HDF5 feed: not measured (no h5py here; carry its wheel to measure it)")
     if gpus:
         best_default = max((r.get("samples_per_s", 0) for r in res["train"] if r["model"] == "default"), default=0)
         print(f"target default >= 2,000 samples/s: {'met' if best_default >= 2000 else 'NOT met'} ({best_default:.0f})")

@@ -32,7 +32,19 @@ def test_gpu_benchmark_runs_on_pytorch_without_tensorflow_astropy_or_h5py(tmp_pa
     assert {(r["model"], r["batch"]) for r in res["train"]} == {("default", b) for b in (2, 4)}
     assert all(r["samples_per_s"] > 0 for r in res["train"])
     assert set(res["score"]) == set(res["epoch"]) == {"default"} and res["epoch"]["default"]["seconds"] > 0
+    assert res["feed_samples_per_s"] is None and "no h5py here" in p.stdout  # h5py is blocked above
     assert "one epoch of 8 cubes" in p.stdout
+
+
+def test_gpu_benchmark_times_the_hdf5_feed_where_h5py_is_installed():
+    """benchmarks/gpu.py's feed_rate: samples/s of real training's input by thread count."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu
+    finally:
+        sys.path.pop(0)
+    got = gpu.feed_rate(4, 2, 2, n_galaxies=4)
+    assert set(got) == {"1", "2"} and all(v > 0 for v in got.values())
 
 
 @pytest.mark.slow
