@@ -37,6 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -189,8 +190,9 @@ def _reset_peak():
 def feed_rate(batch: int, n_batches: int, max_workers: int, n_galaxies: int = 24) -> dict | None:
     """Samples/s that real training's input (the HDF5 feed, ``CubeBatches``: read,
     augment, scale, reorder, the default configuration) serves on its own, with 1,
-    2, 4 ... threads up to ``max_workers``, from a synthetic cubes.h5 written here;
-    None when h5py is not installed (then only the in-memory rates are measured)."""
+    2, 4 ... threads up to ``max_workers``, from a synthetic cubes.h5 written here
+    (uncompressed, as config/config.yaml's extraction writes it); None when h5py is
+    not installed (then only the in-memory rates are measured)."""
     try:
         import h5py
     except ImportError:
@@ -198,42 +200,20 @@ def feed_rate(batch: int, n_batches: int, max_workers: int, n_galaxies: int = 24
     import tempfile
 
     import numpy as np
-    import yaml
+    from common import feed_samples_per_s
 
-    from linecube.config import with_defaults
-    from linecube.dataset import AugmentConfig, CubeSource
-    from linecube.fluxscale import FluxScaler
     from linecube.formats import CubeLayout, create_cube_file, load_lines
-    from linecube.models import ModelConfig
-    from linecube.train import make_dataset
 
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    keys, lines, layout = with_defaults("model", cfg.get("model")), load_lines(), CubeLayout()
-    mcfg = ModelConfig.from_config(keys)
-    scaler = FluxScaler.from_config(keys, list(lines.names), layout.window_bins)
-    aug = AugmentConfig.from_config(cfg.get("train"))
+    layout, lines = CubeLayout(), load_lines()
     rng = np.random.default_rng(0)
-    out = {}
     with tempfile.TemporaryDirectory() as td:
         path = Path(td) / "cubes.h5"
-        shape = (layout.n_lines * layout.window_bins, layout.crop, layout.crop)
         with h5py.File(path, "w") as h5:
-            comp = (cfg.get("extract") or {}).get("hdf5_compression", "none")
-            create_cube_file(h5, n_galaxies, layout, lines, drpver="v3_1_1", compression=None if comp == "none" else comp)
+            create_cube_file(h5, n_galaxies, layout, lines, drpver="v3_1_1", compression=None)
             for i in range(n_galaxies):
-                h5["flux"][i] = (1.0 + rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
-                h5["ivar"][i] = np.full(shape, 100.0, np.float32)
-        for w in [w for w in (1, 2, 4, 8) if w <= max(1, max_workers)]:
-            src = CubeSource(path, np.arange(n_galaxies), 0, aug, need_mask=scaler.per_galaxy, pairs=mcfg.pairs)
-            ds = make_dataset(src, mcfg, scaler, batch, False, repeat=True, workers=w)
-            ds[0]
-            t0 = time.perf_counter()
-            for b in range(1, n_batches + 1):
-                ds[b]
-            out[str(w)] = n_batches * batch / (time.perf_counter() - t0)
-            ds.close()
-            src.close()
-    return out
+                h5["flux"][i] = 1.0 + rng.standard_normal(layout.cube_shape, dtype=np.float32)
+                h5["ivar"][i] = np.full(layout.cube_shape, 100.0, np.float32)
+        return feed_samples_per_s(path, batch, n_batches, [w for w in (1, 2, 4, 8) if w <= max(1, max_workers)])
 
 
 def main() -> None:

@@ -116,42 +116,16 @@ def measure(args) -> dict:
 
 def feed_capacity(galaxies: int, batches: int, rounds: int, max_workers: int) -> dict:
     """Samples/s the HDF5 feed alone serves (no model, default configuration) with
-    1, 2, 4, ... assembling threads: what a GPU step may draw at most. Each count
-    starts a fresh feed; best of ``rounds``."""
-    import numpy as np
-    from common import simulated_cubes
+    1, 2, 4, ... assembling threads, from simulated cubes: what a GPU step may draw
+    at most."""
+    from common import feed_samples_per_s, simulated_cubes
 
     from linecube.config import validate_config
-    from linecube.dataset import AugmentConfig, CubeSource
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import load_lines
-    from linecube.models import ModelConfig
-    from linecube.train import make_dataset
 
-    d = validate_config({"data": {}})
-    bs = int(d["train"]["batch_size"])
-    mcfg = ModelConfig.from_config(d["model"])
-    scaler = FluxScaler.from_config(d["model"], list(load_lines().names), 10)
-    counts = [w for w in (1, 2, 4, 8) if w <= max_workers]
-    out = {}
+    batch = int(validate_config({"data": {}})["train"]["batch_size"])
     with tempfile.TemporaryDirectory() as td:
         cubes = simulated_cubes(Path(td), galaxies)
-        best = {w: 0.0 for w in counts}
-        for _ in range(rounds):
-            for w in counts:
-                src = CubeSource(
-                    cubes, np.arange(galaxies), 0, AugmentConfig.from_config(d["train"]), need_mask=True, pairs=mcfg.pairs
-                )
-                ds = make_dataset(src, mcfg, scaler, bs, False, repeat=True, workers=w)
-                ds[0]  # start-up: the first batch and the HDF5 handles
-                s = time.perf_counter()
-                for b in range(1, batches + 1):
-                    ds[b]
-                best[w] = max(best[w], batches * bs / (time.perf_counter() - s))
-                ds.close()
-                src.close()
-        out = {str(w): v for w, v in best.items()}
-    return out
+        return feed_samples_per_s(cubes, batch, batches, [w for w in (1, 2, 4, 8) if w <= max_workers], rounds)
 
 
 def main() -> None:
