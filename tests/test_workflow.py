@@ -55,7 +55,7 @@ def test_full_chain_outputs(tiny_run):
         assert (d["kl_per_galaxy"] is None) == (m == "ae")
         assert d["probes"]["n"] >= 10 and {"class", "vsini_kms"} <= set(d["probes"]["latent"]["knn"])
         assert set(d["probes"]["pixels_pca"]["knn"]) == set(d["probes"]["latent"]["knn"])
-        assert set(d["probes"]["ceiling"]) == {"knn", "linear"}  # the class probe on the true parameters
+        assert set(d["probes"]["ceiling"]) == {"knn", "linear", "knn_bpt_ratios"}  # the class probe on the true parameters
         assert d["backend"] == "tensorflow" and d["default_score"] == "score_hybrid"
         assert list(pd.read_csv(r / "models" / m / "divergence.csv").columns)[:2] == ["epoch", "batch"]
     # every rule has a log and a benchmark

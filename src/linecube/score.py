@@ -503,9 +503,11 @@ def log_diagnostics(diag: dict, n_test: int) -> None:
             lat["knn"].get("vsini_kms", float("nan")), pix["knn"].get("vsini_kms", float("nan")),
         )  # fmt: skip
         if pr.get("ceiling"):
+            c = pr["ceiling"]
             log.info(
-                "  the class probe's ceiling here (the same kNN probe on the %d true parameters themselves): %.2f",
-                sum(1 for k in lat["knn"] if k != "class"), pr["ceiling"]["knn"],
+                "  for reference, the same class probe on the true parameters themselves: kNN %.2f (the %d parameters), "
+                "%.2f (the two BPT ratios); logistic %.2f",
+                c["knn"], sum(1 for k in lat["knn"] if k != "class"), c.get("knn_bpt_ratios", float("nan")), c["linear"],
             )  # fmt: skip
     losing = [w for w in diag["warnings"] if "pixels-PCA" in w]
     for w in diag["warnings"]:
