@@ -47,11 +47,11 @@ def tensorflow_and_defaults() -> dict:
     return validate_config({"data": {}})
 
 
-def feed_samples_per_s(cubes: Path, batch: int, n_batches: int, workers: list[int], rounds: int = 1) -> dict:
+def feed_samples_per_s(cubes: Path, batch: int, n_batches: int, max_workers: int, rounds: int = 1) -> dict:
     """Samples/s that the training feed (``CubeBatches`` over every galaxy of
     ``cubes``: read, augment, scale, reorder; the default configuration) serves on
-    its own, no model, for each thread count in ``workers``: {"1": x, ...}, best of
-    ``rounds``, each count a fresh feed (its first batch, the start-up, untimed)."""
+    its own, no model, with 1, 2, 4, 8 threads up to ``max_workers``: {"1": x, ...},
+    best of ``rounds``, each count a fresh feed (its first batch, the start-up, untimed)."""
     import h5py
     import numpy as np
     import yaml
@@ -70,6 +70,7 @@ def feed_samples_per_s(cubes: Path, batch: int, n_batches: int, workers: list[in
     aug = AugmentConfig.from_config(cfg.get("train"))
     with h5py.File(cubes) as h5:
         n = h5["flux"].shape[0]
+    workers = [w for w in (1, 2, 4, 8) if w <= max(1, max_workers)]
     best = {str(w): 0.0 for w in workers}
     for _ in range(rounds):
         for w in workers:

@@ -213,7 +213,7 @@ def feed_rate(batch: int, n_batches: int, max_workers: int, n_galaxies: int = 24
             for i in range(n_galaxies):
                 h5["flux"][i] = 1.0 + rng.standard_normal(layout.cube_shape, dtype=np.float32)
                 h5["ivar"][i] = np.full(layout.cube_shape, 100.0, np.float32)
-        return feed_samples_per_s(path, batch, n_batches, [w for w in (1, 2, 4, 8) if w <= max(1, max_workers)])
+        return feed_samples_per_s(path, batch, n_batches, max_workers)
 
 
 def main() -> None:

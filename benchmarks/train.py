@@ -125,7 +125,7 @@ def feed_capacity(galaxies: int, batches: int, rounds: int, max_workers: int) ->
     batch = int(validate_config({"data": {}})["train"]["batch_size"])
     with tempfile.TemporaryDirectory() as td:
         cubes = simulated_cubes(Path(td), galaxies)
-        return feed_samples_per_s(cubes, batch, batches, [w for w in (1, 2, 4, 8) if w <= max_workers], rounds)
+        return feed_samples_per_s(cubes, batch, batches, max_workers, rounds)
 
 
 def main() -> None:
