@@ -302,6 +302,50 @@ def test_cube_summaries_see_ratios_rotation_and_shape_and_ignore_the_augmentatio
         np.testing.assert_allclose(summ(np.ascontiguousarray(view)), summ(c), atol=1e-4)
 
 
+def test_cube_summaries_nuclear_ratios_follow_the_nucleus_and_ignore_the_augmentation():
+    """With a nucleus radius the summaries add the 18 line ratios within it around
+    H-alpha's centre: the disc's ratios where the nucleus has no line of its own, the
+    nucleus's where it does (an AGN-like [OIII] core), whatever the flips, rotations and shifts."""
+    from linecube.dataset import shift_zero_fill
+    from linecube.models import SUMMARY_TAIL, cube_summaries, n_summaries
+
+    cfg = ModelConfig.from_config({**TINY, "layout": "lines"}, crop=16)
+
+    def summ(c, radius=3.0):
+        return np.asarray(cube_summaries(to_model_layout(c, cfg), 19, 10, 15, radius))[0]
+
+    disc = _disc(1.0)
+    plain = summ(disc)
+    assert plain.shape == (n_summaries(19, 3.0),) == (36 + len(SUMMARY_TAIL),)
+    assert n_summaries(19, 0.0) == 18 + len(SUMMARY_TAIL)
+    np.testing.assert_allclose(plain[18:36], np.arcsinh(10 * 0.3), rtol=1e-4)  # same ratios everywhere
+    np.testing.assert_allclose(summ(disc, 0.0), np.r_[plain[:18], plain[36:]], rtol=1e-6)
+    yy, xx = np.mgrid[:16, :16] - 7.5
+    core = np.exp(-0.5 * (yy**2 + xx**2) / 0.8**2)  # a compact nucleus bright in line 11 only
+    prof = np.exp(-0.5 * (np.arange(10) - 4.5) ** 2)[:, None, None] * core[None]
+    agn = disc.copy()
+    agn[0, 110:120] += 2.0 * prof.astype(np.float32)
+    s = summ(agn)
+    whole, nuclear = s[11], s[18 + 11]
+    assert nuclear > whole + 0.3 > np.arcsinh(10 * 0.3) + 0.3  # the nucleus shows it most
+    for view in (np.rot90(agn, 1, axes=(2, 3)), agn[..., ::-1]):
+        np.testing.assert_allclose(summ(np.ascontiguousarray(view)), s, atol=1e-4)
+    moved = shift_zero_fill(agn[0], 1, -2, 0.0)[None]
+    assert summ(moved)[18 + 11] == pytest.approx(nuclear, rel=0.05)
+
+
+def test_a_model_file_from_before_the_nuclear_ratios_loads_as_it_was_trained(tmp_path):
+    """A .keras file whose config lacks ``summary_nucleus_radius`` (written before it
+    existed) keeps its 24-column head and whole-image summaries."""
+    cfg = ModelConfig.from_config({**TINY, "summary_weight": 0.5, "summary_nucleus_radius": 0.0}, crop=8)
+    m = build_model(cfg, "ae", ref_line=15)
+    conf = m.get_config()
+    conf.pop("summary_nucleus_radius")
+    back = type(m).from_config(conf)
+    back.build()
+    assert back.summary_nucleus_radius == 0.0 and back.summary_head.kernel.shape[-1] == 24
+
+
 def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
     from linecube.models import cube_summaries, summary_loss
 
@@ -311,7 +355,7 @@ def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
     out = m(x, training=False)
     xr = np.asarray(out["recon"])
     pred = np.asarray(m.summary_head(out["code"][:, : cfg.latent_dim]))
-    t = np.asarray(cube_summaries(x, 19, 10, 15), np.float64)
+    t = np.asarray(cube_summaries(x, 19, 10, 15, cfg.summary_nucleus_radius), np.float64)
     t = (t - t.mean(0)) / (t.std(0) + 1e-3)
     want = numpy_eq1(x, xr) * (1 + 0.5 * np.mean((pred - t) ** 2))
     assert float(np.asarray(summary_loss(pred, t))) != 0.0
@@ -319,5 +363,6 @@ def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
     m.save(tmp_path / "m.keras")
     back = load_model(tmp_path / "m.keras")
     assert back.summary_weight == 0.5 and back.summary_shape == (19, 10, 15)
+    assert back.summary_nucleus_radius == cfg.summary_nucleus_radius == 3.0
     np.testing.assert_allclose(np.asarray(back.summary_head.kernel), np.asarray(m.summary_head.kernel))
     assert float(back.compute_loss(x, None, back(x, training=False), training=False)) == pytest.approx(want, rel=1e-4)

@@ -44,8 +44,9 @@ Bardes et al. 2022; :func:`consistency`), times the weight and the batch's
 (constant) Eq. 1 loss, so the weight is a fraction of the reconstruction term
 whatever the flux unit.
 Summary head (``summary_weight`` > 0): a Dense layer on the physical latent
-predicts summaries of the input cube itself (:func:`cube_summaries`: line ratios,
-H-alpha's velocity spread, widths and shape), batch-standardised; their mean
+predicts summaries of the input cube itself (:func:`cube_summaries`: line ratios
+over the image and within the nucleus, H-alpha's velocity spread, widths and
+shape), batch-standardised; their mean
 squared error (:func:`summary_loss`) times the weight and Eq. 1 joins the loss.
 The head is trained and saved with the model and read by nothing downstream.
 
@@ -93,6 +94,7 @@ class ModelConfig:
     line_balance: float
     moment_weight: float
     summary_weight: float
+    summary_nucleus_radius: float
     n_lines: int
     window_bins: int
     crop: int
@@ -151,6 +153,7 @@ class ModelConfig:
             line_balance=float(m["line_balance"]),
             moment_weight=float(m["moment_weight"]),
             summary_weight=float(m["summary_weight"]),
+            summary_nucleus_radius=float(m["summary_nucleus_radius"]),
             n_lines=int(n_lines),
             window_bins=int(window_bins),
             crop=int(crop),
@@ -582,19 +585,30 @@ SUMMARY_TAIL = (
 )
 
 
-def cube_summaries(x, n_lines: int, bins: int, ref_line: int):
-    """Summary statistics of each galaxy, (B, n_lines - 1 + 6), from the model's input
+def n_summaries(n_lines: int, nucleus_radius: float = 0.0) -> int:
+    """Columns of :func:`cube_summaries`: the line ratios, the nuclear ones when
+    ``nucleus_radius`` > 0, and :data:`SUMMARY_TAIL`."""
+    return (n_lines - 1) * (2 if nucleus_radius > 0 else 1) + len(SUMMARY_TAIL)
+
+
+def cube_summaries(x, n_lines: int, bins: int, ref_line: int, nucleus_radius: float = 0.0):
+    """Summary statistics of each galaxy, (B, :func:`n_summaries`), from the model's input
     itself (either layout, model units; nothing from a truth table): the targets of the
     summary head (``model.summary_weight``). Windows are continuum-subtracted (the mean
     of their two outermost bins per side). Columns: asinh(10 F_line / F_ref) for every
-    line but the reference (H-alpha), F the window flux summed over the image; then,
-    of the reference line (see :data:`SUMMARY_TAIL`): the flux-weighted spread over
+    line but the reference (H-alpha), F the window flux summed over the image; with
+    ``nucleus_radius`` > 0 (spaxels) the same ratios of the nucleus, F summed within
+    that radius of H-alpha's flux-weighted centre (3 spaxels = 1.5 arcsec at MaNGA's
+    0.5-arcsec spaxels: the 3-arcsec aperture of the SDSS fibre spectra that BPT
+    classes are conventionally assigned from); then, of the reference line (see
+    :data:`SUMMARY_TAIL`): the flux-weighted spread over
     spaxels of the per-spaxel centroid (bins; the velocity field's amplitude), the
     second-moment width of the galaxy's summed spectrum and the flux-weighted mean of
     the per-spaxel widths (bins; rotation broadens the first, not the second), the
     flux-weighted rms radius (spaxels), the share of the flux within 3 spaxels of the
     image centre and the ellipticity of the flux's second moments (inclination). All
-    are unchanged by the training augmentation's flips, rotations and shifts."""
+    are unchanged by the training augmentation's flips and rotations; all but the
+    concentration also by its shifts (up to the crop's edge)."""
     f = _windows(x, n_lines, bins)  # (B, L, K, H, W)
     cont = (f[:, :, 0] + f[:, :, 1] + f[:, :, bins - 2] + f[:, :, bins - 1]) / 4.0
     f = f - cont[:, :, None]
@@ -630,7 +644,14 @@ def cube_summaries(x, n_lines: int, bins: int, ref_line: int):
     core = ops.convert_to_tensor((np.hypot(gy, gx) < 3.0).astype(np.float32)[None])
     conc = _weighted_mean(core, wgt, (1, 2))
     tail = ops.stack([spread, width, width_sp, rms, conc, ell], axis=1)
-    return ops.concatenate([ratios, tail], axis=1)
+    if nucleus_radius <= 0:
+        return ops.concatenate([ratios, tail], axis=1)
+    r2 = ops.square(yy - my[:, None, None]) + ops.square(xx - mx[:, None, None])  # (B, H, W)
+    aperture = ops.cast(r2 < float(nucleus_radius) ** 2, "float32")[:, None]  # (B, 1, H, W)
+    nuc = ops.sum(ops.sum(f, axis=2) * aperture, axis=(2, 3))  # (B, L)
+    nref = ops.maximum(nuc[:, ref_line : ref_line + 1], 1e-3)
+    nuc_ratios = ops.arcsinh(10.0 * ops.take(nuc, keep, axis=1) / nref)
+    return ops.concatenate([ratios, nuc_ratios, tail], axis=1)
 
 
 def summary_loss(pred, target):
@@ -747,6 +768,7 @@ class CubeAutoencoder(keras.Model):
         moment_shape: tuple[int, int] | None = None,
         summary_weight: float = 0.0,
         summary_shape: tuple[int, int, int] | None = None,
+        summary_nucleus_radius: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -774,9 +796,12 @@ class CubeAutoencoder(keras.Model):
         self.summary_shape = tuple(int(v) for v in summary_shape) if summary_shape else None
         if self.summary_weight > 0 and self.summary_shape is None:
             raise ValueError("summary_weight > 0 needs summary_shape (n_lines, window bins, reference line)")
+        #: radius (spaxels) of the nuclear aperture of the summaries' nuclear line ratios (0: none;
+        #: a model file written before the key existed loads with 0, as it was trained)
+        self.summary_nucleus_radius = float(summary_nucleus_radius)
         self.summary_head = None
         if self.summary_weight > 0:
-            self.summary_head = layers.Dense(self.summary_shape[0] - 1 + len(SUMMARY_TAIL), name="summary_head")
+            self.summary_head = layers.Dense(n_summaries(self.summary_shape[0], self.summary_nucleus_radius), name="summary_head")
         if self.line_weights:
             t = int(encoder.input_shape[1])
             per_step = np.repeat(np.asarray(self.line_weights, np.float32), t // len(self.line_weights))
@@ -851,7 +876,7 @@ class CubeAutoencoder(keras.Model):
             self.kl_tracker.update_state(kl)
         if self.summary_tracker is not None:
             n_lines, bins, ref = self.summary_shape
-            target = cube_summaries(cube, n_lines, bins, ref)
+            target = cube_summaries(cube, n_lines, bins, ref, self.summary_nucleus_radius)
             sl = summary_loss(self.summary_head(code[:, : self.latent_dim]), target)
             total = total + self.summary_weight * sl * ops.stop_gradient(rec)
             self.summary_tracker.update_state(sl)
@@ -880,6 +905,7 @@ class CubeAutoencoder(keras.Model):
             "moment_shape": list(self.moment_shape) if self.moment_shape else None,
             "summary_weight": self.summary_weight,
             "summary_shape": list(self.summary_shape) if self.summary_shape else None,
+            "summary_nucleus_radius": self.summary_nucleus_radius,
         }
 
     @classmethod
@@ -923,6 +949,7 @@ def build_model(
         moment_shape=(cfg.n_lines, cfg.window_bins),
         summary_weight=cfg.summary_weight,
         summary_shape=(cfg.n_lines, cfg.window_bins, DEFAULT_REF_LINE if ref_line is None else int(ref_line)),
+        summary_nucleus_radius=cfg.summary_nucleus_radius,
         name=kind,
     )
     model(np.zeros((1, *cfg.input_shape), dtype="float32"))
