@@ -334,7 +334,7 @@ def test_cube_summaries_nuclear_ratios_follow_the_nucleus_and_ignore_the_augment
     assert summ(moved)[18 + 11] == pytest.approx(nuclear, rel=0.05)
 
 
-def test_a_model_file_from_before_the_nuclear_ratios_loads_as_it_was_trained(tmp_path):
+def test_a_model_file_from_before_the_nuclear_ratios_loads_as_it_was_trained():
     """A .keras file whose config lacks ``summary_nucleus_radius`` (written before it
     existed) keeps its 24-column head and whole-image summaries."""
     cfg = ModelConfig.from_config({**TINY, "summary_weight": 0.5, "summary_nucleus_radius": 0.0}, crop=8)

@@ -612,10 +612,13 @@ def cube_summaries(x, n_lines: int, bins: int, ref_line: int, nucleus_radius: fl
     f = _windows(x, n_lines, bins)  # (B, L, K, H, W)
     cont = (f[:, :, 0] + f[:, :, 1] + f[:, :, bins - 2] + f[:, :, bins - 1]) / 4.0
     f = f - cont[:, :, None]
-    tot = ops.sum(f, axis=(2, 3, 4))  # (B, L)
-    ref = ops.maximum(tot[:, ref_line : ref_line + 1], 1e-3)
     keep = [i for i in range(n_lines) if i != ref_line]
-    ratios = ops.arcsinh(10.0 * ops.take(tot, keep, axis=1) / ref)
+
+    def line_ratios(flux):  # (B, L) -> (B, L - 1): asinh(10 F_line / F_ref)
+        ref = ops.maximum(flux[:, ref_line : ref_line + 1], 1e-3)
+        return ops.arcsinh(10.0 * ops.take(flux, keep, axis=1) / ref)
+
+    ratios = line_ratios(ops.sum(f, axis=(2, 3, 4)))
     fr = ops.relu(f[:, ref_line])  # (B, K, H, W)
     k = ops.convert_to_tensor(np.arange(bins, dtype=np.float32).reshape(1, bins, 1, 1))
     sflux = ops.sum(fr, axis=1)  # (B, H, W)
@@ -648,9 +651,7 @@ def cube_summaries(x, n_lines: int, bins: int, ref_line: int, nucleus_radius: fl
         return ops.concatenate([ratios, tail], axis=1)
     r2 = ops.square(yy - my[:, None, None]) + ops.square(xx - mx[:, None, None])  # (B, H, W)
     aperture = ops.cast(r2 < float(nucleus_radius) ** 2, "float32")[:, None]  # (B, 1, H, W)
-    nuc = ops.sum(ops.sum(f, axis=2) * aperture, axis=(2, 3))  # (B, L)
-    nref = ops.maximum(nuc[:, ref_line : ref_line + 1], 1e-3)
-    nuc_ratios = ops.arcsinh(10.0 * ops.take(nuc, keep, axis=1) / nref)
+    nuc_ratios = line_ratios(ops.sum(ops.sum(f, axis=2) * aperture, axis=(2, 3)))
     return ops.concatenate([ratios, nuc_ratios, tail], axis=1)
 
 
