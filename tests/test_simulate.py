@@ -169,3 +169,39 @@ def test_noise_free_cube_is_the_noisy_cube_without_its_noise(lines):
     pull = ((noisy["flux"] - clean["flux"]) * np.sqrt(noisy["ivar"]))[good]
     assert abs(pull.mean()) < 0.02 and 0.97 < pull.std() < 1.03
     assert np.all(clean["flux"][~good.any(axis=0)[None].repeat(len(good), 0)] == 0)
+
+
+def test_worker_pool_not_forked_from_tensorflow(tmp_path):
+    """A process that has run TensorFlow starts the simulator's workers from a
+    forkserver (a child forked from TF's thread pools can die: BrokenProcessPool in
+    CI, 2026-12-06), and the cubes they render are those of one process."""
+    import importlib.util
+    import subprocess
+    import sys
+    import textwrap
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow not installed")
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import h5py, numpy as np
+        from linecube.simulate import plan_survey
+        from linecube.simulate.cubes import simulate_cubes_h5
+        from linecube.simulate.survey import worker_context
+
+        assert worker_context().get_start_method() == "fork"
+        gals = plan_survey(4, seed=3)
+        simulate_cubes_h5({str(tmp_path / "one.h5")!r}, 0, 0, galaxies=gals, threads=1, progress=False)
+        import tensorflow as tf
+
+        tf.reduce_sum(tf.random.normal((256, 256)) @ tf.random.normal((256, 256))).numpy()
+        assert worker_context().get_start_method() == "forkserver"
+        simulate_cubes_h5({str(tmp_path / "two.h5")!r}, 0, 0, galaxies=gals, threads=2, progress=False)
+        with h5py.File({str(tmp_path / "one.h5")!r}) as a, h5py.File({str(tmp_path / "two.h5")!r}) as b:
+            np.testing.assert_array_equal(a["flux"][:], b["flux"][:])
+            np.testing.assert_array_equal(a["ivar"][:], b["ivar"][:])
+        """
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]

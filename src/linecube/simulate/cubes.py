@@ -24,7 +24,7 @@ from ..manga import DR17_DRPVER, IFU_CUBE_SIZE, IFU_DIAMETER_ARCSEC, SPAXEL_ARCS
 from .galaxy import sky_sigma
 from .logcube import galaxy_pixel_offsets
 from .render import hexagon_mask, realise_noise, render_model
-from .survey import plan_survey
+from .survey import plan_survey, worker_context
 from .truth import truth_table
 
 PAD = 8  # spaxels rendered beyond the crop on each side (PSF smoothing edge)
@@ -143,11 +143,10 @@ def simulate_cubes_h5(
         """Rendered cubes in order; at most 4 per worker in flight, so memory
         does not grow with the number of galaxies."""
         if threads > 1:
-            import multiprocessing as mp
             from collections import deque
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(threads, mp_context=mp.get_context("fork")) as pool:
+            with ProcessPoolExecutor(threads, mp_context=worker_context()) as pool:
                 pending: deque = deque()
                 for j in jobs:
                     pending.append(pool.submit(_render, j))

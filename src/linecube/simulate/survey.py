@@ -20,6 +20,22 @@ from .galaxy import ANOMALY_TYPES, CLASSES, IFU_SIZES, SURVEY_STYLES, GalaxyPara
 from .logcube import build_logcube, write_fits_gz
 from .truth import truth_table
 
+THREADED_LIBRARIES = ("tensorflow", "torch", "jax")
+
+
+def worker_context():
+    """The multiprocessing context for the simulator's worker pools.
+
+    ``fork`` (fast; works from a Snakemake ``script:`` whose ``__main__`` must not be
+    re-imported), unless a multi-threaded deep-learning library is already loaded in
+    this process: a child forked from TensorFlow's (or PyTorch's, JAX's) thread pools
+    can die abruptly (``BrokenProcessPool``) or hang, so such a process starts its
+    workers from a clean ``forkserver`` instead."""
+    import multiprocessing as mp
+
+    loaded = any(name in sys.modules for name in THREADED_LIBRARIES)
+    return mp.get_context("forkserver" if loaded else "fork")
+
 
 def plan_survey(
     n_galaxies: int, seed: int, anomaly_fraction: float = 0.06, style: str | SurveyStyle = "default"
@@ -143,10 +159,9 @@ def simulate_survey(
     jobs = [(g, out, drpver, lines_path, compresslevel) for g in galaxies]
     bar = tqdm(total=len(jobs), desc="simulate LOGCUBEs", unit="cube", disable=not progress, file=sys.stderr)
     if threads > 1:
-        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=threads, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(max_workers=threads, mp_context=worker_context()) as pool:
             for _ in pool.map(_write_one, jobs):
                 bar.update()
     else:
