@@ -25,7 +25,9 @@ For each survey style (``default``, ``alt``: see benchmarks/science.py) and seed
    combination as in training, over its distance to its nearest other held-out
    galaxy; the share below 1); and the probes' ceilings (``oracles``): the same
    probes on the true parameters themselves, standardised (the two BPT ratios;
-   every probed parameter);
+   every probed parameter); and ``footprint``: the disc scale from the IFU size
+   alone, and per space the IFU size and the disc scale within one IFU size
+   (MaNGA gives larger galaxies larger bundles, and a cube's zeros show its bundle);
 5. reconstruction on the held-out galaxies: Eq. 1 over the median cube's for
    the model, for PCA at the latent's dimension and for the noise alone (from
    the ivar), the learned fraction (1 - model) / (1 - noise) (the score log's
@@ -41,7 +43,7 @@ probes.
 
 Printed as tables (with the issue's targets) and written as JSON:
 ``{"spaces": {NAME: {"knn": {PARAM: x}, "linear": {...}, "purity": x,
-"invariance": x}}, "baselines": {...}, "oracles": {...}, "reconstruction": {...}, "curve": [...],
+"invariance": x}}, "baselines": {...}, "oracles": {...}, "footprint": {...}, "reconstruction": {...}, "curve": [...],
 "surveys": {STYLE: {... per seed ...}}}``; top-level numbers are the mean over
 styles and seeds.
 
@@ -233,6 +235,27 @@ def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
     return out
 
 
+def footprint(spaces: dict, base: dict, plateifus, disc, seed: int) -> dict:
+    """How much of the disc-scale probe is the IFU footprint: MaNGA (and the simulator)
+    gives larger galaxies larger bundles, and a cube's zeros outside its hexagon show
+    the bundle. kNN R^2 of the disc scale from the IFU size alone, and per space: of
+    the IFU size, and of the disc scale within one IFU size (:func:`within_groups`)."""
+    import numpy as np
+
+    from linecube.probes import ifu_size, knn_probe, within_groups
+
+    size = ifu_size(plateifus).astype(float)
+    resid = within_groups(disc, size)
+    out = {"disc_scale_from_ifu_size": knn_probe(size[:, None], disc, classify=False, seed=seed)}
+    for name, x in {**spaces, **base}.items():
+        out[name] = {
+            "ifu_size": knn_probe(x, size, classify=False, seed=seed),
+            "disc_scale_within_ifu": knn_probe(x, resid, classify=False, seed=seed),
+        }
+    out["n_ifu_sizes"] = int(len(np.unique(size)))
+    return out
+
+
 def train_and_measure(
     args, cfg, tmp: Path, style: str, seed: int, sets, steps: int | None, full: bool, cache: dict | None = None
 ) -> dict:
@@ -331,6 +354,8 @@ def train_and_measure(
         from linecube.probes import oracle_spaces
 
         out["oracles"] = probe_all(oracle_spaces(truth, params), {}, truth, params, seed)
+        if "disc_scale_arcsec" in truth:
+            out["footprint"] = footprint(spaces, base, eval_ids, truth["disc_scale_arcsec"], seed)
     phases["probes"] = time.perf_counter() - t0
     out["seconds"] = {"train": t_train, **t, **phases}
     return out
@@ -417,6 +442,16 @@ def tables(res: dict, title: str) -> str:
             lines.append(f"  {name:<28} {sg:.3f} vs {sb:.3f} ({text}): {ok}")
         except (KeyError, TypeError):
             continue
+    fp = res.get("footprint")
+    if fp and "latent" in fp:
+        sp = [k for k in ("latent", "neighbors", "pixels_pca", "features") if k in fp]
+        lines.append(
+            f"disc scale and the IFU footprint (kNN R^2): from the IFU size alone {fp['disc_scale_from_ifu_size']:.2f}; "
+            + "within one IFU size "
+            + ", ".join(f"{k} {fp[k]['disc_scale_within_ifu']:.2f}" for k in sp)
+            + "; the IFU size from "
+            + ", ".join(f"{k} {fp[k]['ifu_size']:.2f}" for k in sp)
+        )
     if "true_parameters" in (res.get("oracles") or {}):
         o = res["oracles"]
         bpt = o.get("true_bpt_ratios", {}).get("knn", {}).get("class", float("nan"))
@@ -506,6 +541,7 @@ def main() -> None:
         "spaces": top["spaces"],
         "baselines": top["baselines"],
         "oracles": top.get("oracles", {}),
+        "footprint": top.get("footprint", {}),
         "reconstruction": top["reconstruction"],
         "train": top["train"],
         "steps": top["steps"],

@@ -69,6 +69,10 @@ def test_representation_benchmark_interface(tmp_path):
     assert set(res["oracles"]) == {"true_bpt_ratios", "true_parameters"}
     assert all(0 <= o["knn"]["class"] <= 1 and o["knn"]["log_n2ha"] <= 1 for o in res["oracles"].values())
     assert "ceiling of the class kNN probe" in p.stdout
+    # how much of the disc-scale probe is the IFU bundle's size
+    fp = res["footprint"]
+    assert fp["disc_scale_from_ifu_size"] <= 1 and {"ifu_size", "disc_scale_within_ifu"} <= set(fp["latent"])
+    assert {"pixels_pca", "features"} <= set(fp) and "the IFU footprint" in p.stdout
     rec = res["reconstruction"]
     assert {"loss_ratio", "pca_loss_ratio", "noise_loss_ratio", "learned_fraction", "perfect_model_ratio"} <= set(rec)
     assert [c.get("steps_asked") for c in res["curve"]] == [4, None] and res["curve"][-1]["default"]

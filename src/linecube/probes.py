@@ -15,7 +15,10 @@ follow the zero-shot protocol of AstroCLIP (Parker et al. 2024, MNRAS 531, 4990)
   neighbours: the claim of the paper's Fig. 3;
 * :func:`invariance_ratios`: a galaxy's distance to its own augmented copy over
   its distance to its nearest other galaxy (< 1: the copy is recognised);
-* :func:`oracle_spaces`: the probes' ceilings, spaces made of the true parameters.
+* :func:`oracle_spaces`: the probes' ceilings, spaces made of the true parameters;
+* :func:`within_groups`: what is left of a parameter at a fixed value of another
+  (the disc scale at one IFU size: MaNGA sizes its bundles to the galaxy, so a probe
+  of an angular size also reads the footprint).
 
 Probe galaxies should be held out from training and normal (no injected
 anomaly); the caller chooses them. Every function is numpy / scikit-learn only.
@@ -194,3 +197,21 @@ def oracle_spaces(truth: Mapping[str, np.ndarray], parameters: Sequence[str]) ->
     if len(parameters):
         out["true_parameters"] = std(list(parameters))
     return out
+
+
+def within_groups(y: Sequence[float], groups: Sequence) -> np.ndarray:
+    """``y`` minus its mean over the galaxies of the same group (N,): what a space
+    must know beyond the group to predict ``y``. A group of one galaxy gives 0."""
+    y = np.asarray(y, float)
+    g = np.asarray(groups)
+    out = np.empty_like(y)
+    for v in np.unique(g):
+        sel = g == v
+        out[sel] = y[sel] - np.nanmean(y[sel])
+    return out
+
+
+def ifu_size(plateifus: Sequence[str]) -> np.ndarray:
+    """Fibres in each galaxy's MaNGA IFU bundle, from its plate-IFU ('8485-12701' ->
+    127): the ``ifudsgn`` over 100."""
+    return np.array([int(str(p).split("-")[1]) // 100 for p in plateifus])
