@@ -235,16 +235,15 @@ def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
     return out
 
 
-def footprint(spaces: dict, base: dict, plateifus, disc, seed: int) -> dict:
+def footprint(spaces: dict, base: dict, size, disc, seed: int) -> dict:
     """How much of the disc-scale probe is the IFU footprint: MaNGA (and the simulator)
-    gives larger galaxies larger bundles, and a cube's zeros outside its hexagon show
-    the bundle. kNN R^2 of the disc scale from the IFU size alone, and per space: of
-    the IFU size, and of the disc scale within one IFU size (:func:`within_groups`)."""
-    import numpy as np
+    gives larger galaxies larger bundles (``size``: fibres, the truth table's
+    ``ifusize``), and a cube's zeros outside its hexagon show the bundle. kNN R^2 of
+    the disc scale from the IFU size alone, and per space: of the IFU size, and of the
+    disc scale within one IFU size (:func:`within_groups`)."""
+    from linecube.probes import knn_probe, within_groups
 
-    from linecube.probes import ifu_size, knn_probe, within_groups
-
-    size = ifu_size(plateifus).astype(float)
+    size = size.astype(float)
     resid = within_groups(disc, size)
     out = {"disc_scale_from_ifu_size": knn_probe(size[:, None], disc, classify=False, seed=seed)}
     for name, x in {**spaces, **base}.items():
@@ -252,7 +251,6 @@ def footprint(spaces: dict, base: dict, plateifus, disc, seed: int) -> dict:
             "ifu_size": knn_probe(x, size, classify=False, seed=seed),
             "disc_scale_within_ifu": knn_probe(x, resid, classify=False, seed=seed),
         }
-    out["n_ifu_sizes"] = int(len(np.unique(size)))
     return out
 
 
@@ -354,8 +352,8 @@ def train_and_measure(
         from linecube.probes import oracle_spaces
 
         out["oracles"] = probe_all(oracle_spaces(truth, params), {}, truth, params, seed)
-        if "disc_scale_arcsec" in truth:
-            out["footprint"] = footprint(spaces, base, eval_ids, truth["disc_scale_arcsec"], seed)
+        if "disc_scale_arcsec" in truth and "ifusize" in truth:
+            out["footprint"] = footprint(spaces, base, truth["ifusize"], truth["disc_scale_arcsec"], seed)
     phases["probes"] = time.perf_counter() - t0
     out["seconds"] = {"train": t_train, **t, **phases}
     return out

@@ -80,9 +80,8 @@ def test_oracle_spaces_are_the_standardised_true_parameters():
     assert set(oracle_spaces({"av": truth["av"]}, ["av"])) == {"true_parameters"}
 
 
-def test_within_groups_and_ifu_size():
-    from linecube.probes import ifu_size, within_groups
+def test_within_groups():
+    from linecube.probes import within_groups
 
-    np.testing.assert_array_equal(ifu_size(["8485-1901", "8485-12701", "7443-3702"]), [19, 127, 37])
     y = np.array([1.0, 3.0, 10.0, 14.0, 5.0])
     np.testing.assert_allclose(within_groups(y, [19, 19, 127, 127, 37]), [-1.0, 1.0, -2.0, 2.0, 0.0])

@@ -184,7 +184,6 @@ def test_worker_pool_not_forked_from_tensorflow(tmp_path):
         pytest.skip("TensorFlow not installed")
     code = textwrap.dedent(
         f"""
-        import sys
         import h5py, numpy as np
         from linecube.simulate import plan_survey
         from linecube.simulate.cubes import simulate_cubes_h5

@@ -209,9 +209,3 @@ def within_groups(y: Sequence[float], groups: Sequence) -> np.ndarray:
         sel = g == v
         out[sel] = y[sel] - np.nanmean(y[sel])
     return out
-
-
-def ifu_size(plateifus: Sequence[str]) -> np.ndarray:
-    """Fibres in each galaxy's MaNGA IFU bundle, from its plate-IFU ('8485-12701' ->
-    127): the ``ifudsgn`` over 100."""
-    return np.array([int(str(p).split("-")[1]) // 100 for p in plateifus])
