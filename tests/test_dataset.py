@@ -196,3 +196,47 @@ def test_feed_threads_give_the_same_batches_as_one(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(got[1][0], got[1][ds.num_batches])  # epochs differ
     assert feed_workers(8, on_gpu=False) == 1 and feed_workers(8, on_gpu=True) == 7 and feed_workers(1, on_gpu=True) == 1
+
+
+def test_endless_batches_run_on_across_epochs_from_their_first_step(tmp_path):
+    """``make_dataset(repeat=True)``: the i-th batch asked for is batch ``(step0 + i) % n``
+    of epoch ``(step0 + i) // n`` (what the finite dataset gives in that epoch), with the
+    next epoch's first batches assembled ahead; a resumed run (step0 = 2 epochs) picks up
+    where it left off; the test set (no new copies per epoch) repeats its one epoch."""
+    from fixtures import write_cubes_h5
+
+    from linecube.fluxscale import FluxScaler
+    from linecube.formats import load_lines
+    from linecube.models import ModelConfig
+    from linecube.train import make_dataset
+
+    path = tmp_path / "c.h5"
+    write_cubes_h5(path, 6)
+    mcfg = ModelConfig.from_config({})
+    scaler = FluxScaler.from_config({}, list(load_lines().names), 10)
+    src = CubeSource(path, np.arange(6), 5, aug_cfg(), need_mask=True, pairs=True)
+    finite = make_dataset(src, mcfg, scaler, 4, False)
+    n = finite.num_batches
+    want = []
+    for epoch in range(4):
+        src.epoch = epoch
+        want += [finite[b][0]["x"] for b in range(n)]
+    finite.close()
+    for step0 in (0, 2 * n):
+        s2 = CubeSource(path, np.arange(6), 5, aug_cfg(), need_mask=True, pairs=True)
+        endless = make_dataset(s2, mcfg, scaler, 4, False, repeat=True)
+        assert endless.num_batches is None
+        endless.step0 = step0
+        got = [endless[i][0]["x"] for i in range(4 * n - step0)]
+        endless.close()
+        s2.close()
+        for i, g in enumerate(got):
+            np.testing.assert_array_equal(g, want[step0 + i], err_msg=f"step0 {step0}, batch {i}")
+    test = CubeSource(path, np.arange(6), 6, aug_cfg(), need_mask=True, pairs=True, augment_epochs=False)
+    endless = make_dataset(test, mcfg, scaler, 4, False, repeat=True)
+    got = [endless[i][0]["x"] for i in range(2 * n)]
+    endless.close()
+    test.close()
+    for b in range(n):
+        np.testing.assert_array_equal(got[b], got[n + b])
+    src.close()

@@ -114,6 +114,41 @@ def test_two_epochs_on_simulated_sample_and_deterministic(tiny_cubes, tmp_path):
     assert not list(tmp_path.glob("a/.divergence-*"))
 
 
+def test_validation_logs_are_keras_evaluate_and_no_epoch_waits(tiny_cubes, tmp_path):
+    """The test losses in history.csv (the ``Validate`` callback: test_on_batch with
+    the metrics kept over the test set) equal Keras's ``evaluate`` of the trained
+    model on the same test batches; training runs on one endless iterator
+    (steps per epoch given), so the history has every epoch once."""
+    from linecube.config import with_defaults
+    from linecube.dataset import AugmentConfig, split_galaxies
+    from linecube.fluxscale import FluxScaler
+    from linecube.formats import read_layout, read_strings
+    from linecube.models import ModelConfig, load_model
+    from linecube.train import make_dataset, train, training_sources
+
+    tcfg = with_defaults("train", {"epochs": 2, "min_steps": 0, "seed": 5, "test_fraction": 0.34, "batch_size": 4})
+    mcfg_d = with_defaults("model", TINY_MODEL)
+    train(tiny_cubes, tmp_path / "ae", "ae", mcfg_d, tcfg, verbose=0)
+    h = pd.read_csv(tmp_path / "ae" / "history.csv")
+    assert list(h["epoch"]) == [1, 2]
+    with h5py.File(tiny_cubes) as f:
+        layout, lines = read_layout(f)
+        ids = read_strings(f["plateifu"])
+    mcfg = ModelConfig.from_config(mcfg_d, layout.n_lines, layout.window_bins, layout.crop)
+    tr, te = split_galaxies(ids, 0.34, 5)
+    scaler = FluxScaler.from_config(mcfg_d, lines.names, layout.window_bins)
+    _, test_src = training_sources(tiny_cubes, tr, te, 5, AugmentConfig.from_config(tcfg), mcfg, scaler)
+    ds = make_dataset(test_src, mcfg, scaler, 4, mcfg.uses_weights)
+    model = load_model(tmp_path / "ae" / "model.keras")
+    model.compile(optimizer="adam")
+    got = model.evaluate(ds, verbose=0, return_dict=True)
+    ds.close()
+    test_src.close()
+    assert ds.num_batches >= 2  # the means run over several batches
+    for k in ("loss", "reconstruction", "consistency"):
+        np.testing.assert_allclose(h[f"test_{k}"].iloc[-1], got[k], rtol=1e-5, err_msg=k)
+
+
 @pytest.mark.slow
 def test_ivar_weighted_loss_trains(tiny_cubes, tmp_path):
     """loss_weighting: ivar trains (finite losses), differs from the unweighted run, and

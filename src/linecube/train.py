@@ -14,7 +14,9 @@ Batches come from :class:`CubeBatches`, a ``keras.utils.PyDataset`` (the
 portable input pipeline of Keras 3) that assembles each batch in numpy (model
 layout, flux scaling, seeded augmentation) on background threads (one on CPU;
 with a GPU, the job's threads but one: :func:`feed_workers`), a few batches ahead
-of the training step.
+of the training step, across epoch ends (one endless iterator for the run). The
+test losses come from a callback (``Validate``), not from a new Keras iterator
+per epoch.
 """
 
 from __future__ import annotations
@@ -107,8 +109,17 @@ def make_dataset(
         batch is a pure function of (epoch, batch number), assembled by one of
         ``workers`` background threads up to ``ahead`` batches before it is asked
         for (the first thread reads ``source``, each other thread a clone with its
-        own HDF5 handle: the batches do not depend on the thread count);
-        ``repeat`` cycles endlessly through the epoch's batches."""
+        own HDF5 handle: the batches do not depend on the thread count).
+
+        ``repeat`` False: ``num_batches`` batches of the source's current epoch.
+        ``repeat`` True: endless; the ``index``-th batch asked for is the
+        ``step0 + index``-th of the run (epoch ``(step0 + index) // n``, batch
+        ``(step0 + index) % n`` of that epoch; ``step0``: the run's first step in
+        this process, set by the training loop, else the source's epoch x n).
+        Keras then keeps one iterator over all epochs, so the next epoch's first
+        batches are assembled while this epoch's last ones train, and no epoch
+        waits for a new iterator (TensorFlow's took 0.8-2.9 s at a third of
+        the epoch starts: docs/benchmarks.md)."""
 
         def __init__(self, ahead: int = 3):
             super().__init__(workers=1, use_multiprocessing=False)
@@ -119,6 +130,7 @@ def make_dataset(
             self._local = threading.local()
             self._sources: list[CubeSource] = []
             self._lock = threading.Lock()
+            self.step0: int | None = None
 
         @property
         def num_batches(self):
@@ -133,25 +145,33 @@ def make_dataset(
                 self._local.source = src
             return assemble_batch(src, mcfg, scaler, samples, epoch, with_weights)
 
-        def _submit(self, epoch: int, b: int):
-            key = (epoch, b)
-            if key not in self._pending:
+        def _submit(self, g: int):
+            """The future of the run's ``g``-th batch (epoch ``g // n``, batch ``g % n``)."""
+            if g not in self._pending:
+                epoch, b = divmod(g, self.n)
+                epoch = epoch if source.augment_epochs else 0
                 samples = source.batch_samples(epoch, b, batch_size)
-                self._pending[key] = self._pool.submit(self._assemble, samples, epoch)
-            return self._pending[key]
+                self._pending[g] = self._pool.submit(self._assemble, samples, epoch)
+            return self._pending[g]
+
+        def position(self, index: int) -> int:
+            """The run's batch number ``g`` of the ``index``-th batch asked for."""
+            if repeat:
+                base = self.step0 if self.step0 is not None else source.current_epoch() * self.n
+                return int(base) + int(index)
+            return source.current_epoch() * self.n + int(index) % self.n
 
         def __getitem__(self, index):
-            epoch = source.current_epoch()
-            b = int(index) % self.n
-            for k in list(self._pending):  # drop what another epoch or an earlier batch left
-                if k[0] != epoch or (k[1] < b and b - k[1] < self.n // 2):
+            g = self.position(index)
+            last = g + self.ahead if repeat else (g // self.n + 1) * self.n - 1
+            for k in list(self._pending):  # drop what an earlier batch or another iterator left
+                if k < g or k > last:
                     self._pending.pop(k).cancel()
-            fut = self._submit(epoch, b)
-            for j in range(1, self.ahead + 1):
-                if repeat or b + j < self.n:
-                    self._submit(epoch, (b + j) % self.n)
+            fut = self._submit(g)
+            for k in range(g + 1, min(g + self.ahead, last) + 1):
+                self._submit(k)
             out = fut.result()
-            self._pending.pop((epoch, b), None)
+            self._pending.pop(g, None)
             return (out,)
 
         def close(self):
@@ -160,6 +180,16 @@ def make_dataset(
                 src.close()
 
     return CubeBatches()
+
+
+def training_sources(cubes_h5, train_idx, test_idx, seed: int, aug: AugmentConfig, mcfg, scaler: FluxScaler):
+    """The (training, test) :class:`CubeSource` of a run: the training set shuffled
+    and augmented anew each epoch (seed ``seed``), the test set in file order with
+    the same augmented copies every epoch (seed ``seed + 1``)."""
+    kw = {"need_mask": mcfg.uses_weights or scaler.per_galaxy, "need_ivar": mcfg.loss_weighting != "none", "pairs": mcfg.pairs}
+    train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, **kw)
+    test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, **kw)
+    return train_src, test_src
 
 
 def feed_workers(threads: int | None, on_gpu: bool) -> int:
@@ -207,14 +237,46 @@ def _callbacks(
     train_cfg: dict,
     batch_size: int,
     schedule,
+    dataset=None,
+    steps_per_epoch: int | None = None,
+    validation=None,
 ):
     import keras
 
+    class Validate(keras.callbacks.Callback):
+        """The test set's losses after each epoch, as ``val_*`` logs (what
+        ``fit(validation_data=...)`` reports, the same means over the same
+        batches), from ``validation`` (a finite :func:`make_dataset`) batch by
+        batch through ``test_on_batch``: Keras's own validation makes a new
+        TensorFlow iterator per epoch, and dropping the last one stalled a third
+        of the epochs by 2-3.5 s (docs/benchmarks.md). ``test_on_batch`` resets
+        the metrics before each batch; a no-op ``reset_metrics`` on the model
+        for the loop lets them run over the whole test set, as ``evaluate`` does
+        (tests/test_train.py checks the two agree)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is None:
+                return
+            m = self.model
+            m.reset_metrics()  # the training logs are already taken
+            out = {}
+            m.reset_metrics = lambda: None  # shadows the method on this instance
+            try:
+                for b in range(validation.num_batches):
+                    out = m.test_on_batch(validation[b][0], return_dict=True)
+            finally:
+                del m.reset_metrics
+            logs.update({f"val_{k}": float(v) for k, v in out.items()})
+
     class SetEpoch(keras.callbacks.Callback):
-        """Tell the data source which epoch is starting (seeds its augmentation)."""
+        """Tell the data source which epoch is starting (seeds its augmentation),
+        and an endless ``dataset`` (:func:`make_dataset`) the run's step at which
+        its iterator starts (the first epoch run in this process, x ``steps_per_epoch``)."""
 
         def on_epoch_begin(self, epoch, logs=None):
             source.epoch = epoch
+            if dataset is not None and dataset.step0 is None:
+                dataset.step0 = int(epoch) * int(steps_per_epoch)
 
     guard = DivergenceGuard(schedule, events_path)
 
@@ -267,6 +329,7 @@ def _callbacks(
                 self.model.kl_scale.assign(min(1.0, (epoch + 1) / (self.epochs + 1)))
 
     cbs = [
+        *([Validate()] if validation is not None else []),
         SetEpoch(),
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", double_checkpoint=True, delete_checkpoint=True),
         guard,
@@ -501,14 +564,13 @@ def train(
     if mcfg.pairs and bs < 4:
         raise ValueError(f"train.batch_size {bs}: the consistency term needs at least 4 (two views of two galaxies)")
     with_w = mcfg.uses_weights
-    kw = {"need_mask": with_w or scaler.per_galaxy, "need_ivar": mcfg.loss_weighting != "none", "pairs": mcfg.pairs}
-    train_src = CubeSource(cubes_h5, train_idx, seed, aug, shuffle=True, **kw)
-    test_src = CubeSource(cubes_h5, test_idx, seed + 1, aug, shuffle=False, augment_epochs=False, **kw)
+    train_src, test_src = training_sources(cubes_h5, train_idx, test_idx, seed, aug, mcfg, scaler)
     n_feed = feed_workers(threads, bool(gpus))
     if n_feed > 1:
         log.info("%d threads assemble the training batches", n_feed)
-    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w, repeat=bool(steps_per_epoch), workers=n_feed)
-    test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w, repeat=bool(steps_per_epoch)) if len(test_idx) else None
+    # endless datasets, steps per epoch given: Keras keeps one iterator for the run (make_dataset)
+    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w, repeat=True, workers=n_feed)
+    test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None  # read by a callback
 
     per_epoch = steps_per_epoch or train_src.n_batches(bs)
     epochs = epochs_for(int(train_cfg["epochs"]), 0 if steps_per_epoch else int(train_cfg["min_steps"]), per_epoch)
@@ -553,13 +615,13 @@ def train(
     try:
         model.fit(
             train_ds,
-            validation_data=test_ds,
             epochs=epochs,
-            callbacks=_callbacks(train_src, history_path, events_path, backup_dir, train_cfg, bs, schedule),
+            callbacks=_callbacks(
+                train_src, history_path, events_path, backup_dir, train_cfg, bs, schedule, train_ds, per_epoch, test_ds
+            ),
             verbose=verbose,
             shuffle=False,  # the source shuffles, seeded per epoch (Keras would reorder a PyDataset's batches)
-            steps_per_epoch=steps_per_epoch,
-            validation_steps=steps_per_epoch if test_ds is not None else None,
+            steps_per_epoch=per_epoch,
         )
     finally:
         for ds in (train_ds, test_ds):
