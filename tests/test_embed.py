@@ -33,3 +33,25 @@ def test_umap_logs_a_disconnected_graph(caplog):
     with caplog.at_level(logging.WARNING, logger="linecube"):
         umap_reduce(x, 2, 5, 0.1, 0)
     assert "not fully connected" in caplog.text
+
+
+def test_umap_imports_without_tensorflow_and_leaves_it_importable():
+    """import_umap hides TensorFlow from umap-learn's package (its ParametricUMAP
+    import costs ~4 s); afterwards TensorFlow imports as usual. A fresh process:
+    this one may have imported either already."""
+    pytest.importorskip("umap")
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from linecube.embed import import_umap\n"
+        "u = import_umap()\n"
+        "assert 'tensorflow' not in sys.modules, 'umap pulled TensorFlow in'\n"
+        "assert hasattr(u, 'UMAP')\n"
+        "import importlib.util\n"
+        "assert importlib.util.find_spec('tensorflow') is None or __import__('tensorflow') is not None\n"
+        "print('OK')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "OK" in p.stdout, p.stderr[-2000:]

@@ -30,13 +30,35 @@ def pca_reduce(latents: np.ndarray, n_components: int, seed: int | None):
     return pca.fit_transform(latents.astype(np.float64)), pca.explained_variance_ratio_
 
 
+def import_umap():
+    """umap-learn without TensorFlow. Its package imports TensorFlow for
+    ``ParametricUMAP`` (which linecube never uses): ~4 s of a 12 s job on 2 cores
+    (docs/benchmarks.md). Where TensorFlow is not imported yet, it is hidden for
+    this one import (umap-learn then skips ``ParametricUMAP``); anything imported
+    later still gets the real TensorFlow."""
+    import sys
+
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    hide = "tensorflow" not in sys.modules
+    if hide:
+        sys.modules["tensorflow"] = None  # `import tensorflow` raises ImportError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ImportWarning)
+            import umap
+    finally:
+        if hide and "tensorflow" in sys.modules and sys.modules["tensorflow"] is None:
+            del sys.modules["tensorflow"]
+    return umap
+
+
 def umap_reduce(
     x: np.ndarray, n_components: int, n_neighbors: int, min_dist: float, seed: int | None, n_jobs: int = 1
 ) -> np.ndarray:
     """UMAP of x (N, d) to (N, n_components); n_neighbors capped at N - 1 for
     small samples. seed=None: unseeded, on n_jobs threads."""
-    import umap
-
+    umap = import_umap()
     n = len(x)
     nn = max(2, min(n_neighbors, n - 1))
     if nn < n_neighbors:
