@@ -20,6 +20,15 @@ pytest.importorskip("keras")
 TINY_MODEL = {"filters": [4], "stem_filters": 4, "latent_dim": 8, "pose_dim": 2}
 
 
+def _backends():
+    out = ["tensorflow"]
+    if importlib.util.find_spec("torch"):
+        out.append("torch")
+    if importlib.util.find_spec("jax"):
+        out.append("jax")
+    return out
+
+
 @pytest.fixture(scope="module")
 def tiny_cubes(tiny_survey, tmp_path_factory, lines):
     from linecube.extract import extract_to_h5
@@ -149,6 +158,54 @@ def test_validation_logs_are_keras_evaluate_and_no_epoch_waits(tiny_cubes, tmp_p
         np.testing.assert_allclose(h[f"test_{k}"].iloc[-1], got[k], rtol=1e-5, err_msg=k)
 
 
+VALIDATE = """
+import sys, json
+import pandas as pd
+from linecube.train import train  # selects the backend first
+cubes, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
+train(cubes, out, "vae", MODEL, {"epochs": 2, "min_steps": 0, "seed": 5, "test_fraction": 0.34, "batch_size": 4},
+      verbose=0, backend=backend)
+h = pd.read_csv(f"{out}/history.csv")
+import h5py
+from linecube.config import with_defaults
+from linecube.dataset import AugmentConfig, split_galaxies
+from linecube.fluxscale import FluxScaler
+from linecube.formats import read_layout, read_strings
+from linecube.models import ModelConfig, load_model
+from linecube.train import make_dataset, training_sources
+mk, tk = with_defaults("model", MODEL), with_defaults("train", {"batch_size": 4})
+with h5py.File(cubes) as f:
+    layout, lines = read_layout(f)
+    ids = read_strings(f["plateifu"])
+mcfg = ModelConfig.from_config(mk, layout.n_lines, layout.window_bins, layout.crop)
+tr, te = split_galaxies(ids, 0.34, 5)
+scaler = FluxScaler.from_config(mk, lines.names, layout.window_bins)
+_, src = training_sources(cubes, tr, te, 5, AugmentConfig.from_config(tk), mcfg, scaler)
+model = load_model(f"{out}/model.keras")
+model.compile(optimizer="adam")
+got = model.evaluate(make_dataset(src, mcfg, scaler, 4, mcfg.uses_weights), verbose=0, return_dict=True)
+print("VALIDATE", json.dumps({k: [float(h[f"test_{k}"].iloc[-1]), float(got[k])] for k in ("loss", "reconstruction", "kl")}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [b for b in _backends() if b != "tensorflow"])
+def test_validation_logs_are_keras_evaluate_on_other_backends(tiny_cubes, tmp_path, backend):
+    """The ``Validate`` callback's test losses (a VAE: KL too) equal Keras's
+    ``evaluate`` on PyTorch and JAX as on TensorFlow (their ``test_on_batch``
+    resets the metrics through the same method)."""
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    code = VALIDATE.replace("MODEL", repr(TINY_MODEL))
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_cubes), str(tmp_path / "vae"), backend],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert p.returncode == 0 and "VALIDATE" in p.stdout, p.stderr[-3000:]
+    got = json.loads(p.stdout.split("VALIDATE", 1)[1])
+    for k, (logged, evaluated) in got.items():
+        np.testing.assert_allclose(logged, evaluated, rtol=1e-5, err_msg=k)
+
+
 @pytest.mark.slow
 def test_ivar_weighted_loss_trains(tiny_cubes, tmp_path):
     """loss_weighting: ivar trains (finite losses), differs from the unweighted run, and
@@ -234,15 +291,6 @@ z, recon = rec(flux, mask)
 print("SCORED", json.dumps({"z": z.tolist(), "recon_mean": float(np.abs(recon).mean()), "backend": backend.name(),
                             "trained_backend": rec.model.trained_backend}))
 """
-
-
-def _backends():
-    out = ["tensorflow"]
-    if importlib.util.find_spec("torch"):
-        out.append("torch")
-    if importlib.util.find_spec("jax"):
-        out.append("jax")
-    return out
 
 
 @pytest.mark.slow
