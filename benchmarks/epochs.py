@@ -35,7 +35,6 @@ def run(args) -> dict:
     kb.select("tensorflow")
     kb.configure(0, deterministic=False, threads=args.threads)
     import keras
-    import numpy as np
 
     from linecube.config import validate_config
     from linecube.dataset import AugmentConfig, split_galaxies
@@ -95,7 +94,7 @@ def run(args) -> dict:
                     model.fit(train_ds, validation_data=test_ds, epochs=args.epochs, verbose=0, shuffle=False,
                               callbacks=[SetEpoch(), clock])  # fmt: skip
                 else:
-                    train_ds = make_dataset(train_src, mcfg, scaler, bs, False, repeat=True)
+                    train_ds = make_dataset(train_src, mcfg, scaler, bs, False, repeat=True, steps=n * args.epochs)
                     test_ds = make_dataset(test_src, mcfg, scaler, bs, False)
                     work = td / f"run-{r}"
                     work.mkdir(exist_ok=True)

@@ -232,6 +232,14 @@ def test_endless_batches_run_on_across_epochs_from_their_first_step(tmp_path):
         s2.close()
         for i, g in enumerate(got):
             np.testing.assert_array_equal(g, want[step0 + i], err_msg=f"step0 {step0}, batch {i}")
+    s3 = CubeSource(path, np.arange(6), 5, aug_cfg(), need_mask=True, pairs=True)
+    run = make_dataset(s3, mcfg, scaler, 4, False, repeat=True, steps=4 * n)  # a run of 4 epochs
+    assert run.num_batches == 4 * n + 1  # ends one batch after the last step: no prefetch past it
+    run.step0 = 2 * n  # resumed after epoch 2
+    assert run.num_batches == 2 * n + 1
+    np.testing.assert_array_equal(run[0][0]["x"], want[2 * n])
+    run.close()
+    s3.close()
     test = CubeSource(path, np.arange(6), 6, aug_cfg(), need_mask=True, pairs=True, augment_epochs=False)
     endless = make_dataset(test, mcfg, scaler, 4, False, repeat=True)
     got = [endless[i][0]["x"] for i in range(2 * n)]

@@ -96,9 +96,17 @@ def assemble_batch(source: CubeSource, mcfg, scaler: FluxScaler, samples, epoch:
 
 
 def make_dataset(
-    source: CubeSource, mcfg, scaler: FluxScaler, batch_size: int, with_weights: bool, repeat: bool = False, workers: int = 1
+    source: CubeSource,
+    mcfg,
+    scaler: FluxScaler,
+    batch_size: int,
+    with_weights: bool,
+    repeat: bool = False,
+    workers: int = 1,
+    steps: int | None = None,
 ):
-    """A :class:`CubeBatches` over ``source`` (``repeat``: endless, for benchmarks),
+    """A :class:`CubeBatches` over ``source`` (``repeat``: on across epochs; with
+    ``steps``, the run's optimiser steps, it ends one batch after the last),
     assembled by ``workers`` threads."""
     import keras
 
@@ -112,14 +120,18 @@ def make_dataset(
         own HDF5 handle: the batches do not depend on the thread count).
 
         ``repeat`` False: ``num_batches`` batches of the source's current epoch.
-        ``repeat`` True: endless; the ``index``-th batch asked for is the
+        ``repeat`` True: on across epochs; the ``index``-th batch asked for is the
         ``step0 + index``-th of the run (epoch ``(step0 + index) // n``, batch
         ``(step0 + index) % n`` of that epoch; ``step0``: the run's first step in
         this process, set by the training loop, else the source's epoch x n).
         Keras then keeps one iterator over all epochs, so the next epoch's first
         batches are assembled while this epoch's last ones train, and no epoch
         waits for a new iterator (TensorFlow's took 0.8-2.9 s at a third of
-        the epoch starts: docs/benchmarks.md)."""
+        the epoch starts: docs/benchmarks.md). Endless without ``steps``; with
+        it, ``num_batches`` ends the run's batches one after its last step, so
+        that TensorFlow's prefetching stops there: dropping an iterator whose
+        prefetch still ran an endless generator took up to 34 s at the end of a
+        run."""
 
         def __init__(self, ahead: int = 3):
             super().__init__(workers=1, use_multiprocessing=False)
@@ -134,7 +146,11 @@ def make_dataset(
 
         @property
         def num_batches(self):
-            return None if repeat else self.n
+            if not repeat:
+                return self.n
+            if steps is None:
+                return None
+            return max(1, int(steps) - int(self.step0 or 0) + 1)  # one spare batch: Keras never starts a new iterator
 
         def _assemble(self, samples, epoch: int) -> dict:
             src = getattr(self._local, "source", None)
@@ -164,6 +180,8 @@ def make_dataset(
         def __getitem__(self, index):
             g = self.position(index)
             last = g + self.ahead if repeat else (g // self.n + 1) * self.n - 1
+            if repeat and steps is not None:
+                last = min(last, int(steps))
             for k in list(self._pending):  # drop what an earlier batch or another iterator left
                 if k < g or k > last:
                     self._pending.pop(k).cancel()
@@ -568,12 +586,11 @@ def train(
     n_feed = feed_workers(threads, bool(gpus))
     if n_feed > 1:
         log.info("%d threads assemble the training batches", n_feed)
-    # endless datasets, steps per epoch given: Keras keeps one iterator for the run (make_dataset)
-    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w, repeat=True, workers=n_feed)
-    test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None  # read by a callback
-
     per_epoch = steps_per_epoch or train_src.n_batches(bs)
     epochs = epochs_for(int(train_cfg["epochs"]), 0 if steps_per_epoch else int(train_cfg["min_steps"]), per_epoch)
+    # batches on across epochs, steps per epoch given: Keras keeps one iterator for the run (make_dataset)
+    train_ds = make_dataset(train_src, mcfg, scaler, bs, with_w, repeat=True, workers=n_feed, steps=per_epoch * epochs)
+    test_ds = make_dataset(test_src, mcfg, scaler, bs, with_w) if len(test_idx) else None  # read by a callback
     if epochs > int(train_cfg["epochs"]):
         log.info(
             "%d steps per epoch: %d epochs instead of %d, for the %d optimiser steps of train.min_steps",
