@@ -75,7 +75,9 @@ def measure(args) -> dict:
                 cubes, np.arange(args.galaxies), 0, AugmentConfig.from_config(defaults["train"]),
                 need_mask=scaler.per_galaxy, pairs=mcfg.pairs,
             )  # fmt: skip
-            ds_h5 = make_dataset(src, mcfg, scaler, bs, False, repeat=True)
+            # both feeds end one batch after a timed call's steps (as train() does): TensorFlow's
+            # prefetch on an endless feed can hold fit's return for seconds (docs/benchmarks.md)
+            ds_h5 = make_dataset(src, mcfg, scaler, bs, False, repeat=True, steps=args.steps)
             n = src.n_batches(bs)
             batches = [assemble_batch(src, mcfg, scaler, src.batch_samples(0, b, bs), 0, False) for b in range(n)]
 
@@ -86,7 +88,7 @@ def measure(args) -> dict:
 
                 @property
                 def num_batches(self):
-                    return None
+                    return args.steps + 1
 
                 def __getitem__(self, i):
                     return (self.batches[i % self.n],)
