@@ -243,3 +243,35 @@ def check(r, lines, *needles):
     for n in needles:
         assert n.lower() in msg.lower(), msg
     return msg
+
+
+def evaluate_test_split(cubes, model_path, model_keys: dict, train_keys: dict) -> dict:
+    """Keras's ``evaluate`` of a trained model on its run's test batches (the split and
+    test source ``train()`` made from ``train_keys``): what history.csv's test losses
+    must equal. Imports Keras: call it after the backend is chosen."""
+    from linecube.config import with_defaults
+    from linecube.dataset import AugmentConfig, split_galaxies
+    from linecube.fluxscale import FluxScaler
+    from linecube.formats import read_layout, read_strings
+    from linecube.models import ModelConfig, load_model
+    from linecube.train import make_dataset, training_sources
+
+    mk, tk = with_defaults("model", model_keys), with_defaults("train", train_keys)
+    with h5py.File(cubes) as f:
+        layout, lines = read_layout(f)
+        ids = read_strings(f["plateifu"])
+    mcfg = ModelConfig.from_config(mk, layout.n_lines, layout.window_bins, layout.crop)
+    seed = int(tk["seed"])
+    tr, te = split_galaxies(ids, float(tk["test_fraction"]), seed)
+    scaler = FluxScaler.from_config(mk, lines.names, layout.window_bins)
+    _, src = training_sources(cubes, tr, te, seed, AugmentConfig.from_config(tk), mcfg, scaler)
+    ds = make_dataset(src, mcfg, scaler, int(tk["batch_size"]), mcfg.uses_weights)
+    model = load_model(model_path)
+    model.compile(optimizer="adam")
+    try:
+        out = model.evaluate(ds, verbose=0, return_dict=True)
+    finally:
+        ds.close()
+        src.close()
+    out["n_batches"] = ds.num_batches
+    return out

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -128,32 +129,16 @@ def test_validation_logs_are_keras_evaluate_and_no_epoch_waits(tiny_cubes, tmp_p
     the metrics kept over the test set) equal Keras's ``evaluate`` of the trained
     model on the same test batches; training runs on one endless iterator
     (steps per epoch given), so the history has every epoch once."""
-    from linecube.config import with_defaults
-    from linecube.dataset import AugmentConfig, split_galaxies
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import read_layout, read_strings
-    from linecube.models import ModelConfig, load_model
-    from linecube.train import make_dataset, train, training_sources
+    from fixtures import evaluate_test_split
 
-    tcfg = with_defaults("train", {"epochs": 2, "min_steps": 0, "seed": 5, "test_fraction": 0.34, "batch_size": 4})
-    mcfg_d = with_defaults("model", TINY_MODEL)
-    train(tiny_cubes, tmp_path / "ae", "ae", mcfg_d, tcfg, verbose=0)
+    from linecube.train import train
+
+    tcfg = {"epochs": 2, "min_steps": 0, "seed": 5, "test_fraction": 0.34, "batch_size": 4}
+    train(tiny_cubes, tmp_path / "ae", "ae", TINY_MODEL, tcfg, verbose=0)
     h = pd.read_csv(tmp_path / "ae" / "history.csv")
     assert list(h["epoch"]) == [1, 2]
-    with h5py.File(tiny_cubes) as f:
-        layout, lines = read_layout(f)
-        ids = read_strings(f["plateifu"])
-    mcfg = ModelConfig.from_config(mcfg_d, layout.n_lines, layout.window_bins, layout.crop)
-    tr, te = split_galaxies(ids, 0.34, 5)
-    scaler = FluxScaler.from_config(mcfg_d, lines.names, layout.window_bins)
-    _, test_src = training_sources(tiny_cubes, tr, te, 5, AugmentConfig.from_config(tcfg), mcfg, scaler)
-    ds = make_dataset(test_src, mcfg, scaler, 4, mcfg.uses_weights)
-    model = load_model(tmp_path / "ae" / "model.keras")
-    model.compile(optimizer="adam")
-    got = model.evaluate(ds, verbose=0, return_dict=True)
-    ds.close()
-    test_src.close()
-    assert ds.num_batches >= 2  # the means run over several batches
+    got = evaluate_test_split(tiny_cubes, tmp_path / "ae" / "model.keras", TINY_MODEL, tcfg)
+    assert got["n_batches"] >= 2  # the means run over several batches
     for k in ("loss", "reconstruction", "consistency"):
         np.testing.assert_allclose(h[f"test_{k}"].iloc[-1], got[k], rtol=1e-5, err_msg=k)
 
@@ -162,28 +147,13 @@ VALIDATE = """
 import sys, json
 import pandas as pd
 from linecube.train import train  # selects the backend first
-cubes, out, backend = sys.argv[1], sys.argv[2], sys.argv[3]
-train(cubes, out, "vae", MODEL, {"epochs": 2, "min_steps": 0, "seed": 5, "test_fraction": 0.34, "batch_size": 4},
-      verbose=0, backend=backend)
+cubes, out, backend, tests = sys.argv[1:5]
+sys.path.insert(0, tests)
+from fixtures import evaluate_test_split
+tcfg = {"epochs": 2, "min_steps": 0, "seed": 5, "test_fraction": 0.34, "batch_size": 4}
+train(cubes, out, "vae", MODEL, tcfg, verbose=0, backend=backend)
 h = pd.read_csv(f"{out}/history.csv")
-import h5py
-from linecube.config import with_defaults
-from linecube.dataset import AugmentConfig, split_galaxies
-from linecube.fluxscale import FluxScaler
-from linecube.formats import read_layout, read_strings
-from linecube.models import ModelConfig, load_model
-from linecube.train import make_dataset, training_sources
-mk, tk = with_defaults("model", MODEL), with_defaults("train", {"batch_size": 4})
-with h5py.File(cubes) as f:
-    layout, lines = read_layout(f)
-    ids = read_strings(f["plateifu"])
-mcfg = ModelConfig.from_config(mk, layout.n_lines, layout.window_bins, layout.crop)
-tr, te = split_galaxies(ids, 0.34, 5)
-scaler = FluxScaler.from_config(mk, lines.names, layout.window_bins)
-_, src = training_sources(cubes, tr, te, 5, AugmentConfig.from_config(tk), mcfg, scaler)
-model = load_model(f"{out}/model.keras")
-model.compile(optimizer="adam")
-got = model.evaluate(make_dataset(src, mcfg, scaler, 4, mcfg.uses_weights), verbose=0, return_dict=True)
+got = evaluate_test_split(cubes, f"{out}/model.keras", MODEL, tcfg)
 print("VALIDATE", json.dumps({k: [float(h[f"test_{k}"].iloc[-1]), float(got[k])] for k in ("loss", "reconstruction", "kl")}))
 """
 
@@ -197,7 +167,7 @@ def test_validation_logs_are_keras_evaluate_on_other_backends(tiny_cubes, tmp_pa
     env = {**os.environ, "KERAS_BACKEND": backend}
     code = VALIDATE.replace("MODEL", repr(TINY_MODEL))
     p = subprocess.run(
-        [sys.executable, "-c", code, str(tiny_cubes), str(tmp_path / "vae"), backend],
+        [sys.executable, "-c", code, str(tiny_cubes), str(tmp_path / "vae"), backend, str(Path(__file__).parent)],
         capture_output=True, text=True, env=env, timeout=900,
     )  # fmt: skip
     assert p.returncode == 0 and "VALIDATE" in p.stdout, p.stderr[-3000:]
