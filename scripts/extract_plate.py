@@ -1,6 +1,6 @@
 """Rule extract_plate: one plate's LOGCUBEs -> results/extract/{plate}.h5 (thin wrapper)."""
 
-from linecube.extract import extract_to_h5
+from linecube.extract import ExtractOptions, extract_to_h5
 from linecube.formats import CubeLayout, load_lines
 from linecube.manga import CubeRequest
 from linecube.runlog import rule_log
@@ -21,7 +21,8 @@ with rule_log(sm.log[0]) as log:
         threads=sm.threads,
         max_reject_fraction=p.max_reject_fraction,
         label=f"plate {sm.wildcards.plate}",
-        config={"window_bins": p.window_bins, "crop": p.crop},
+        config={"window_bins": p.window_bins, "crop": p.crop, "galactic_extinction": p.galactic_extinction},
+        options=ExtractOptions(p.galactic_extinction, p.extinction_rv, p.verify_full_file),
     )
     log.info("plate %s: %d extracted, %d rejected, %.1f s", sm.wildcards.plate, s.extracted, s.rejected, s.seconds)
     for r in s.rejects:

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from linecube.extract import extract_cube
+from linecube.extract import ExtractOptions, extract_cube
 from linecube.formats import CubeLayout, create_cube_file, load_lines
 from linecube.manga import CubeError, CubeRequest, logcube_path
 from linecube.simulate import build_logcube, drpall_row, write_drpall, write_fits_gz
@@ -28,6 +28,8 @@ from linecube.simulate import build_logcube, drpall_row, write_drpall, write_fit
 
 REPO = Path(__file__).resolve().parents[1]
 #: real MaNGA spectra beside the checkout, for tests only (skipped when absent)
+#: extraction as the DRP wrote the cube: no Galactic extinction correction
+RAW = ExtractOptions("none", 3.1, True)
 REAL_SPECTRA = REPO.parent / "shared" / "data" / "manga-real-spectra"
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
-from fixtures import REAL_SPECTRA, check, make_galaxy, req, write_cube
+from fixtures import RAW, REAL_SPECTRA, check, make_galaxy, req, write_cube
 
 from linecube.extract import TooManyRejects, crop_bounds, extract_cube, extract_to_h5, window_centres, window_indices
 from linecube.formats import VoxelFlag
@@ -44,7 +44,7 @@ def test_crop_bounds(centre, size, crop, expected):
 def test_extraction_equals_astropy_slicing(tmp_path, lines):
     g = make_galaxy(ifusize=37, z=0.045)
     path = write_cube(tmp_path, g, lines)
-    cube = extract_cube(req_for(g, path), lines)
+    cube = extract_cube(req_for(g, path), lines, options=RAW)
     with fits.open(path) as hl:
         wave = header_wavelengths(hl["FLUX"].header)
         idx = window_indices(window_centres(wave, lines.rest, g.z))
@@ -55,12 +55,12 @@ def test_extraction_equals_astropy_slicing(tmp_path, lines):
         x, y = centre_pixel(hl["FLUX"].header, g.objra, g.objdec)
         cx, cy = int(round(x)), int(round(y))
         sl = (idx, slice(cy - 16, cy + 16), slice(cx - 16, cx + 16))
-        np.testing.assert_array_equal(cube["flux"], hl["FLUX"].data[sl])
-        np.testing.assert_array_equal(cube["ivar"], hl["IVAR"].data[sl])
         drp = hl["MASK"].data[sl]
+        unusable = ((drp & (1 | 4 | 8 | 1024)) != 0) | (hl["IVAR"].data[sl] <= 0)
+        np.testing.assert_array_equal(cube["flux"], np.where(unusable, 0, hl["FLUX"].data[sl]))
+        np.testing.assert_array_equal(cube["ivar"], np.where(unusable, 0, hl["IVAR"].data[sl]))
     assert cube["flux"].shape == (190, 32, 32) and cube["flux"].dtype == np.float32
     assert cube["mask"].dtype == np.uint8
-    unusable = (drp & (1 | 4 | 8 | 1024)) != 0
     np.testing.assert_array_equal(cube["mask"] != 0, unusable)
 
 
@@ -142,11 +142,13 @@ def test_real_spectra_lines_peak_inside_their_windows(tmp_path, lines):
             with pytest.raises(CubeError, match="no usable voxel"):
                 extract_cube(r, lines)
             continue
-        cube = extract_cube(r, lines)
+        cube = extract_cube(r, lines, options=RAW)
         spec = cube["flux"][:, 16, 16]
         idx = window_indices(window_centres(wave, lines.rest, float(z)))
-        np.testing.assert_array_equal(spec, flux[i][idx].astype(np.float32))  # values equal the input spectrum
-        np.testing.assert_array_equal(cube["ivar"][:, 16, 16], ivar[i][idx].astype(np.float32))
+        ok = cube["mask"][:, 16, 16] == 0
+        # values equal the input spectrum where usable; 0 where the DRP flagged them
+        np.testing.assert_array_equal(spec, np.where(ok, flux[i][idx].astype(np.float32), 0))
+        np.testing.assert_array_equal(cube["ivar"][:, 16, 16], np.where(ok, ivar[i][idx].astype(np.float32), 0))
         centres = idx[5::10]
         for k, name in enumerate(lines.names):
             if np.any(np.abs(centres - centres[k])[np.arange(len(centres)) != k] < 5):

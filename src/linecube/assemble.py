@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_path
-from .formats import CUBE_DATASETS, META_DATASETS, create_cube_file, read_layout, read_strings
+from .formats import CUBE_DATASETS, META_DATASETS, META_FALLBACK, create_cube_file, read_layout, read_strings
 
 
 def assemble(
@@ -69,8 +69,10 @@ def assemble(
                         if src is not None:
                             src.close()
                         src, cur = h5py.File(plate_files[fi], "r"), fi
-                    for name in (*CUBE_DATASETS, "wave", *META_DATASETS):
+                    for name in (*CUBE_DATASETS, "wave"):
                         dst[name][i] = src[name][row]
+                    for name in META_DATASETS:  # a plate file from before a dataset existed: its fallback
+                        dst[name][i] = src[name][row] if name in src else META_FALLBACK[name]
             finally:
                 if src is not None:
                     src.close()

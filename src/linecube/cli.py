@@ -75,6 +75,18 @@ def _schema_bounds(section: str, key: str) -> tuple[float, float]:
     return spec.get("minimum", float("-inf")), spec.get("maximum", float("inf"))
 
 
+def _schema_default(section: str, key: str):
+    from .config import _schema
+
+    return _schema()["properties"][section]["properties"][key].get("default")
+
+
+def _schema_enum(section: str, key: str) -> list:
+    from .config import _schema
+
+    return list(_schema()["properties"][section]["properties"][key]["enum"])
+
+
 def check_drpver(drpver: str) -> None:
     """--drpver is a DRP version (v3_1_1), a folder name under --out: never a path."""
     import re
@@ -194,7 +206,7 @@ def _is_our_rejects(path: Path) -> bool:
 
 def _cmd_extract(args: argparse.Namespace) -> int:
     from .atomic import Busy
-    from .extract import NothingExtracted, TooManyRejects, extract_to_h5
+    from .extract import ExtractOptions, NothingExtracted, TooManyRejects, extract_to_h5
     from .formats import CubeLayout, load_lines
     from .manga import DuplicateCubes, requests_from_drpall
 
@@ -225,7 +237,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     layout = CubeLayout(len(lines), args.window_bins, args.crop)
     try:
         opts = {k: getattr(args, k) for k in ("drpver", "compression", "threads", "max_reject_fraction")}
-        s = extract_to_h5(reqs, out, lines, layout, label=out.stem, pre_rejects=pre_rejects, allow_empty=False, **opts)
+        xopts = ExtractOptions.from_config({"galactic_extinction": args.galactic_extinction})
+        s = extract_to_h5(
+            reqs, out, lines, layout, label=out.stem, pre_rejects=pre_rejects, allow_empty=False, options=xopts, **opts
+        )
     except Busy as e:
         raise UsageError(str(e)) from None
     except TooManyRejects as e:
@@ -306,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--compression", default="lzf", choices=["none", "lzf", "gzip"])
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--max-reject-fraction", type=float, default=1.0)
+    e.add_argument(
+        "--galactic-extinction",
+        default=_schema_default("extract", "galactic_extinction"),
+        choices=_schema_enum("extract", "galactic_extinction"),
+        help="Milky Way extinction law applied with each cube's EBVGAL (none: the DRP's uncorrected flux)",
+    )
     e.set_defaults(func=_cmd_extract)
 
     n = sub.add_parser("neighbors", help="nearest neighbours of a galaxy in the UMAP or PCA space")

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_paths, write_csv_atomic
-from .formats import CubeLayout, LineList, VoxelFlag, create_cube_file, shown, write_cube_row
+from .formats import CubeLayout, LineList, VoxelFlag, clean_masked, create_cube_file, shown, write_cube_row
 from .manga import (
     BITPIX_DTYPES,
+    BUNIT,
     DRP_UNUSABLE,
     NWAVE,
     CubeError,
@@ -170,15 +171,94 @@ _KINDS = (
 )
 
 
-def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLayout()) -> dict:
+@dataclass(frozen=True)
+class ExtractOptions:
+    """What extraction does beyond cutting windows (the ``extract:`` config;
+    :meth:`from_config` fills it from the schema).
+
+    ``galactic_extinction``: ``none`` or a law of :data:`linecube.extinction.LAWS`
+    (R_V ``rv``), applied with E(B-V) from the LOGCUBE's EBVGAL, else the drpall's
+    ``ebvgal``. ``full_read``: read the file to its end (the spatial correlation
+    tables and the gzip CRC); False stops after MASK (faster, no CRC check)."""
+
+    galactic_extinction: str
+    rv: float
+    full_read: bool
+
+    @classmethod
+    def from_config(cls, extract: dict | None = None) -> ExtractOptions:
+        from .config import with_defaults
+
+        e = with_defaults("extract", extract)
+        return cls(str(e["galactic_extinction"]), float(e["extinction_rv"]), bool(e["verify_full_file"]))
+
+
+#: FLUX values beyond this magnitude (flux units) are no galaxy's: flagged unusable
+MAX_ABS_FLUX = 1e8
+#: the correlation table read for the noise model (r band, nearest H-alpha and [NII])
+CORREL_HDUS = ("RCORREL", "ICORREL", "GCORREL", "ZCORREL")
+
+
+def _same_unit(a: str, b: str) -> bool:
+    """BUNIT strings equal up to case and spaces ('1E-17 erg/s/cm^2/Angstrom/spaxel')."""
+    return "".join(str(a).split()).lower() == "".join(str(b).split()).lower()
+
+
+def _correl_sigma(st: LogcubeStream, h, nbytes: int) -> float:
+    """Read a DRP correlation table HDU from the stream and fit its Gaussian sigma."""
+    from astropy.io import fits
+
+    from .noise import fit_correlation_sigma
+
+    buf = bytearray(nbytes)
+    st.readinto(buf)
+    t = fits.BinTableHDU.fromstring(h.tostring().encode("ascii") + bytes(buf)).data
+    cols = {c.upper() for c in t.columns.names}
+    if not {"INDXI_C1", "INDXI_C2", "INDXJ_C1", "INDXJ_C2", "RHOIJ"} <= cols:
+        return float("nan")
+    return fit_correlation_sigma(t["INDXI_C1"], t["INDXI_C2"], t["INDXJ_C1"], t["INDXJ_C2"], t["RHOIJ"])
+
+
+def _read_ebv(primary, req: CubeRequest) -> float:
+    """E(B-V) (mag): the primary header's EBVGAL, else the drpall's; NaN if neither."""
+    for v in (primary.get("EBVGAL"), req.ebvgal):
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(v) and 0 <= v < 10:
+            return v
+    return float("nan")
+
+
+def ifu_fibres(plateifu: str) -> int:
+    """The IFU bundle size (19, 37, 61, 91 or 127 fibres) from a plate-IFU: MaNGA's
+    IFU design numbers are the bundle size x 100 plus a counter (``8485-1901``: 19);
+    0 for anything else."""
+    from .manga import IFU_CUBE_SIZE, parse_plateifu
+
+    try:
+        fib = parse_plateifu(plateifu)[1] // 100
+    except ValueError:
+        return 0
+    return fib if fib in IFU_CUBE_SIZE else 0
+
+
+def extract_cube(
+    req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLayout(), options: ExtractOptions | None = None
+) -> dict:
     """Extract one galaxy's emission-line cube from its LOGCUBE.
 
     Returns a dict with flux, ivar (float32, (n_lines*window_bins, crop, crop),
-    (wavelength, y, x), flux units of the cube), mask (uint8, VoxelFlag bits),
-    wave (observed wavelength of each channel, A) and the drpall metadata.
-    Raises :class:`CubeError` with a reason a person understands.
+    (wavelength, y, x), flux units of the cube, corrected for Galactic extinction
+    as ``options`` say; 0 wherever the mask is nonzero), mask (uint8, VoxelFlag
+    bits), wave (observed wavelength of each channel, A), the drpall metadata,
+    ``ebvgal`` (the E(B-V) corrected for), ``correl_sigma`` (the noise's
+    correlation length, spaxels, NaN when the file has no correlation table) and
+    ``ifu_fibres``. Raises :class:`CubeError` with a reason a person understands.
     """
     where = f"{req.plateifu} ({shown(req.path)})"
+    options = options or ExtractOptions.from_config()
     path = Path(req.path)
     try:
         st_mode = os.stat(path)
@@ -193,23 +273,36 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
         raise CubeError(f"{where}: file is empty (0 bytes)")
     found: dict[str, np.ndarray] = {}
     plan = None
+    primary = None
+    correl = float("nan")
     try:
         with LogcubeStream(path) as st:
             primary = st.read_header()
             if primary is None or "SIMPLE" not in primary:
                 raise CubeError(f"{where}: not a FITS file (no SIMPLE card)")
             st.skip(data_nbytes(primary))
-            while len(found) < 3:
+            while True:
+                if len(found) == 3 and not options.full_read:
+                    break
                 h = st.read_header()
                 if h is None:
                     missing = [n for n in ("FLUX", "IVAR", "MASK") if n not in found]
-                    raise CubeError(f"{where}: no {', '.join(missing)} HDU in the file")
+                    if missing:
+                        raise CubeError(f"{where}: no {', '.join(missing)} HDU in the file")
+                    st.check_end()  # the gzip CRC and length, where the file is gzipped
+                    break
                 name = str(h.get("EXTNAME", "")).strip().upper()
                 nbytes = data_nbytes(h)
                 if name in ("FLUX", "IVAR", "MASK") and name not in found:
                     if int(h.get("NAXIS", 0)) != 3:
                         raise CubeError(f"{where}: HDU {name} has NAXIS={h.get('NAXIS')}, expected a 3-D cube")
                     if name == "FLUX":
+                        unit = h.get("BUNIT")
+                        if unit is None or not _same_unit(unit, BUNIT):
+                            raise CubeError(
+                                f"{where}: FLUX has BUNIT={unit!r}, not the DRP's {BUNIT!r}; "
+                                "linecube needs flux in those units (convert the cube, or fix its header if the values are in them)"
+                            )
                         plan = _plan(h, req, lines, layout, where)
                     elif plan is None:
                         raise CubeError(f"{where}: no FLUX HDU before {name}: not a LOGCUBE layout")
@@ -220,8 +313,9 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
                     fill = {"FLUX": 0.0, "IVAR": 0.0, "MASK": -1}[name]
                     out_dtype = np.int32 if name == "MASK" else np.float32
                     found[name] = _read_slices(st, h, plan, fill, out_dtype)
-                    if len(found) < 3:
-                        st.skip(nbytes - (st.pos - start))
+                    st.skip(nbytes - (st.pos - start))
+                elif name in CORREL_HDUS and not np.isfinite(correl) and h.get("XTENSION", "").strip() == "BINTABLE":
+                    correl = _correl_sigma(st, h, nbytes)
                 else:
                     st.skip(nbytes)
     except CubeError as e:
@@ -236,13 +330,29 @@ def extract_cube(req: CubeRequest, lines: LineList, layout: CubeLayout = CubeLay
     except (OSError, ValueError, KeyError, TypeError, io.UnsupportedOperation) as e:
         msg = str(e) or type(e).__name__
         if "CRC" in msg or "gzip" in msg.lower() or "compressed" in msg.lower() or "invalid" in msg.lower():
-            raise CubeError(f"{where}: corrupt gzip data ({msg})") from None
+            raise CubeError(f"{where}: corrupt gzip data ({msg}); download it again") from None
         raise CubeError(f"{where}: cannot read as a LOGCUBE ({type(e).__name__}: {msg})") from None
-    return _finish(found, plan, req, where)
+    cube = _finish(found, plan, req, where)
+    ebv = _read_ebv(primary, req)
+    if options.galactic_extinction != "none":
+        from .extinction import deredden
+
+        applied = ebv if np.isfinite(ebv) else 0.0
+        cube["flux"], cube["ivar"] = deredden(
+            cube["flux"], cube["ivar"], cube["wave"], applied, options.galactic_extinction, options.rv
+        )
+        cube["ebvgal"] = applied
+    else:
+        cube["ebvgal"] = 0.0
+    cube["ebvgal_header"] = ebv
+    cube["correl_sigma"] = correl
+    cube["ifu_fibres"] = ifu_fibres(req.plateifu)
+    return cube
 
 
 def _finish(found: dict, plan: dict, req: CubeRequest, where: str) -> dict:
-    """Gather windows from the unique slices and turn DRP bits into VoxelFlag."""
+    """Gather windows from the unique slices, turn DRP bits into VoxelFlag, and
+    zero flux and ivar of every flagged voxel (:func:`linecube.formats.clean_masked`)."""
     sel = plan["index"]
     flux = found["FLUX"][sel]
     ivar = found["IVAR"][sel]
@@ -250,15 +360,13 @@ def _finish(found: dict, plan: dict, req: CubeRequest, where: str) -> dict:
     mask = np.zeros(flux.shape, dtype=np.uint8)
     mask[drp == -1] |= np.uint8(VoxelFlag.OUTSIDE_CUBE)
     mask[(drp != -1) & ((drp & int(DRP_UNUSABLE)) != 0)] |= np.uint8(VoxelFlag.DRP_UNUSABLE)
-    bad = ~np.isfinite(flux) | ~np.isfinite(ivar)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(flux) | ~np.isfinite(ivar) | (np.abs(flux) > MAX_ABS_FLUX)
     if bad.any():
         mask[bad] |= np.uint8(VoxelFlag.NONFINITE)
-        flux[bad] = 0.0
-        ivar[bad] = 0.0
     neg = ivar < 0
-    if neg.any():
-        ivar[neg] = 0.0
     mask[(ivar <= 0) & (mask == 0)] |= np.uint8(VoxelFlag.BAD_IVAR)
+    clean_masked(flux, ivar, mask)
     if np.all(mask != 0):
         raise CubeError(
             f"{where}: no usable voxel in the extracted windows (every spaxel is DONOTUSE, outside the cube or has ivar <= 0)"
@@ -320,6 +428,7 @@ def extract_to_h5(
     progress: bool = True,
     pre_rejects: Sequence[dict] = (),
     allow_empty: bool = True,
+    options: ExtractOptions | None = None,
 ) -> ExtractSummary:
     """Extract cubes into a cubes.h5-layout file ``out`` (rows sorted by plate-IFU)
     and write ``<out stem>.rejects.csv`` (plateifu, path, reason).
@@ -333,7 +442,8 @@ def extract_to_h5(
     when something was extracted: with nothing extracted (:class:`NothingExtracted`)
     or too many rejects (:class:`TooManyRejects`) an existing output is left as it
     was, and the rejects go to ``<stem>.rejects.csv`` only when no output exists
-    (else to ``<stem>.rejects.failed.csv``). ``allow_empty`` (the workflow's
+    (else to ``<stem>.rejects.failed.csv``). ``options``: :class:`ExtractOptions`
+    (default: the schema's). ``allow_empty`` (the workflow's
     per-plate files): with nothing extracted and no earlier output, write a 0-row
     file (else :class:`NothingExtracted`, and no file). A second process writing the
     same ``out`` is refused (:class:`linecube.atomic.Busy`).
@@ -342,7 +452,7 @@ def extract_to_h5(
 
     with exclusive(out), _disk_errors(out):
         return _extract_to_h5(requests, out, lines, layout, drpver, config, compression, threads,
-                              max_reject_fraction, label, progress, pre_rejects, allow_empty)  # fmt: skip
+                              max_reject_fraction, label, progress, pre_rejects, allow_empty, options)  # fmt: skip
 
 
 class DiskFull(OSError):
@@ -398,7 +508,7 @@ def _check_room(tmp: Path, cube: dict, out: Path) -> None:
 
 
 def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, threads, max_reject_fraction, label,
-                   progress, pre_rejects, allow_empty) -> ExtractSummary:  # fmt: skip
+                   progress, pre_rejects, allow_empty, options) -> ExtractSummary:  # fmt: skip
     import hashlib
 
     import h5py
@@ -423,7 +533,7 @@ def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, th
 
     def work(r: CubeRequest):
         try:
-            return r, extract_cube(r, lines, layout), None
+            return r, extract_cube(r, lines, layout, options), None
         except CubeError as e:
             return r, None, str(e)
 
@@ -482,10 +592,3 @@ def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, th
         tmp_rej.write_text(csv)
     dt = time.perf_counter() - t0
     return ExtractSummary(n_ok, len(rejects), dt, rejects)
-
-
-def _collect(r, cube, err, results, rejects) -> None:
-    if err is not None:
-        rejects.append({"plateifu": r.plateifu, "path": shown(r.path), "reason": shown(err)})
-    else:
-        results[r.plateifu] = cube

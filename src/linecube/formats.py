@@ -98,8 +98,14 @@ def load_lines(path: str | os.PathLike | None = None) -> LineList:
 
 #: Datasets of cubes.h5 that hold one cube per row.
 CUBE_DATASETS = ("flux", "ivar", "mask")
-#: Per-galaxy 1-D datasets of cubes.h5.
-META_DATASETS = ("plateifu", "mangaid", "z", "objra", "objdec")
+#: Per-galaxy 1-D datasets of cubes.h5: drpall values, then what extraction
+#: measured or applied: ``ebvgal`` the Galactic E(B-V) the flux was corrected
+#: for (mag; 0 when no correction was applied), ``correl_sigma`` the Gaussian
+#: correlation length of the cube's noise (spaxels, :mod:`linecube.noise`),
+#: ``ifu_fibres`` the IFU bundle (19 ... 127 fibres; 0 unknown)
+META_DATASETS = ("plateifu", "mangaid", "z", "objra", "objdec", "ebvgal", "correl_sigma", "ifu_fibres")
+#: their values in a file written before they existed (read by :func:`read_meta`)
+META_FALLBACK = {"ebvgal": 0.0, "correl_sigma": float("nan"), "ifu_fibres": 0}
 
 
 @dataclass(frozen=True)
@@ -178,8 +184,9 @@ def create_cube_file(
     str_t = h5py.string_dtype("utf-8")
     h5.create_dataset("plateifu", shape=(n,), dtype=str_t, **small, **grow((n,)))
     h5.create_dataset("mangaid", shape=(n,), dtype=str_t, **small, **grow((n,)))
-    for name in ("z", "objra", "objdec"):
+    for name in ("z", "objra", "objdec", "ebvgal", "correl_sigma"):
         h5.create_dataset(name, shape=(n,), dtype="f8", **small, **grow((n,)))
+    h5.create_dataset("ifu_fibres", shape=(n,), dtype="i4", **small, **grow((n,)))
     h5.attrs[PRODUCT_ATTR] = "cubes"
     h5.attrs["line_names"] = np.array(lines.names, dtype=h5py.string_dtype("utf-8"))
     h5.attrs["line_rest_wavelengths"] = lines.rest
@@ -198,7 +205,25 @@ def write_cube_row(h5, i: int, cube: dict) -> None:
         h5[name][i] = cube[name]
     h5["wave"][i] = cube["wave"]
     for name in META_DATASETS:
-        h5[name][i] = cube[name]
+        h5[name][i] = cube.get(name, META_FALLBACK.get(name))
+
+
+def read_meta(h5, name: str) -> np.ndarray:
+    """A per-galaxy dataset of an open cubes.h5; for one a file written before
+    it existed (:data:`META_FALLBACK`), its fallback value for every galaxy."""
+    if name in h5:
+        return h5[name][()]
+    n = h5["flux"].shape[0]
+    return np.full(n, META_FALLBACK[name])
+
+
+def clean_masked(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray) -> None:
+    """In place: flux and ivar 0 wherever ``mask`` is nonzero, so no value the DRP
+    (or linecube) flagged, a zero, a spike or a NaN, reaches anything downstream.
+    Arrays (..., wavelength, y, x) of one shape."""
+    bad = mask != 0
+    flux[bad] = 0.0
+    ivar[bad] = 0.0
 
 
 def read_layout(h5) -> tuple[CubeLayout, LineList]:

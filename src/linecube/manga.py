@@ -186,6 +186,9 @@ DRPALL_REQUIRED = (
     "ifudesignsize",
     "nexp",
 )
+#: drpall columns read when present (a real DR17 drpall has them; older or
+#: hand-made tables may not): ``ebvgal``, the SFD98 E(B-V) towards the object
+DRPALL_OPTIONAL = ("ebvgal",)
 
 
 def read_drpall(path: str | os.PathLike, hdu: str = "MANGA"):
@@ -217,7 +220,7 @@ def read_drpall(path: str | os.PathLike, hdu: str = "MANGA"):
             out = {}
             for c in cols:
                 lc = c.lower()
-                if lc not in DRPALL_REQUIRED:
+                if lc not in DRPALL_REQUIRED and lc not in DRPALL_OPTIONAL:
                     continue
                 arr = np.asarray(data[c])
                 if arr.ndim > 1:
@@ -269,6 +272,8 @@ class CubeRequest:
     z: float
     objra: float
     objdec: float
+    #: drpall ``ebvgal`` (mag): the Galactic E(B-V) used when the LOGCUBE's header has no EBVGAL
+    ebvgal: float | None = None
 
 
 _WCS_KEY = re.compile(
@@ -372,6 +377,13 @@ class LogcubeStream:
             self.readinto(scratch[:k])
             nbytes -= k
 
+    def check_end(self) -> None:
+        """At the end of the FITS data: read on to the end of the file, so a gzip
+        stream's CRC-32 and length are verified (raises on a mismatch)."""
+        scratch = memoryview(self._scratch)
+        while self._fh.readinto(scratch):
+            pass
+
     def read_header(self):
         """Read one FITS header (2880-byte blocks up to END) as an astropy Header,
         or ``None`` at a clean end of file."""
@@ -452,9 +464,25 @@ def cube_requests(table, plate: int | None = None) -> list[CubeRequest]:
     extract`` and the tests use it)."""
     rows = table if plate is None else table[table["plate"].astype(int) == int(plate)]
     return [
-        CubeRequest(str(r.plateifu), str(r.path), str(r.mangaid), float(r.z), float(r.objra), float(r.objdec))
+        CubeRequest(
+            str(r.plateifu),
+            str(r.path),
+            str(r.mangaid),
+            float(r.z),
+            float(r.objra),
+            float(r.objdec),
+            _finite_or_none(getattr(r, "ebvgal", None)),
+        )  # fmt: skip
         for r in rows.itertuples()
     ]
+
+
+def _finite_or_none(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
 
 
 def request_params(req: CubeRequest) -> dict:

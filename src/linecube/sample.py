@@ -116,5 +116,6 @@ def build_sample(
             )
         sel = sel[exists].reset_index(drop=True)
     sample = sel[list(SAMPLE_COLUMNS)].copy()
+    sample["ebvgal"] = sel["ebvgal"].to_numpy(dtype=float) if "ebvgal" in sel else np.nan
     rej = pd.DataFrame(rejects, columns=["plateifu", "path", "reason"])
     return sample, rej, dropped

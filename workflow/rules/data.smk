@@ -77,6 +77,9 @@ rule extract_plate:
         window_bins=config["extract"]["window_bins"],
         crop=config["extract"]["crop"],
         max_reject_fraction=config["extract"]["max_reject_fraction"],
+        galactic_extinction=config["extract"]["galactic_extinction"],
+        extinction_rv=config["extract"]["extinction_rv"],
+        verify_full_file=config["extract"]["verify_full_file"],
         compression="lzf",  # intermediate, read once by assemble_cubes
     script:
         "../../scripts/extract_plate.py"
