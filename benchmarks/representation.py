@@ -195,7 +195,7 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     del ftr, ivtr, mtr
 
     def feats(flux, ivar, mask):
-        return np.clip(rz(galaxy_features(flux, ivar, mask, names, window_bins)), -50, 50)
+        return np.nan_to_num(np.clip(rz(galaxy_features(flux, ivar, mask, names, window_bins)), -50, 50), nan=0.0)
 
     spaces = {"pixels_pca": px, "random_projection": scaled(fe, me) @ rp, "features": feats(fe, ivar_ev, me)}
     cp = {

@@ -234,6 +234,24 @@ def save_stats(path: Path, stats: dict) -> None:
     os.replace(tmp, path)
 
 
+def instrument_bias(score, ifu_fibres, ha_snr, kind) -> dict:
+    """Mean percentile (0-100, among the clean galaxies) of the clean galaxies of each
+    IFU bundle class and of quiet (Halpha S/N < linecube.anomaly.QUIET_HA_SNR) vs
+    line-emitting ones: 50 everywhere when a score does not read the footprint or
+    a quiet galaxy's noise as an anomaly."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    from linecube.anomaly import QUIET_HA_SNR
+
+    clean = kind == ""
+    pct = 100.0 * (rankdata(np.asarray(score, float)[clean]) - 0.5) / clean.sum()
+    fib, snr = np.asarray(ifu_fibres)[clean], np.asarray(ha_snr)[clean]
+    groups = {"ifu19": fib == 19, "ifu37": fib == 37, "ifu61plus": fib >= 61, "quiet": snr < QUIET_HA_SNR,
+              "emitting": snr >= QUIET_HA_SNR}  # fmt: skip
+    return {k: (float(pct[m].mean()) if m.any() else None) for k, m in groups.items()}
+
+
 def load_stats(path: Path) -> dict:
     """Inverse of :func:`save_stats`."""
     import numpy as np
@@ -277,6 +295,10 @@ def evaluate(stats: dict, seed: int, args) -> dict:
     res = {
         "scores": {k: metrics_for(v, maf, base, kind, seed, args.boot) for k, v in scores.items()},
         "baselines": {k: metrics_for(v, maf, base, kind, seed, args.boot) for k, v in baselines.items()},
+        "instrument_bias": {
+            k: instrument_bias(scores[k], raw_ev.ifu_fibres, raw_ev.ha_snr, kind)
+            for k in ("score_hybrid", "score_deep", "score_features", "score_residual", "score_latent")
+        },
         **{
             k: stats[k]
             for k in ("test_loss_ratio", "test_loss_floor", "test_loss_noise_ratio", "train", "seconds", "kl_per_galaxy")
@@ -320,6 +342,8 @@ def table(res: dict, title: str) -> str:
         rows.append(line(k, m))
     for k, m in res["baselines"].items():
         rows.append(line(f"baseline:{k}", m))
+    for k, b in (res.get("instrument_bias") or {}).items():
+        rows.append(f"clean-galaxy mean percentile, {k}: " + ", ".join(f"{g} {v:.0f}" for g, v in b.items() if v is not None))
     floor = res.get("test_loss_floor")
     rows.append(f"test loss / median-cube loss: {res['test_loss_ratio']:.3f}"
                 + (f" (a perfect model, the noise-free cubes: {floor:.3f})" if floor is not None else ""))  # fmt: skip
@@ -389,6 +413,7 @@ def main() -> None:
         "epochs": args.epochs,
         "scores": top["scores"],
         "baselines": top["baselines"],
+        "instrument_bias": top.get("instrument_bias"),
         "test_loss_ratio": top["test_loss_ratio"],
         "test_loss_floor": top.get("test_loss_floor"),
         "test_loss_learned_fraction": top.get("test_loss_learned_fraction"),

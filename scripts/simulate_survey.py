@@ -17,5 +17,6 @@ with rule_log(sm.log[0]) as log:
         anomaly_fraction=p.anomaly_fraction,
         threads=sm.threads,
         compresslevel=p.compresslevel,
+        dr17_effects=p.dr17_effects,
     )
     log.info("simulated %d galaxies into %s", len(gals), redux_dir)

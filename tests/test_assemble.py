@@ -38,8 +38,8 @@ def test_extract_and_assemble_layout(tiny_survey, tmp_path, lines):
         assert "config" in h5.attrs
         by = {g.plateifu: g for g in gals}
         for i, p in enumerate(pifu):
-            assert h5["z"][i] == pytest.approx(by[p].z)
+            assert h5["z"][i] == pytest.approx(by[p].z_cat)
             assert h5["mangaid"][i].decode() == by[p].mangaid
             # observed wavelength of each window's centre bin is within half a bin of rest*(1+z)
             c = h5["wave"][i][5::10]
-            np.testing.assert_allclose(c, lines.rest * (1 + by[p].z), rtol=1.2e-4)
+            np.testing.assert_allclose(c, lines.rest * (1 + by[p].z_cat), rtol=1.2e-4)

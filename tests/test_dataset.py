@@ -127,12 +127,12 @@ def test_noise_bank_draws_have_the_right_level_and_are_seeded():
 
     f = np.zeros((190, 32, 32), np.float32)
     iv = np.full_like(f, 25.0)  # sigma = 0.2
-    bank = NoiseBank(3, f.size)
+    bank = NoiseBank(3, f.shape)
     outs = [apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(k), aug_cfg(), bank)[0] for k in range(4)]
     for o in outs:
         assert np.std(o) == pytest.approx(0.2, rel=0.02) and abs(np.mean(o)) < 0.005
     assert not np.allclose(outs[0], outs[1])
-    again = apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(0), aug_cfg(), NoiseBank(3, f.size))[0]
+    again = apply_ops(f, iv, None, {"noise": True}, np.random.default_rng(0), aug_cfg(), NoiseBank(3, f.shape))[0]
     np.testing.assert_array_equal(again, outs[0])
 
 

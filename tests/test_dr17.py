@@ -160,3 +160,91 @@ def test_fit_correlation_sigma_recovers_a_gaussian():
     rho = np.exp(-5 / (2 * 1.7**2)) * np.ones(len(i1))
     assert fit_correlation_sigma(i1, i2, j1, j2, rho) == pytest.approx(1.7)
     assert np.isnan(fit_correlation_sigma([0], [0], [0], [0], [1.0]))
+
+
+@pytest.mark.parametrize("value", [5e4, np.nan])
+def test_scores_and_latents_ignore_what_flagged_voxels_hold(tmp_path, value):
+    """A cubes.h5 whose flagged voxels hold spikes or NaN (a file not written by
+    extraction) scores exactly as the same file with zeros there: no flagged
+    voxel reaches the model's input, a loss, a feature or a score."""
+    pytest.importorskip("keras")
+    import h5py
+    import pandas as pd
+    from fixtures import write_cubes_h5
+
+    from linecube.models import ModelConfig, build_model
+    from linecube.score import score_galaxies
+
+    mcfg = {"filters": [4], "stem_filters": 4, "latent_dim": 8, "flux_scaling": "halpha"}
+    build_model(ModelConfig.from_config(mcfg), "ae", seed=1).save(tmp_path / "m.keras")
+    got = {}
+    for name, v in (("zeros", 0.0), ("bad", value)):
+        cubes = tmp_path / f"{name}.h5"
+        write_cubes_h5(cubes, n=12)
+        with h5py.File(cubes, "r+") as h5:
+            rng = np.random.default_rng(0)
+            for i in range(12):
+                m = h5["mask"][i]
+                m[rng.random(m.shape) < 0.02] = 1  # scattered flagged voxels inside the galaxy too
+                f, iv = h5["flux"][i], h5["ivar"][i]
+                f[m != 0], iv[m != 0] = v, (0.0 if v == 0 else v)
+                h5["mask"][i], h5["flux"][i], h5["ivar"][i] = m, f, iv
+        out = tmp_path / name
+        score_galaxies(cubes, tmp_path / "m.keras", mcfg, out, batch_size=4, top_k=2, progress=False)
+        with h5py.File(out / "latents.h5") as h5:
+            lat = h5["latent"][()]
+        got[name] = (pd.read_csv(out / "scores.csv").set_index("plateifu").sort_index(), lat)
+    a, b = got["zeros"][0], got["bad"][0]
+    cols = [
+        c for c in a.columns if (c.startswith("score_") and c != "score_name") or c in ("score", "mean_abs_flux", "halpha_flux")
+    ]
+    np.testing.assert_allclose(b[cols].to_numpy(float), a[cols].to_numpy(float), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(got["bad"][1], got["zeros"][1], rtol=1e-5, atol=1e-6)
+
+
+def test_training_batches_never_see_flagged_voxels(tmp_path):
+    """The model's input (every augmented copy too) is 0 wherever the mask flags a
+    voxel, whatever the file holds there; augmentation noise goes only where valid."""
+    import h5py
+    from fixtures import write_cubes_h5
+
+    from linecube.dataset import AugmentConfig, CubeSource
+
+    cubes = tmp_path / "c.h5"
+    write_cubes_h5(cubes, n=4)
+    with h5py.File(cubes, "r+") as h5:
+        f = h5["flux"][0]
+        f[h5["mask"][0] != 0] = 1e5  # the fixture flags two rows of spaxels
+        h5["flux"][0] = f
+        mask = h5["mask"][0]
+    src = CubeSource(cubes, [0], 0, AugmentConfig(3, 1.0, True, 0), need_mask=True, need_ivar=True)
+    for copy in range(4):
+        fl, iv, m = src.sample(0, copy, 0)
+        assert not fl[m != 0].any() and not iv[m != 0].any()
+    np.testing.assert_array_equal(src.sample(0, 0, 0)[2], mask)
+
+
+def test_peer_ranks_do_not_sort_galaxies_by_bundle_or_by_quietness():
+    """A component that reads the footprint (small bundles higher) or a quiet
+    galaxy's noise ranks every peer group alike once each galaxy is ranked against
+    the reference galaxies observed alike; an outlier within its group stays on top."""
+    from linecube.anomaly import gauss_ranks, peer_gauss_ranks, peer_groups
+
+    rng = np.random.default_rng(1)
+    n = 600
+    fib = rng.choice([19, 37, 61, 127], n)
+    snr = np.where(rng.random(n) < 0.3, rng.uniform(0, 3, n), rng.uniform(8, 50, n))
+    v = rng.normal(size=n) + 2.0 * (fib == 19) + 1.5 * (snr < 5)  # instrument and noise, not anomalies
+    v[0], fib[0], snr[0] = 8.0, 61, 20.0  # a real outlier among its peers
+    ref = np.arange(1, 500)
+    groups = peer_groups(fib, snr)
+    plain = gauss_ranks({"c": v}, ref)[0]
+    peer = peer_gauss_ranks({"c": v}, ref, groups)[0]
+
+    def mean_pct(r, m):
+        return float((100 * (np.argsort(np.argsort(r)) + 0.5) / n)[m].mean())
+
+    assert mean_pct(plain, fib == 19) - mean_pct(plain, fib == 61) > 30  # the footprint sorts them
+    assert abs(mean_pct(peer, fib == 19) - mean_pct(peer, fib == 61)) < 8
+    assert abs(mean_pct(peer, snr < 5) - mean_pct(peer, snr >= 5)) < 8
+    assert np.argmax(peer) == 0

@@ -49,7 +49,8 @@ def test_logcube_hdus_headers_and_arrays(tiny_survey):
         assert nocov[0, 0] and nocov[-1, -1] and not nocov[n // 2, n // 2]
         assert np.all(mask[:, nocov] & DRP3PixMask.DONOTUSE)
         assert np.all(ivar[:, nocov] == 0) and np.all(flux[:, nocov] == 0)
-        assert np.all(ivar[:, ~nocov] > 0)
+        usable = (mask & DRP3PixMask.DONOTUSE) == 0
+        assert np.all(ivar[usable] > 0) and usable[:, ~nocov].mean() > 0.9
 
 
 def test_drpall_columns_and_dtypes(tiny_survey):
@@ -66,7 +67,7 @@ def test_drpall_columns_and_dtypes(tiny_survey):
         for g in gals:
             row = data[list(data["plateifu"]).index(g.plateifu)]
             assert row["mangaid"] == g.mangaid
-            assert row["z"] == pytest.approx(g.z)
+            assert row["z"] == pytest.approx(g.z_cat)  # the catalogue's redshift, off the true one by ~30 km/s
             assert row["objra"] == pytest.approx(g.objra)
 
 
@@ -141,15 +142,21 @@ def test_scale_mode_renders_what_extraction_gets(tmp_path, lines):
 
     g = next(g for g in plan_survey(40, seed=2) if g.ifusize == 37 and not g.anomaly)
     path = write_cube(tmp_path, g, lines)
-    ext = extract_cube(CubeRequest(g.plateifu, str(path), g.mangaid, g.z, g.objra, g.objdec), lines)
+    ext = extract_cube(CubeRequest(g.plateifu, str(path), g.mangaid, g.z_cat, g.objra, g.objdec), lines)
     sc = emission_line_cube(g, lines, CubeLayout(), log_wave_grid(), np.random.default_rng(0))
     np.testing.assert_allclose(sc["wave"], ext["wave"])
     # same footprint, padding and flags
     np.testing.assert_array_equal(sc["mask"] & VoxelFlag.OUTSIDE_CUBE, ext["mask"] & VoxelFlag.OUTSIDE_CUBE)
-    np.testing.assert_array_equal(sc["mask"] != 0, ext["mask"] != 0)
+    # footprint, dead fibres and the star alike (scattered flagged voxels are drawn on each grid apart)
+    np.testing.assert_array_equal((sc["mask"] != 0).mean(axis=0) > 0.5, (ext["mask"] != 0).mean(axis=0) > 0.5)
     # same galaxy model: window-by-window mean spectra agree up to the noise
     a, b = sc["flux"].mean(axis=(1, 2)), ext["flux"].mean(axis=(1, 2))
-    assert np.corrcoef(a, b)[0, 1] > 0.97
+    from linecube.formats import sigma_from_ivar
+    from linecube.noise import sum_variance
+
+    # the two noise realisations differ; the crop means' difference is within 5 sigma of their (correlated) noise
+    sd = np.sqrt(sum_variance(sigma_from_ivar(sc["ivar"])) + sum_variance(sigma_from_ivar(ext["ivar"]))) / 32**2
+    assert np.mean(np.abs(a - b) < 5 * sd) > 0.95
     assert np.median(np.abs(a - b)) < 0.05 * np.abs(b).max()
     np.testing.assert_allclose(np.median(sc["ivar"][sc["mask"] == 0]), np.median(ext["ivar"][ext["mask"] == 0]), rtol=0.2)
 

@@ -111,11 +111,15 @@ class RobustZ:
 
     @classmethod
     def fit(cls, ref: np.ndarray) -> RobustZ:
+        import warnings
+
         ref = np.asarray(ref, dtype=np.float64)
         if ref.ndim == 1:
             ref = ref[:, None]
-        med = np.nanmedian(ref, axis=0)
-        mad = 1.4826 * np.nanmedian(np.abs(ref - med), axis=0)
+        with warnings.catch_warnings():  # a column never measured: NaN centre, its z NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(ref, axis=0)
+            mad = 1.4826 * np.nanmedian(np.abs(ref - med), axis=0)
         floor = np.maximum(1e-3 * np.abs(med), 1e-12)
         return cls(med, np.maximum(mad, floor))
 
@@ -274,19 +278,29 @@ def _pedestal_maps(
     return np.mean(diffs, axis=0), np.sum(variances, axis=0) / len(diffs) ** 2, np.mean(refs, axis=0)
 
 
-def nuclear_pedestal_snr(d: np.ndarray, var: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def nuclear_pedestal_snr(d: np.ndarray, var: np.ndarray, ref: np.ndarray, correl_sigma=None) -> np.ndarray:
     """Signal-to-noise (N,) of a nuclear pedestal: the excess ``d`` (N, y, x)
     summed within :data:`NUCLEUS_RADIUS` of the crop centre, minus the ring's
     (:data:`RING_RADII`) excess scaled by the ratio of the reference continuum
     ``ref`` in the two apertures (what a disc's own absorption or continuum slope
     would put in the centre), over its noise from ``var``. A broad-line region is
-    a point source: it raises the centre only."""
+    a point source: it raises the centre only. The noise of the two sums is
+    that of spatially correlated spaxels (``correl_sigma`` per galaxy, spaxels;
+    :func:`linecube.noise.sum_variance`)."""
+    from .noise import correlation_sigma_or_default, sum_variance
+
     rr = _radius(*d.shape[-2:])
     inner, ring = rr < NUCLEUS_RADIUS, (rr >= RING_RADII[0]) & (rr < RING_RADII[1])
     k = np.abs(ref[:, inner]).sum(axis=1) / np.maximum(np.abs(ref[:, ring]).sum(axis=1), 1e-9)
     excess = d[:, inner].sum(axis=1) - k * d[:, ring].sum(axis=1)
-    noise = np.sqrt(var[:, inner].sum(axis=1) + k**2 * var[:, ring].sum(axis=1))
-    return excess / np.maximum(noise, 1e-9)
+    n = len(d)
+    cs = np.broadcast_to(np.asarray([np.nan] if correl_sigma is None else correl_sigma, dtype=np.float64), (n,))
+    sd = np.sqrt(np.maximum(var, 0.0))
+    noise2 = np.empty(n)
+    for i in range(n):
+        w = inner.astype(np.float64) - k[i] * ring  # the weights of the difference
+        noise2[i] = sum_variance(sd[i], w, correlation_sigma_or_default(cs[i]))
+    return excess / np.maximum(np.sqrt(noise2), 1e-9)
 
 
 def _moments(spec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -310,6 +324,33 @@ def _centroid(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (p * yy).sum(axis=(1, 2)) / safe, (p * xx).sum(axis=(1, 2)) / safe, tot
 
 
+#: S/N (MaNGA's correlated noise, :mod:`linecube.noise`) below which a line's
+#: integrated flux does not define a ratio, width or position: those features
+#: are "not measured" (NaN), neutral in :class:`FeatureScorer`
+MIN_FEATURE_SNR = 3.0
+
+
+def line_flux_snr(
+    lines: np.ndarray, ivar: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: int, correl_sigma=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window-integrated, continuum-subtracted line flux (N, L) summed over the crop
+    and its S/N, with the noise of the sum from each voxel's sigma and MaNGA's
+    spatial correlation (:func:`linecube.noise.sum_variance`; ``correl_sigma`` per
+    galaxy in spaxels, default the published 1.92). ``lines``: (N, L, B, y, x)."""
+    from .noise import correlation_sigma_or_default, sum_variance
+
+    n = lines.shape[0]
+    tot = lines.sum(axis=(2, 3, 4), dtype=np.float64)
+    sig = _windows(np.where(mask == 0, sigma_from_ivar(ivar), 0.0), n_lines, window_bins).astype(np.float64)
+    # per spaxel: sum over the window's bins minus B x its continuum (median of four edge bins)
+    var_sp = (sig**2).sum(axis=2) + window_bins**2 * 1.2533**2 * (_edge_bins(sig) ** 2).mean(axis=2) / 4.0
+    cs = np.broadcast_to(np.asarray([np.nan] if correl_sigma is None else correl_sigma, dtype=np.float64), (n,))
+    var = np.empty((n, n_lines))
+    for i in range(n):
+        var[i] = sum_variance(np.sqrt(var_sp[i]), sigma_c=correlation_sigma_or_default(cs[i]))
+    return tot, tot / np.sqrt(np.maximum(var, 1e-30))
+
+
 def galaxy_features(
     flux: np.ndarray,
     ivar: np.ndarray,
@@ -317,6 +358,7 @@ def galaxy_features(
     names: Sequence[str],
     window_bins: int,
     rest: Mapping[str, float] | None = None,
+    correl_sigma=None,
 ) -> np.ndarray:
     """The baseline's features (N, len(FEATURE_NAMES)), float64, from cubes
     (N, lines * window_bins, y, x) in flux units, their ivar and masks.
@@ -330,44 +372,61 @@ def galaxy_features(
     in the nucleus as a signal-to-noise (:func:`nuclear_pedestal_snr`, its
     noise from ``ivar``). ``rest``: rest wavelengths (Angstrom) by line name,
     default the packaged line list's.
+
+    A feature is NaN ("not measured") where the line(s) it rests on have S/N
+    below :data:`MIN_FEATURE_SNR` against the spatially correlated noise
+    (``correl_sigma``: per galaxy, spaxels; :func:`line_flux_snr`): the ratios,
+    Halpha widths, pedestals over F_Halpha and positions need Halpha, each other
+    width its own line. A quiescent galaxy's noise is not a line ratio.
     """
     names = list(names)
     n_lines = len(names)
     idx = {n: i for i, n in enumerate(names)}
     lines, cont = _line_maps(flux, mask, n_lines, window_bins)
     lf = lines.sum(axis=2)  # (N, L, y, x) line flux per spaxel
-    tot = lf.sum(axis=(2, 3), dtype=np.float64)  # (N, L)
+    tot, snr = line_flux_snr(lines, ivar, mask, n_lines, window_bins, correl_sigma)
     ha = idx["Halpha"]
     f_ha = np.maximum(tot[:, ha], 1e-6)
-    cols = []
+    ha_ok = snr[:, ha] >= MIN_FEATURE_SNR
+    cols, need = [], []
     for _, num in RATIO_FEATURES:
         cols.append(np.arcsinh(10.0 * sum(tot[:, idx[x]] for x in num) / f_ha))
+        need.append(ha_ok)
     spec = lines.sum(axis=(3, 4), dtype=np.float64)  # (N, L, B)
     for ln in WIDTH_LINES:
         cols.append(_moments(spec[:, idx[ln]])[1])
+        need.append(snr[:, idx[ln]] >= MIN_FEATURE_SNR)
     # per-spaxel Halpha widths, weighted by the spaxel's Halpha flux
     _, sw = _moments(np.moveaxis(lines[:, ha].astype(np.float64), 1, -1))  # (N, y, x)
     wgt = np.maximum(lf[:, ha], 0.0).astype(np.float64)
     cols.append((sw * wgt).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
+    need.append(ha_ok)
     rest = _packaged_rest() if rest is None else rest
     cvar = _continuum_variance(ivar, mask, n_lines, window_bins)
     peds = {bal: _pedestal_maps(cont, cvar, idx, rest, bal) for bal in PEDESTAL_REFERENCES}
     for d, _, _ in peds.values():
         cols.append(d.sum(axis=(1, 2)) * window_bins / f_ha)
+        need.append(ha_ok)
     for d, var, ref in peds.values():
-        cols.append(nuclear_pedestal_snr(d, var, ref))
+        cols.append(nuclear_pedestal_snr(d, var, ref, correl_sigma))
+        need.append(np.ones(len(f_ha), bool))
     ny, nx = flux.shape[-2:]
     cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
     inner = (_radius(ny, nx) < NUCLEUS_RADIUS)[None]
     hy, hx, _ = _centroid(lf[:, ha])
     cols.append(np.hypot(hy - cy, hx - cx))
+    need.append(ha_ok)
     cols.append((wgt * inner).sum(axis=(1, 2)) / np.maximum(wgt.sum(axis=(1, 2)), 1e-12))
+    need.append(ha_ok)
     ccy, ccx, _ = _centroid(cont.mean(axis=1))
     cols.append(np.hypot(hy - ccy, hx - ccx))
-    oy, ox, _ = _centroid(lf[:, idx["[OIII]5008"]])
+    need.append(ha_ok)
+    oiii = idx["[OIII]5008"]
+    oy, ox, _ = _centroid(lf[:, oiii])
     cols.append(np.hypot(hy - oy, hx - ox))
-    out = np.stack(cols, axis=1)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    need.append(ha_ok & (snr[:, oiii] >= MIN_FEATURE_SNR))
+    out = np.nan_to_num(np.stack(cols, axis=1), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.where(np.stack(need, axis=1), out, np.nan)
 
 
 class FeatureScorer:
@@ -399,7 +458,8 @@ class FeatureScorer:
         return self
 
     def _t(self, x: np.ndarray) -> np.ndarray:
-        return np.clip(self.z(x), -50, 50)
+        """Robust z, clipped; a feature not measured (NaN) is 0: the reference's median."""
+        return np.nan_to_num(np.clip(self.z(x), -50, 50), nan=0.0)
 
     def detectors(self, x: np.ndarray, ref_rows: np.ndarray | None = None) -> np.ndarray:
         """(2, N): IsolationForest and LOF scores (higher = more anomalous);
@@ -462,6 +522,63 @@ def gauss_ranks(components: Mapping[str, np.ndarray], ref_rows: np.ndarray) -> n
     return np.stack([gauss_rank(v[ref_rows], v, own) for v in components.values()])
 
 
+#: Halpha S/N (correlated noise) that separates "quiet" (absorption-line) galaxies
+#: from line emitters in :func:`peer_groups`
+QUIET_HA_SNR = 5.0
+#: fewest reference galaxies a peer group needs to be ranked against on its own
+MIN_PEERS = 12
+
+
+def peer_groups(ifu_fibres: np.ndarray, ha_snr: np.ndarray) -> np.ndarray:
+    """Each galaxy's peer group (N,) int: its IFU bundle class (19; 37; 61 fibres or
+    more) x whether its Halpha is detected (S/N >= :data:`QUIET_HA_SNR`). The
+    bundle is how the instrument framed the galaxy (a footprint read as
+    structure is not an anomaly); a quiet galaxy's windows are mostly noise and
+    continuum, unlike an emitter's. Unknown bundles (0) form their own class."""
+    f = np.asarray(ifu_fibres)
+    bundle = np.select([f == 19, f == 37, f >= 61], [1, 2, 3], 0)
+    return bundle * 2 + (np.asarray(ha_snr) >= QUIET_HA_SNR).astype(int)
+
+
+def peer_gauss_ranks(
+    components: Mapping[str, np.ndarray], ref_rows: np.ndarray, groups: np.ndarray | None, min_peers: int = MIN_PEERS
+) -> np.ndarray:
+    """Like :func:`gauss_ranks`, but each galaxy ranked against the reference
+    galaxies of its own peer group (:func:`peer_groups`): against those of its
+    emission class alone when its group has fewer than ``min_peers``, against all
+    when that class has too few too. ``groups`` None: :func:`gauss_ranks`."""
+    if groups is None:
+        return gauss_ranks(components, ref_rows)
+    ref_rows = np.asarray(ref_rows, dtype=int)
+    groups = np.asarray(groups)
+    n = len(groups)
+    own = np.zeros(n, bool)
+    own[ref_rows] = True
+    ref_groups = groups[ref_rows]
+    emit = groups % 2
+    # the reference set each galaxy is ranked against: a key per galaxy
+    key = np.empty(n, dtype=object)
+    for i in range(n):
+        if (ref_groups == groups[i]).sum() >= min_peers + own[i]:
+            key[i] = ("group", int(groups[i]))
+        elif (ref_groups % 2 == emit[i]).sum() >= min_peers + own[i]:
+            key[i] = ("emission", int(emit[i]))
+        else:
+            key[i] = ("all", 0)
+    out = np.empty((len(components), n))
+    for k in set(key):
+        rows = np.array([i for i in range(n) if key[i] == k])
+        if k[0] == "group":
+            refs = ref_rows[ref_groups == k[1]]
+        elif k[0] == "emission":
+            refs = ref_rows[ref_groups % 2 == k[1]]
+        else:
+            refs = ref_rows
+        for c, v in enumerate(components.values()):
+            out[c, rows] = gauss_rank(v[refs], v[rows], own[rows] & np.isin(rows, refs))
+    return out
+
+
 __all__ = [
     "FEATURE_NAMES",
     "NORM_PER",
@@ -473,5 +590,7 @@ __all__ = [
     "gauss_ranks",
     "halpha_scale",
     "line_residual_stats",
+    "peer_gauss_ranks",
+    "peer_groups",
     "residual_score",
 ]

@@ -109,12 +109,14 @@ def halpha_scale(
     line_index: int,
     window_bins: int,
     floor_sigma: float = 5.0,
+    correl_sigma=None,
 ) -> np.ndarray:
     """Galaxy flux scale (N,), float64: total flux of the Halpha window (line
     ``line_index``) over usable voxels, in flux units x bins. Floored at 5 % of
     the mean window's total |flux| (a galaxy without Halpha keeps a scale set by
     its other lines and continuum), at ``floor_sigma`` times the noise of the
-    sum when ``ivar`` is given, and at 1e-6."""
+    sum when ``ivar`` is given (spatially correlated as MaNGA's noise is:
+    ``correl_sigma`` per galaxy, spaxels, :mod:`linecube.noise`), and at 1e-6."""
     n = flux.shape[0]
     sl = slice(line_index * window_bins, (line_index + 1) * window_bins)
     use_all = mask == 0
@@ -124,6 +126,10 @@ def halpha_scale(
     n_lines = flux.shape[1] // window_bins
     floor = 0.05 * (np.abs(flux) * use_all).reshape(n, -1).sum(axis=1, dtype=np.float64) / max(n_lines, 1)
     if ivar is not None:
-        var = (np.where(use, sigma_from_ivar(ivar[:, sl]).astype(np.float64) ** 2, 0.0)).reshape(n, -1).sum(axis=1)
+        from .noise import correlation_sigma_or_default, sum_variance
+
+        sig = np.where(use, sigma_from_ivar(ivar[:, sl]), 0.0).astype(np.float64)  # (N, B, y, x)
+        cs = np.broadcast_to(np.asarray([np.nan] if correl_sigma is None else correl_sigma, dtype=np.float64), (n,))
+        var = np.array([sum_variance(sig[i], sigma_c=correlation_sigma_or_default(cs[i])).sum() for i in range(n)])
         floor = np.maximum(floor, floor_sigma * np.sqrt(var))
     return np.maximum(np.maximum(tot, floor), 1e-6)

@@ -77,32 +77,33 @@ def independence_overstatement(n: np.ndarray | float) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _smoothing_kernel(sigma_c: float) -> np.ndarray:
-    """The kernel g whose autocorrelation is rho: a Gaussian of sigma_c / sqrt(2),
-    scaled to unit sum of squares (so a smoothed N(0, 1) field keeps variance 1)."""
-    s = float(sigma_c) / np.sqrt(2.0)
-    r = max(1, int(np.ceil(4.0 * s)))
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
-    g = np.exp(-(yy**2 + xx**2) / (2.0 * s**2))
-    g /= np.sqrt((g**2).sum())
-    return g
+def _smoothing_norm(sigma_c: float) -> float:
+    """1 / sqrt(sum g^2) of the separable Gaussian g (sigma_c / sqrt(2), sum 1) that
+    :func:`correlate_field` smooths with: the factor that restores unit variance."""
+    from scipy.ndimage import gaussian_filter
+
+    r = int(np.ceil(4.0 * sigma_c)) + 1
+    delta = np.zeros((2 * r + 1, 2 * r + 1))
+    delta[r, r] = 1.0
+    g = gaussian_filter(delta, float(sigma_c) / np.sqrt(2.0), mode="constant", truncate=4.0)
+    return float(1.0 / np.sqrt((g**2).sum()))
 
 
 def correlate_field(white: np.ndarray, sigma_c: float = CORREL_SIGMA_SPAXELS) -> np.ndarray:
     """N(0, 1) deviates (..., y, x), independent per spaxel, made spatially
-    correlated as rho(d) with unit variance per spaxel (float32). The field wraps
-    around the map's edges (periodic), so every spaxel has the same variance."""
-    from scipy.ndimage import convolve
+    correlated as rho(d) = exp(-d^2 / 2 sigma_c^2) with unit variance per spaxel
+    (float32): smoothed by a Gaussian of sigma_c / sqrt(2) (whose autocorrelation is
+    rho), rescaled. The field wraps around the map's edges (periodic), so every
+    spaxel has the same variance. In place when ``white`` is float32."""
+    from scipy.ndimage import gaussian_filter
 
     w = np.asarray(white, dtype=np.float32)
     if sigma_c <= 0:
         return w
-    g = _smoothing_kernel(float(sigma_c)).astype(np.float32)
-    flat = w.reshape(-1, *w.shape[-2:])
-    out = np.empty_like(flat)
-    for i in range(len(flat)):
-        convolve(flat[i], g, output=out[i], mode="wrap")
-    return out.reshape(w.shape)
+    sig = (0.0,) * (w.ndim - 2) + (float(sigma_c) / np.sqrt(2.0),) * 2
+    out = gaussian_filter(w, sig, mode="wrap", truncate=4.0, output=np.float32)
+    out *= np.float32(_smoothing_norm(float(sigma_c)))
+    return out
 
 
 def correlated_normal(rng: np.random.Generator, shape: tuple[int, ...], sigma_c: float = CORREL_SIGMA_SPAXELS) -> np.ndarray:

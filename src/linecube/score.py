@@ -34,7 +34,7 @@ from .atomic import atomic_path, write_csv_atomic, write_json_atomic
 from .dataset import median_cubes
 from .diagnostics import eq1_numpy
 from .fluxscale import FluxScaler
-from .formats import read_layout, read_strings
+from .formats import clean_masked, read_layout, read_meta, read_strings
 
 log = logging.getLogger("linecube")
 
@@ -49,9 +49,14 @@ def line_shares(abs_err: np.ndarray, n_lines: int, window_bins: int) -> np.ndarr
     return np.divide(per_line, tot, out=np.full_like(per_line, 1.0 / n_lines), where=tot > 0)
 
 
-def mae_scores(flux: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """Mean absolute error per galaxy over all voxels, (N,), float64."""
-    return np.abs(flux.astype(np.float64) - recon).reshape(len(flux), -1).mean(axis=1)
+def mae_scores(flux: np.ndarray, recon: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Mean absolute error per galaxy, (N,), float64: over the usable voxels
+    (``mask`` 0), or over all voxels without a mask."""
+    err = np.abs(flux.astype(np.float64) - recon).reshape(len(flux), -1)
+    if mask is None:
+        return err.mean(axis=1)
+    use = (mask == 0).reshape(len(flux), -1)
+    return (err * use).sum(axis=1) / np.maximum(use.sum(axis=1), 1)
 
 
 class Reconstructor:
@@ -101,6 +106,7 @@ def iter_batches(path: str | os.PathLike, batch: int):
             out = bufs[k % 2]
             for d, b in zip(ds, out):
                 d.read_direct(b, np.s_[s : s + m], np.s_[0:m])
+            clean_masked(out[0][:m], out[1][:m], out[2][:m])  # a file from before extraction zeroed them
             return s, *(b[:m] for b in out)
 
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -125,7 +131,8 @@ class RawStats:
     companions; mean_abs_flux (N,); shares (N, L) of the absolute error per line;
     halpha (N,) the galaxy flux scale; line_resid (N, L) the localised residual
     per line (:func:`linecube.anomaly.line_residual_stats`); features (N, F) the
-    baseline's (:func:`linecube.anomaly.galaxy_features`)."""
+    baseline's (:func:`linecube.anomaly.galaxy_features`); ha_snr (N,) the
+    Halpha window's S/N against the correlated noise; ifu_fibres (N,) the bundle."""
 
     latents: np.ndarray
     paper: np.ndarray
@@ -136,6 +143,8 @@ class RawStats:
     halpha: np.ndarray
     line_resid: np.ndarray
     features: np.ndarray
+    ha_snr: np.ndarray
+    ifu_fibres: np.ndarray
 
 
 def collect_stats(
@@ -155,7 +164,7 @@ def collect_stats(
     per-galaxy quantities of :class:`RawStats`."""
     from tqdm.auto import tqdm
 
-    from .anomaly import galaxy_features, halpha_scale, line_residual_stats
+    from .anomaly import _line_maps, galaxy_features, halpha_scale, line_flux_snr, line_residual_stats
 
     n_lines = len(line_names)
     ha = list(line_names).index("Halpha")
@@ -164,28 +173,35 @@ def collect_stats(
     parts: dict[str, list] = {k: [] for k in RawStats.__dataclass_fields__}
     with h5py.File(cubes_h5, "r") as h5:
         total = h5["flux"].shape[0]
+        correl = read_meta(h5, "correl_sigma")
+        fibres = read_meta(h5, "ifu_fibres")
     bar = tqdm(total=total, desc=desc, unit="cube", disable=not progress, file=sys.stderr)
-    for _start, flux, ivar, mask in iter_batches(cubes_h5, batch_size):
+    for start, flux, ivar, mask in iter_batches(cubes_h5, batch_size):
         z, recon = rec(flux, mask)
         nb = len(flux)
+        cs = correl[start : start + nb]
         f64 = flux.astype(np.float64)
-        err = np.abs(f64 - recon)
-        usable = (mask == 0).reshape(nb, -1)
+        use3 = mask == 0
+        err = np.abs(f64 - recon) * use3  # a flagged voxel counts nowhere
+        usable = use3.reshape(nb, -1)
         n_use = np.maximum(usable.sum(axis=1), 1)
-        scale = halpha_scale(flux, ivar, mask, ha, window_bins)
+        scale = halpha_scale(flux, ivar, mask, ha, window_bins, correl_sigma=cs)
         stats, _ = line_residual_stats(
             flux, recon, ivar, mask, scale, n_lines, window_bins, q=residual_q, noise_k=residual_noise_k
         )
         parts["latents"].append(np.asarray(z, np.float32))
-        parts["paper"].append(mae_scores(flux, recon))
-        parts["usable"].append((err.reshape(nb, -1) * usable).sum(axis=1) / n_use)
+        parts["paper"].append(mae_scores(flux, recon, mask))
+        parts["usable"].append(err.reshape(nb, -1).sum(axis=1) / n_use)
         chi = err * np.sqrt(np.maximum(ivar, 0))
-        parts["chi"].append((chi.reshape(nb, -1) * usable).sum(axis=1) / n_use)
-        parts["mean_abs_flux"].append(np.abs(f64).reshape(nb, -1).mean(axis=1))
+        parts["chi"].append(chi.reshape(nb, -1).sum(axis=1) / n_use)
+        parts["mean_abs_flux"].append((np.abs(f64) * use3).reshape(nb, -1).sum(axis=1) / n_use)
         parts["shares"].append(line_shares(err, n_lines, window_bins))
         parts["halpha"].append(scale)
         parts["line_resid"].append(stats)
-        parts["features"].append(galaxy_features(flux, ivar, mask, line_names, window_bins))
+        parts["features"].append(galaxy_features(flux, ivar, mask, line_names, window_bins, correl_sigma=cs))
+        lm, _ = _line_maps(flux, mask, n_lines, window_bins)
+        parts["ha_snr"].append(line_flux_snr(lm, ivar, mask, n_lines, window_bins, cs)[1][:, ha])
+        parts["ifu_fibres"].append(np.asarray(fibres[start : start + nb]))
         bar.update(nb)
     bar.close()
     return RawStats(**{k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()})
@@ -207,10 +223,17 @@ SCORE_COLUMNS: dict[str, str] = {
 DEFAULT_CHOICES: tuple[str, ...] = tuple(SCORE_COLUMNS)
 
 
-def derive_scores(raw: RawStats, ref_rows: np.ndarray, line_names: list[str], seed: int = 0) -> dict[str, np.ndarray]:
+def derive_scores(
+    raw: RawStats, ref_rows: np.ndarray, line_names: list[str], seed: int = 0, peers: bool = True
+) -> dict[str, np.ndarray]:
     """Every score of :data:`SCORE_COLUMNS` (plus ``explain_line``) from raw stats,
-    each fitted on the reference (training) galaxies ``ref_rows`` only."""
-    from .anomaly import FeatureScorer, LatentDensity, gauss_ranks, residual_score
+    each fitted on the reference (training) galaxies ``ref_rows`` only.
+
+    ``peers``: the combined scores rank each component against the reference
+    galaxies observed alike (same IFU bundle class, Halpha detected or not:
+    :func:`linecube.anomaly.peer_groups`), so neither the footprint nor a quiet
+    galaxy's noise reads as an anomaly; False ranks against all of them."""
+    from .anomaly import FeatureScorer, LatentDensity, peer_gauss_ranks, peer_groups, residual_score
 
     ref_rows = np.asarray(ref_rows, dtype=int)
     is_ref = np.zeros(len(raw.paper), bool)
@@ -224,13 +247,14 @@ def derive_scores(raw: RawStats, ref_rows: np.ndarray, line_names: list[str], se
         "score_latent_if": dens.iforest(raw.latents),
         "score_features": FeatureScorer(seed).fit(raw.features[ref_rows])(raw.features, ref_rows),
     }
-    g = gauss_ranks({k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows)
+    groups = peer_groups(raw.ifu_fibres, raw.ha_snr) if peers else None
+    g = peer_gauss_ranks({k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows, groups)
     out["score_combined"] = g.mean(axis=0)
     out["score_deep"] = g[:2].mean(axis=0)
     out["score_max"] = g.max(axis=0)
     # two detectors, each on the Gaussianised-rank scale: the feature baseline, and
     # the model's two scores averaged (one of them alone does not raise it)
-    out["score_hybrid"] = np.maximum(out["score_features"], out["score_deep"])
+    out["score_hybrid"] = np.maximum(g[2], out["score_deep"])
     out["explain_line"] = np.array(explain, dtype=object)
     return out
 

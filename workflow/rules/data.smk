@@ -24,6 +24,7 @@ if SIMULATE:
             seed=config["simulate"]["seed"],
             anomaly_fraction=config["simulate"]["anomaly_fraction"],
             compresslevel=config["simulate"]["compresslevel"],
+            dr17_effects=config["simulate"]["dr17_effects"],
         script:
             "../../scripts/simulate_survey.py"
 

@@ -19,11 +19,12 @@ import numpy as np
 
 from ..atomic import atomic_path, write_csv_atomic
 from ..extract import window_centres, window_indices
-from ..formats import CubeLayout, VoxelFlag, create_cube_file, load_lines
+from ..formats import CubeLayout, VoxelFlag, clean_masked, create_cube_file, load_lines, write_cube_row
 from ..manga import DR17_DRPVER, IFU_CUBE_SIZE, IFU_DIAMETER_ARCSEC, SPAXEL_ARCSEC, log_wave_grid
+from ..noise import CORREL_SIGMA_SPAXELS
 from .galaxy import sky_sigma
 from .logcube import galaxy_pixel_offsets
-from .render import hexagon_mask, realise_noise, render_model
+from .render import hexagon_mask, instrument_defects, observed_model, realise_noise, render_model
 from .survey import plan_survey, worker_context
 from .truth import truth_table
 
@@ -41,8 +42,10 @@ def emission_line_cube(
     """One galaxy's (190, 32, 32) flux/ivar/mask/wave as extraction would produce
     them from its LOGCUBE (same windows, same crop centre, same flags).
     ``noise_free``: flux is the noise-free model (ivar and mask unchanged, the
-    same random draws): the truth a perfect reconstruction would return."""
-    wave_idx = window_indices(window_centres(grid, lines.rest, g.z), layout.window_bins)
+    same random draws): the truth a perfect reconstruction would return. The
+    windows are placed from the catalogue redshift, flagged voxels are zeroed and
+    the flux is corrected for the galaxy's Galactic E(B-V), as extraction does."""
+    wave_idx = window_indices(window_centres(grid, lines.rest, g.z_cat), layout.window_bins)
     wave = grid[wave_idx]
     n = IFU_CUBE_SIZE[g.ifusize]
     dx_full, dy_full, xc, yc = galaxy_pixel_offsets(g, n)
@@ -56,7 +59,7 @@ def emission_line_cube(
     dy = (py - yc) * SPAXEL_ARCSEC
     model, star = render_model(g, wave, dx, dy, lines)
     sl = (slice(None), slice(PAD, PAD + layout.crop), slice(PAD, PAD + layout.crop))
-    model = np.ascontiguousarray(model[sl])
+    model = observed_model(np.ascontiguousarray(model[sl]), wave, g)
     star = star[PAD : PAD + layout.crop, PAD : PAD + layout.crop]
     pxc, pyc = px[PAD : PAD + layout.crop, PAD : PAD + layout.crop], py[PAD : PAD + layout.crop, PAD : PAD + layout.crop]
     in_cube = (pxc >= 0) & (pxc < n) & (pyc >= 0) & (pyc < n)
@@ -70,7 +73,7 @@ def emission_line_cube(
     inside[in_cube] = hexm[iy, ix]
     core[in_cube] = core_full[iy, ix]
     coverage = np.where(core, 1.0, np.where(inside, 0.5, 0.0)).astype(np.float32)
-    flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), coverage, g.gain, rng)
+    flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), coverage, g.gain, rng, g.correlated_noise)
     if noise_free:
         flux = model
     flux[:, ~inside] = 0.0
@@ -79,16 +82,29 @@ def emission_line_cube(
     m2[~in_cube] = VoxelFlag.OUTSIDE_CUBE
     m2[in_cube & ~inside] = VoxelFlag.DRP_UNUSABLE  # NOCOV | DONOTUSE
     m2[star & inside] = VoxelFlag.DRP_UNUSABLE  # FORESTAR | DONOTUSE
+    dead, bad, _ = instrument_defects(g, pxc, pyc, n, inside, len(wave))
+    m2[dead] = VoxelFlag.DRP_UNUSABLE  # DEADFIBER | DONOTUSE
+    mask = np.broadcast_to(m2, flux.shape).copy()
+    mask[bad] |= np.uint8(VoxelFlag.DRP_UNUSABLE)
+    # what extraction does next (its default options): flagged voxels zeroed, Galactic extinction corrected
+    clean_masked(flux, ivar, mask)
+    if g.ebvgal > 0:
+        from ..extinction import deredden
+
+        flux, ivar = deredden(flux, ivar, wave, g.ebvgal)
     return {
         "flux": flux,
         "ivar": ivar,
-        "mask": np.broadcast_to(m2, flux.shape).copy(),
+        "mask": mask,
         "wave": wave,
         "plateifu": g.plateifu,
         "mangaid": g.mangaid,
-        "z": g.z,
+        "z": g.z_cat,
         "objra": g.objra,
         "objdec": g.objdec,
+        "ebvgal": g.ebvgal,
+        "correl_sigma": CORREL_SIGMA_SPAXELS if g.correlated_noise else float("nan"),
+        "ifu_fibres": g.ifusize,
     }
 
 
@@ -113,6 +129,7 @@ def simulate_cubes_h5(
     style: str = "default",
     galaxies: list | None = None,
     noise_free: bool = False,
+    dr17_effects: bool = True,
 ) -> int:
     """Write ``n_galaxies`` emission-line cubes to ``out`` (a cubes.h5) or, with
     ``per_plate``, to ``out/{plate}.h5`` files; plus truth.csv and agn.csv next to it.
@@ -120,7 +137,8 @@ def simulate_cubes_h5(
     ``galaxies`` (a list of :class:`linecube.simulate.GalaxyParams`, unique
     plate-IFUs) replaces the planned survey (``n_galaxies``, ``seed``,
     ``anomaly_fraction`` and ``style`` are then unused). ``noise_free``: write
-    each galaxy's noise-free model as its flux (:func:`emission_line_cube`)."""
+    each galaxy's noise-free model as its flux (:func:`emission_line_cube`).
+    ``dr17_effects``: as :func:`linecube.simulate.plan_survey`."""
     import h5py
     import pandas as pd
     from tqdm.auto import tqdm
@@ -128,7 +146,7 @@ def simulate_cubes_h5(
     lines = load_lines(lines_path)
     layout = CubeLayout(len(lines))
     if galaxies is None:
-        galaxies = plan_survey(n_galaxies, seed, anomaly_fraction, style)
+        galaxies = plan_survey(n_galaxies, seed, anomaly_fraction, style, dr17_effects)
     gals = sorted(galaxies, key=lambda g: g.plateifu)
     out = Path(out)
     meta_dir = out if per_plate else out.parent
@@ -168,11 +186,7 @@ def simulate_cubes_h5(
                 )
                 for i in range(len(group)):
                     cube = next(it)
-                    for name in ("flux", "ivar", "mask"):
-                        h5[name][i] = cube[name]
-                    h5["wave"][i] = cube["wave"]
-                    for name in ("plateifu", "mangaid", "z", "objra", "objdec"):
-                        h5[name][i] = cube[name]
+                    write_cube_row(h5, i, cube)
                     bar.update()
 
     if per_plate:

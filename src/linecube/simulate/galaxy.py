@@ -13,10 +13,12 @@ from ..bpt import kauffmann03
 from ..manga import IFU_DIAMETER_ARCSEC
 from .ratios import Ratios, draw_ratios
 
-CLASSES: tuple[str, ...] = ("star-forming", "composite", "seyfert", "liner")
+#: excitation classes; ``quiescent``: an absorption-line (red-sequence) galaxy
+#: with only faint diffuse LINER-like emission, a third of MaNGA's galaxies
+CLASSES: tuple[str, ...] = ("star-forming", "composite", "seyfert", "liner", "quiescent")
 
 
-CLASS_PROBS: tuple[float, ...] = (0.6, 0.15, 0.1, 0.15)
+CLASS_PROBS: tuple[float, ...] = (0.45, 0.12, 0.08, 0.1, 0.25)
 
 
 ANOMALY_TYPES: tuple[str, ...] = (
@@ -58,7 +60,7 @@ SURVEY_STYLES: dict[str, SurveyStyle] = {
     "default": SurveyStyle(),
     "alt": SurveyStyle(
         "alt",
-        class_probs=(0.35, 0.2, 0.2, 0.25),
+        class_probs=(0.28, 0.16, 0.16, 0.2, 0.2),
         ifu_probs=(0.15, 0.25, 0.25, 0.2, 0.15),
         brightness=0.5,
         noise=2.5,
@@ -121,10 +123,25 @@ class GalaxyParams:
     star: dict | None = None  #: foreground star (x0, y0 arcsec, amplitude)
     agn: dict = field(default_factory=dict)
     seed: int = 0
+    # what the instrument and the catalogue add (:func:`draw_dr17_effects`; the
+    # defaults add nothing): Galactic E(B-V) applied to the flux (mag), the
+    # catalogue redshift's error (km/s), dead fibres (cube-pixel offsets of their
+    # centres from the cube centre), the fraction of footprint voxels flagged
+    # unusable holding zeros or spikes, and spatially correlated noise
+    ebvgal: float = 0.0
+    z_cat_kms: float = 0.0
+    dead_fibres: tuple[tuple[float, float], ...] = ()
+    bad_voxel_fraction: float = 0.0
+    correlated_noise: bool = False
 
     @property
     def plateifu(self) -> str:
         return f"{self.plate}-{self.ifudsgn}"
+
+    @property
+    def z_cat(self) -> float:
+        """The catalogue (drpall) redshift: the true one off by ``z_cat_kms``."""
+        return float((1.0 + self.z) * (1.0 + self.z_cat_kms / 299792.458) - 1.0)
 
 
 def _disc_geometry(dx: np.ndarray, dy: np.ndarray, incl_deg: float, pa_deg: float):
@@ -166,13 +183,14 @@ def draw_galaxy(
     incl = float(np.degrees(np.arccos(rng.uniform(0.25, 1.0))))
     vmax = rng.uniform(100, 300) * np.sin(np.deg2rad(incl))
     hb_peak = float(rng.lognormal(np.log(6.0), 0.7))  # central Hbeta (flux per spaxel)
-    disc_kind = "liner" if cls == "liner" else "star-forming"
+    disc_kind = "liner" if cls in ("liner", "quiescent") else "star-forming"
+    faint = {"liner": 0.25, "quiescent": 0.03}.get(cls, 1.0)
     comps = [
         Component(
             disc_kind,
             "disc",
             h,
-            hb_peak if cls != "liner" else hb_peak * 0.25,
+            hb_peak * faint,
             rng.uniform(30, 70),
             vmax,
             ratios=draw_ratios(disc_kind, rng),
@@ -202,6 +220,7 @@ def draw_galaxy(
         cont_scale_arcsec=h * rng.uniform(0.6, 1.0),
         cont_slope=rng.uniform(-1.0, 0.8),
         d4000=rng.uniform(0.1, 0.55) if cls != "star-forming" else rng.uniform(0.05, 0.3),
+        # (quiescent: an old population, raised below)
         balmer_abs_ew=rng.uniform(1.0, 5.0),
         av=rng.uniform(0.2, 1.5),
         sky_sigma=rng.uniform(0.03, 0.08),
@@ -209,6 +228,9 @@ def draw_galaxy(
         components=comps,
         seed=seed,
     )
+    if cls == "quiescent":
+        g.d4000 = float(rng.uniform(0.4, 0.6))
+        g.cont_peak *= 2.0
     st = style or SURVEY_STYLES["default"]
     if st.name != "default":
         for c in g.components:
@@ -315,6 +337,29 @@ def _apply_anomaly(g: GalaxyParams, rng: np.random.Generator) -> None:
         g.star = {"x0": rad * np.cos(ang), "y0": rad * np.sin(ang), "amp": float(rng.uniform(15, 50)), "radius": 3.0}
     else:
         raise ValueError(f"unknown anomaly type {a!r}")
+
+
+#: radius (spaxels) of the hole one dead 2" fibre leaves in a cube
+DEAD_FIBRE_RADIUS = 2.0
+
+
+def draw_dr17_effects(g: GalaxyParams, rng: np.random.Generator) -> None:
+    """Give galaxy ``g`` (in place) what real DR17 cubes and the drpall carry that a
+    clean simulation does not (docs/data.md): Galactic E(B-V) (SFD98-like, median
+    ~0.035, 0.005-0.2), a catalogue redshift off by N(0, 30 km/s), the galaxy up to
+    2 spaxels (1") off the IFU centre, dead fibres in 25 % of the cubes, a few per
+    mille of flagged voxels (IVAR 0, DONOTUSE) holding zeros or spikes, and MaNGA's
+    spatially correlated noise. Draws from ``rng`` only: the galaxy itself is unchanged."""
+    g.ebvgal = float(np.clip(rng.lognormal(np.log(0.035), 0.6), 0.005, 0.2))
+    g.z_cat_kms = float(rng.normal(0.0, 30.0))
+    r, ang = 1.0 * np.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+    g.objra = float(g.ifura + r * np.cos(ang) / 3600.0 / np.cos(np.deg2rad(g.ifudec)))
+    g.objdec = float(g.ifudec + r * np.sin(ang) / 3600.0)
+    half = 0.7 * IFU_DIAMETER_ARCSEC[g.ifusize] / 2.0 / 0.5  # spaxels, inside the hexagon
+    n_dead = int(rng.random() < 0.25) * int(rng.integers(1, 3))
+    g.dead_fibres = tuple((float(rng.uniform(-half, half)), float(rng.uniform(-half, half))) for _ in range(n_dead))
+    g.bad_voxel_fraction = float(rng.uniform(0.0, 0.004))
+    g.correlated_noise = True
 
 
 def sky_sigma(wave: np.ndarray, base: float) -> np.ndarray:

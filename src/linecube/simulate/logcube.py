@@ -23,7 +23,7 @@ from ..manga import (
     log_wave_grid,
 )
 from .galaxy import GalaxyParams, sky_sigma
-from .render import hexagon_mask, quantize_step, realise_noise, render_model
+from .render import hexagon_mask, instrument_defects, observed_model, quantize_step, realise_noise, render_model, spike_values
 
 
 def _obs_keys(g: GalaxyParams, rng: np.random.Generator) -> list[tuple[str, object, str]]:
@@ -96,7 +96,7 @@ def _obs_keys(g: GalaxyParams, rng: np.random.Generator) -> list[tuple[str, obje
         ("DRP3QUAL", 0, "DRP-3d quality bitmask"),
         ("IFUGLON", 78.9550411299, "IFU Galactic longitude (deg)"),
         ("IFUGLAT", 52.6212190954, "IFU Galactic latitude (deg)"),
-        ("EBVGAL", 0.0144335, "Galactic reddening E(B-V)"),
+        ("EBVGAL", round(float(g.ebvgal), 7), "Galactic reddening E(B-V)"),
         ("GFWHM", round(see * 1.9, 4), "Reconstructed FWHM in g-band (arcsec)"),
         ("RFWHM", round(see * 1.88, 4), "Reconstructed FWHM in r-band (arcsec)"),
         ("IFWHM", round(see * 1.86, 4), "Reconstructed FWHM in i-band (arcsec)"),
@@ -254,12 +254,14 @@ def build_logcube(
     if arrays is None:
         dx, dy, _, _ = galaxy_pixel_offsets(g, n)
         model, star_map = render_model(g, wave, dx, dy, lines)
+        model = observed_model(model, wave, g)
         # coverage: fewer fibre-exposures on the rim of the footprint (LOWCOV there)
         from scipy.ndimage import binary_erosion
 
         core = binary_erosion(inside, iterations=2)
         coverage = np.where(core, 1.0, np.where(inside, 0.5, 0.0)).astype(np.float32)
-        flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), coverage, g.gain, rng)
+        flux, ivar = realise_noise(model, sky_sigma(wave, g.sky_sigma), coverage, g.gain, rng, g.correlated_noise)
+        peak = float(model[:, inside].max()) if inside.any() else 1.0
         del model
         flux = quantize_step(flux, float(1.0 / np.sqrt(ivar[:, inside].max())))
         outside = ~inside
@@ -269,7 +271,16 @@ def build_logcube(
         mask2d[outside] = DRP3PixMask.NOCOV | DRP3PixMask.DONOTUSE
         mask2d[inside & ~core] |= DRP3PixMask.LOWCOV
         mask2d[star_map & inside] |= DRP3PixMask.FORESTAR | DRP3PixMask.DONOTUSE
+        yy, xx = np.mgrid[:n, :n].astype(float)
+        dead, bad, drng = instrument_defects(g, xx, yy, n, inside, NWAVE)
+        mask2d[dead] |= DRP3PixMask.DEADFIBER | DRP3PixMask.DONOTUSE
+        flux[:, dead] = 0.0
+        ivar[:, dead] = 0.0
         mask = np.broadcast_to(mask2d, flux.shape).copy()
+        if bad.any():
+            mask[bad] |= DRP3PixMask.DONOTUSE
+            ivar[bad] = 0.0
+            flux[bad] = spike_values(drng, int(bad.sum()), peak)
     else:
         flux, ivar, mask = arrays
         if flux.shape != (NWAVE, n, n):

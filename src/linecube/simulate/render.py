@@ -127,22 +127,74 @@ def hexagon_mask(ny: int, nx: int, diameter_arcsec: float) -> np.ndarray:
 
 
 def realise_noise(
-    model: np.ndarray, sky: np.ndarray, coverage: np.ndarray, gain: float, rng: np.random.Generator
+    model: np.ndarray,
+    sky: np.ndarray,
+    coverage: np.ndarray,
+    gain: float,
+    rng: np.random.Generator,
+    correlated: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Add Gaussian noise to a model cube (n_wave, ny, nx); return (flux, ivar).
 
-    var = sky(lambda)^2 / coverage(y, x) + max(model, 0) / gain. IVAR is kept to
-    8 significant bits (:func:`quantize_mantissa`), ample for an inverse variance.
+    var = sky(lambda)^2 / coverage(y, x) + max(model, 0) / gain. ``correlated``:
+    the deviates are spatially correlated as MaNGA cube noise is
+    (:func:`linecube.noise.correlate_field`; the variance per voxel is the same).
+    IVAR is kept to 8 significant bits (:func:`quantize_mantissa`), ample for an
+    inverse variance.
     """
     cov = np.where(coverage > 0, coverage, 1.0).astype(np.float32)
     var = np.maximum(model, np.float32(0)).astype(np.float32, copy=False)  # the same float32 operations, in place
     var /= np.float32(gain)
     var += (sky.astype(np.float32) ** 2)[:, None, None] / cov[None]
     noise = rng.standard_normal(model.shape, dtype=np.float32)
+    if correlated:
+        from ..noise import correlate_field
+
+        noise = correlate_field(noise)
     noise *= np.sqrt(var, dtype=np.float32)
     flux = model + noise
     np.divide(np.float32(1.0), var, out=var)
     return flux, quantize_mantissa(var, 7)
+
+
+def observed_model(model: np.ndarray, wave: np.ndarray, g: GalaxyParams) -> np.ndarray:
+    """The model cube (n_wave, y, x) as it arrives through the Milky Way: dimmed by
+    the galaxy's Galactic E(B-V) (CCM89, R_V 3.1; :mod:`linecube.extinction`)."""
+    if g.ebvgal > 0:
+        from ..extinction import redden
+
+        return redden(model, wave, g.ebvgal)
+    return model
+
+
+def instrument_defects(
+    g: GalaxyParams, px: np.ndarray, py: np.ndarray, n: int, inside: np.ndarray, n_wave: int
+) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """Where the DRP would flag voxels of galaxy ``g``: dead-fibre holes (y, x) and
+    scattered bad voxels (n_wave, y, x), both inside the footprint ``inside``;
+    ``px``, ``py`` are the cube pixels of the map's spaxels, ``n`` the cube side.
+    Returns the two maps and the generator to draw their values from (its own
+    stream: the noise draws are unchanged)."""
+    from .galaxy import DEAD_FIBRE_RADIUS
+
+    rng = np.random.default_rng([g.seed, 29])
+    dead = np.zeros(inside.shape, bool)
+    for dx, dy in g.dead_fibres:
+        dead |= np.hypot(px - (n / 2.0 + dx), py - (n / 2.0 + dy)) < DEAD_FIBRE_RADIUS
+    dead &= inside
+    if g.bad_voxel_fraction > 0:
+        bad = rng.random((n_wave, *inside.shape), dtype=np.float32) < g.bad_voxel_fraction
+        bad &= inside[None]
+    else:
+        bad = np.zeros((n_wave, *inside.shape), bool)
+    return dead, bad, rng
+
+
+def spike_values(rng: np.random.Generator, n: int, peak: float) -> np.ndarray:
+    """What flagged voxels may hold in a DRP cube: half zeros, half spikes of either
+    sign up to 14 times the brightest valid voxel ``peak`` (float32, (n,))."""
+    v = rng.uniform(1.0, 14.0, n) * float(peak) * rng.choice([-1.0, 1.0], n)
+    return np.where(rng.random(n) < 0.5, 0.0, v).astype(np.float32)
 
 
 def quantize_mantissa(a: np.ndarray, bits: int) -> np.ndarray:

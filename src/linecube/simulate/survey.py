@@ -16,7 +16,7 @@ from ..atomic import atomic_path
 from ..formats import load_lines
 from ..manga import DR17_DRPVER, DRP3QUAL_CRITICAL, drpall_path, logcube_path
 from .drpall import drpall_row, write_drpall
-from .galaxy import ANOMALY_TYPES, CLASSES, IFU_SIZES, SURVEY_STYLES, GalaxyParams, SurveyStyle, draw_galaxy
+from .galaxy import ANOMALY_TYPES, CLASSES, IFU_SIZES, SURVEY_STYLES, GalaxyParams, SurveyStyle, draw_dr17_effects, draw_galaxy
 from .logcube import build_logcube, write_fits_gz
 from .truth import truth_table
 
@@ -38,13 +38,20 @@ def worker_context():
 
 
 def plan_survey(
-    n_galaxies: int, seed: int, anomaly_fraction: float = 0.06, style: str | SurveyStyle = "default"
+    n_galaxies: int,
+    seed: int,
+    anomaly_fraction: float = 0.06,
+    style: str | SurveyStyle = "default",
+    dr17_effects: bool = True,
 ) -> list[GalaxyParams]:
     """Draw the galaxies of a survey: plates, IFUs, classes and injected anomalies.
 
     Every anomaly type appears at least once when ``n_galaxies * anomaly_fraction``
     allows; anomalies are spread over random galaxies. Deterministic in ``seed``.
     ``style``: a :class:`SurveyStyle` or a name in :data:`SURVEY_STYLES`.
+    ``dr17_effects``: each galaxy also gets what real DR17 cubes carry
+    (:func:`linecube.simulate.galaxy.draw_dr17_effects`, from its own generator:
+    the galaxies themselves are the same either way).
     """
     st = SURVEY_STYLES[style] if isinstance(style, str) else style
     rng = np.random.default_rng(seed)
@@ -75,15 +82,17 @@ def plan_survey(
         )
     for g in galaxies:
         _assign_agn(g, np.random.default_rng([seed, g.index, 7]))
+        if dr17_effects:
+            draw_dr17_effects(g, np.random.default_rng([seed, g.index, 17]))
     return galaxies
 
 
 def _assign_agn(g: GalaxyParams, rng: np.random.Generator) -> None:
     """AGN selection flags in the proportions of Comerford et al. (2020): radio
     dominates, mid-IR next, hard X-ray and broad lines rare."""
-    p_radio = {"seyfert": 0.5, "liner": 0.4, "composite": 0.1, "star-forming": 0.03}[g.cls]
-    p_wise = {"seyfert": 0.45, "liner": 0.05, "composite": 0.05, "star-forming": 0.005}[g.cls]
-    p_bat = {"seyfert": 0.12, "liner": 0.0, "composite": 0.0, "star-forming": 0.0}[g.cls]
+    p_radio = {"seyfert": 0.5, "liner": 0.4, "composite": 0.1, "star-forming": 0.03, "quiescent": 0.1}[g.cls]
+    p_wise = {"seyfert": 0.45, "liner": 0.05, "composite": 0.05, "star-forming": 0.005, "quiescent": 0.01}[g.cls]
+    p_bat = {"seyfert": 0.12, "liner": 0.0, "composite": 0.0, "star-forming": 0.0, "quiescent": 0.0}[g.cls]
     flags = {
         "wise_agn": bool(rng.random() < p_wise),
         "bat_agn": bool(rng.random() < p_bat),
@@ -117,8 +126,14 @@ def simulate_survey(
     compresslevel: int = 1,
     extras: bool = True,
     progress: bool = True,
+    dr17_effects: bool = True,
 ) -> list[GalaxyParams]:
     """Write a synthetic survey in the real DR17 formats under ``out``.
+
+    ``dr17_effects``: the cubes and the drpall carry what real DR17 ones do
+    (Galactic extinction, catalogue-redshift errors, off-centre galaxies, dead
+    fibres, flagged voxels holding zeros or spikes, correlated noise:
+    :func:`plan_survey`).
 
     ``extras`` adds drpall rows that a real drpall also has and that sample
     selection must drop: a star (mngtarg2 only), a CRITICAL cube, a galaxy with
@@ -129,7 +144,7 @@ def simulate_survey(
     from tqdm.auto import tqdm
 
     out = Path(out)
-    galaxies = plan_survey(n_galaxies, seed, anomaly_fraction)
+    galaxies = plan_survey(n_galaxies, seed, anomaly_fraction, dr17_effects=dr17_effects)
     rows = [drpall_row(g) for g in galaxies]
     if extras and galaxies:
         g0 = galaxies[0]

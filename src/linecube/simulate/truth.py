@@ -75,6 +75,10 @@ TRUTH_COLUMNS: tuple[str, ...] = (
     "ifusize",
     "sky_sigma",
     "gain",
+    "ebvgal",
+    "z_cat_offset_kms",
+    "centre_offset_arcsec",
+    "n_dead_fibres",
 )
 
 
@@ -131,6 +135,10 @@ def truth_row(g: GalaxyParams) -> dict:
         "ifusize": int(g.ifusize),
         "sky_sigma": float(g.sky_sigma),
         "gain": float(g.gain),
+        "ebvgal": float(g.ebvgal),
+        "z_cat_offset_kms": float(g.z_cat_kms),
+        "centre_offset_arcsec": float(np.hypot((g.objra - g.ifura) * np.cos(np.deg2rad(g.ifudec)), g.objdec - g.ifudec) * 3600.0),
+        "n_dead_fibres": len(g.dead_fibres),
     }
 
 
