@@ -248,3 +248,51 @@ def test_peer_ranks_do_not_sort_galaxies_by_bundle_or_by_quietness():
     assert abs(mean_pct(peer, fib == 19) - mean_pct(peer, fib == 61)) < 8
     assert abs(mean_pct(peer, snr < 5) - mean_pct(peer, snr >= 5)) < 8
     assert np.argmax(peer) == 0
+
+
+def test_the_simulator_never_writes_into_a_survey_it_did_not_make(tmp_path):
+    """A user's mirror (a drpall and LOGCUBEs, no simulation.json) is refused by the
+    library, so by the workflow's rule and the start-up check too; linecube's own
+    survey may be written again."""
+    from linecube.config import check_inputs, load_config
+    from linecube.simulate import simulate_survey
+
+    mirror = tmp_path / "sas"
+    cube = mirror / "v3_1_1" / "8485" / "stack" / "manga-8485-1901-LOGCUBE.fits.gz"
+    cube.parent.mkdir(parents=True)
+    cube.write_bytes(b"the user's real cube")
+    with pytest.raises(FileExistsError, match="did not simulate"):
+        simulate_survey(mirror, 2, 0, progress=False)
+    assert cube.read_bytes() == b"the user's real cube" and not (mirror / "agn.csv").exists()
+    cfg = load_config()
+    cfg["data"]["redux_dir"] = str(mirror)
+    cfg["simulate"]["enabled"] = True
+    assert any("did not simulate" in p for p in check_inputs(cfg))
+    own = tmp_path / "own"
+    simulate_survey(own, 2, 0, progress=False)
+    simulate_survey(own, 2, 1, progress=False)  # its own survey: rewritten
+
+
+def test_no_planted_link_is_followed_by_download_or_lock(tmp_path):
+    """A symlink planted at the names linecube creates (the download's temporary,
+    the extract lock) never makes it write outside the folder."""
+    import os
+
+    from linecube.atomic import Busy, exclusive
+    from linecube.download import DownloadError, download_cube
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / "manga-8485-1901-LOGCUBE.fits.gz"
+    os.symlink(victim, out / f".{dest.name}.part")  # the old fixed name
+    with pytest.raises(DownloadError):
+        download_cube("http://127.0.0.1:9/none", dest, retries=0, timeout_s=1)
+    assert victim.read_text() == "keep me" and not dest.exists()
+    target = tmp_path / "elsewhere"
+    os.symlink(target, out / ".c.h5.lock")  # dangling: O_CREAT would create it
+    with pytest.raises(Busy, match="symbolic link"):
+        with exclusive(out / "c.h5"):
+            pass
+    assert not target.exists()

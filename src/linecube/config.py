@@ -218,6 +218,12 @@ def check_inputs(cfg: dict) -> list[str]:
 
     data, errs = cfg["data"], []
     sim = bool(cfg.get("simulate", {}).get("enabled"))
+    if sim:
+        from .manga import foreign_survey
+
+        why = foreign_survey(data["redux_dir"], data["drpver"])
+        if why:
+            errs.append(f"simulate.enabled: {why}")
     own = {f"{data['redux_dir']}/{name}" for name in SIMULATED_FILES.values()} if sim else set()
     try:
         names = load_lines(data["lines"]).names

@@ -2,7 +2,7 @@
 
 ``{base_url}/{drpver}/{plate}/stack/manga-{plate}-{ifudsgn}-LOGCUBE.fits.gz``
 (DR17: base_url = https://data.sdss.org/sas/dr17/manga/spectro/redux). Each
-attempt streams to a ``.part`` file next to the destination, checks the byte
+attempt streams to a fresh temporary file next to the destination (created exclusively: a link planted there is never followed), checks the byte
 count against Content-Length, then checks the whole gzip stream (its CRC and
 length trailer) and the FITS structure (PRIMARY, then FLUX, IVAR and MASK of
 4563 wavelengths) in one pass, and only then renames it into place. Dropped
@@ -74,40 +74,41 @@ def download_cube(
     chunk: int = 1 << 20,
 ) -> Path:
     """Fetch ``url`` to ``dest`` (atomically, verified); retry transient failures."""
+    from .atomic import atomic_path
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part")
     last = "no attempt"
     for attempt in range(retries + 1):
         wait = backoff_s * (2**attempt)
         try:
             req = urllib.request.Request(url, headers={"User-Agent": "linecube"})
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp, open(part, "wb") as fh:
-                expected = resp.headers.get("Content-Length")
-                got = 0
-                while True:
-                    buf = resp.read(chunk)
-                    if not buf:
-                        break
-                    fh.write(buf)
-                    got += len(buf)
-            if expected is not None and got != int(expected):
-                raise CubeError(f"body ended after {got} of {expected} bytes")
-            verify_logcube(part)
-            os.replace(part, dest)
+            # a fresh, exclusively created temporary (never a name a link could be planted at),
+            # renamed onto dest only once verified
+            with atomic_path(dest) as part:
+                with urllib.request.urlopen(req, timeout=timeout_s) as resp, open(part, "r+b") as fh:
+                    expected = resp.headers.get("Content-Length")
+                    got = 0
+                    while True:
+                        buf = resp.read(chunk)
+                        if not buf:
+                            break
+                        fh.write(buf)
+                        got += len(buf)
+                if expected is not None and got != int(expected):
+                    raise CubeError(f"body ended after {got} of {expected} bytes")
+                verify_logcube(part)
             log.info("downloaded %s (%.1f MB, attempt %d)", url, got / 1e6, attempt + 1)
             return dest
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code} {e.reason}"
             if e.code not in RETRY_STATUS:
-                part.unlink(missing_ok=True)
                 raise DownloadError(f"{url}: {last} (not retried)") from None
             ra = e.headers.get("Retry-After") if e.headers else None
             if ra and ra.isdigit():
                 wait = max(wait, min(float(ra), 300.0))
         except (urllib.error.URLError, HTTPException, ConnectionError, TimeoutError, OSError, CubeError) as e:
             last = f"{type(e).__name__}: {e}"
-        part.unlink(missing_ok=True)
         if attempt < retries:
             log.warning("%s: attempt %d failed (%s); retrying in %.1f s", url, attempt + 1, last, wait)
             sleep(wait)

@@ -156,6 +156,34 @@ def plateifu_from_path(path: str | os.PathLike) -> str:
     return f"{m.group(1)}-{m.group(2)}"
 
 
+#: the file linecube's simulator writes at the top of every survey it makes
+SIMULATION_MARKER = "simulation.json"
+
+
+def foreign_survey(redux_dir: str | os.PathLike, drpver: str) -> str:
+    """Why linecube's simulator must not write under ``redux_dir``, or '' if it may:
+    the folder holds MaNGA files (a drpall, a ``{drpver}`` folder with content)
+    that linecube did not simulate (no :data:`SIMULATION_MARKER` beside them) -
+    a user's data mirror, which a simulated survey would overwrite."""
+    root = Path(redux_dir)
+    if (root / SIMULATION_MARKER).is_file():
+        return ""
+    found = []
+    ver = root / drpver
+    try:
+        if ver.is_dir() and any(ver.iterdir()):
+            found.append(str(ver))
+        found += [str(p) for p in root.glob("drpall-*.fits")][:1]
+    except OSError as e:
+        return f"{root}: cannot be inspected ({e.strerror or e}); the simulator writes only where it can see no survey"
+    if not found:
+        return ""
+    return (
+        f"{root}: holds MaNGA data that linecube did not simulate ({found[0]}); the simulator never writes into "
+        f"a survey it did not make. Set simulate.enabled: false to use this data, or point data.redux_dir elsewhere"
+    )
+
+
 def log_wave_grid(n: int = NWAVE) -> np.ndarray:
     """The DRP log-lambda grid (vacuum Angstrom, float64, shape (n,))."""
     return CRVAL3 * 10.0 ** (DLOG10 * np.arange(n))

@@ -109,15 +109,32 @@ def rerank(
     score = base + weight * shift
     top = df["label"].to_numpy() == "interesting"
     bottom = np.isin(df["label"].to_numpy(), ["not interesting", "artefact"])
-    score = np.where(top, 1e6 + base, np.where(bottom, -1e6 + base, score))
+    score = np.where(top | bottom, base, score)
+    # the label decides the tier whatever the weight: interesting, unlabelled, then the rest
+    tier = np.where(top, 2, np.where(bottom, 0, 1))
+    order = np.lexsort((np.arange(n), -score, -tier))
+    rank = np.empty(n, dtype=int)
+    rank[order] = np.arange(1, n + 1)
     out = scores.copy()
     out["label"] = df["label"].to_numpy()
     out["rank_before"] = scores["rank"].to_numpy()
-    out["rerank_score"] = np.round(score, 6)
-    out["rank"] = pd.Series(score).rank(ascending=False, method="first").astype(int).to_numpy()
+    out["rerank_score"] = np.round(score + 1e6 * (tier - 1), 6)
+    out["rank"] = rank
     out = out.sort_values("rank").reset_index(drop=True)
     out.attrs["unknown_labels"] = int(len(set(lab) - set(df["plateifu"])))
     return out
+
+
+def _written_by_rerank(path: Path) -> bool:
+    """A regular file whose CSV header has the columns :func:`rerank` adds."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            head = fh.readline().rstrip("\r\n").split(",")
+    except OSError:
+        return False
+    return {"plateifu", "rank_before", "rerank_score", "label"} <= set(head)
 
 
 def rerank_files(
@@ -144,7 +161,13 @@ def rerank_files(
         emb = read_results_table(d / "embedding.csv")
     except BadResultsFile as e:
         raise BadLabels(str(e)) from None
-    out = rerank(scores, emb, labels, weight=weight, k=k)
     path = d / "scores_ranked.csv"
+    if path.exists() or path.is_symlink():
+        if not _written_by_rerank(path):
+            raise BadLabels(
+                f"{path}: exists and was not written by linecube rerank (no rank_before and rerank_score columns); "
+                "refusing to replace it: move it away first"
+            )
+    out = rerank(scores, emb, labels, weight=weight, k=k)
     write_csv_atomic(out, path)
     return path, out

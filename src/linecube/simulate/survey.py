@@ -14,7 +14,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..formats import load_lines
-from ..manga import DR17_DRPVER, DRP3QUAL_CRITICAL, drpall_path, logcube_path
+from ..manga import DR17_DRPVER, DRP3QUAL_CRITICAL, SIMULATION_MARKER, drpall_path, foreign_survey, logcube_path
 from .drpall import drpall_row, write_drpall
 from .galaxy import ANOMALY_TYPES, CLASSES, IFU_SIZES, SURVEY_STYLES, GalaxyParams, SurveyStyle, draw_dr17_effects, draw_galaxy
 from .logcube import build_logcube, write_fits_gz
@@ -144,6 +144,9 @@ def simulate_survey(
     from tqdm.auto import tqdm
 
     out = Path(out)
+    why = foreign_survey(out, drpver)
+    if why:
+        raise FileExistsError(why)
     galaxies = plan_survey(n_galaxies, seed, anomaly_fraction, dr17_effects=dr17_effects)
     rows = [drpall_row(g) for g in galaxies]
     if extras and galaxies:
@@ -171,6 +174,8 @@ def simulate_survey(
             )
         )
     out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / SIMULATION_MARKER) as tmp:  # claimed before the first cube: a rerun may finish it
+        tmp.write_text(json.dumps({"status": "writing", "n_galaxies": n_galaxies, "seed": seed, "drpver": drpver}))
     jobs = [(g, out, drpver, lines_path, compresslevel) for g in galaxies]
     bar = tqdm(total=len(jobs), desc="simulate LOGCUBEs", unit="cube", disable=not progress, file=sys.stderr)
     if threads > 1:
@@ -194,7 +199,7 @@ def simulate_survey(
 
     write_csv_atomic(agn, out / "agn.csv")
     write_csv_atomic(truth, out / "truth.csv")
-    with atomic_path(out / "simulation.json") as tmp:
+    with atomic_path(out / SIMULATION_MARKER) as tmp:
         tmp.write_text(
             json.dumps(
                 {"n_galaxies": n_galaxies, "seed": seed, "anomaly_fraction": anomaly_fraction, "drpver": drpver,
