@@ -1,6 +1,7 @@
 """Checkpoint select_sample: drpall -> results/sample.csv (thin wrapper)."""
 
 from linecube.atomic import write_csv_atomic
+from linecube.config import min_galaxies
 from linecube.runlog import rule_log
 from linecube.sample import build_sample
 
@@ -15,8 +16,12 @@ with rule_log(sm.log[0]) as log:
         max_galaxies=p.max_galaxies,
         require_files=p.require_files,
     )
-    if len(sample) == 0:
-        raise SystemExit(f"{sm.input.drpall}: no galaxy passes the sample selection; see {sm.output.dropped}")
+    if len(sample) < min_galaxies():
+        raise SystemExit(
+            f"{sm.input.drpall}: {len(sample)} galaxies pass the sample selection (and have a LOGCUBE), fewer than the "
+            f"{min_galaxies()} a run needs (a training and a test split, the scores' references and probes); "
+            f"widen sample.plateifus or sample.max_galaxies (dropped rows: {sm.output.dropped})"
+        )
     write_csv_atomic(sample, sm.output.sample)
     write_csv_atomic(rejects, sm.output.rejects)
     write_csv_atomic(dropped, sm.output.dropped)

@@ -142,7 +142,7 @@ def test_sdm_conda_installs_linecube_from_this_checkout(tmp_path):
 
     from fixtures import make_workdir, snakemake_bin
 
-    wd = make_workdir(tmp_path / "wf", {"simulate": {"enabled": True, "n_galaxies": 4}, "ml_env": "gpu"})
+    wd = make_workdir(tmp_path / "wf", {"simulate": {"enabled": True, "n_galaxies": 14}, "ml_env": "gpu"})
     shutil.copy2(REPO / "pyproject.toml", wd / "pyproject.toml")
     (wd / "src").mkdir()
     bindir = tmp_path / "bin"

@@ -43,7 +43,7 @@ def test_wildcard_constraints_only_digits():
 def test_snakemake_refuses_a_non_numeric_plate_target(tmp_path):
     from fixtures import make_workdir, run
 
-    wd = make_workdir(tmp_path / "wf", {"simulate": {"enabled": True, "n_galaxies": 3, "seed": 1}})
+    wd = make_workdir(tmp_path / "wf", {"simulate": {"enabled": True, "n_galaxies": 14, "seed": 1}})
     p = run(wd, "-n", "results/extract/..%2Fetc.h5", check=False)
     out = p.stdout + p.stderr
     assert p.returncode != 0

@@ -224,6 +224,26 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
+def required_lines() -> tuple[str, ...]:
+    """Every line the scores and features read by name (derived from the feature
+    definitions here, so a line list is checked against what the code uses)."""
+    names = {"Halpha", "[OIII]5008"}
+    for _, num in RATIO_FEATURES:
+        names.update(num)
+    names.update(WIDTH_LINES)
+    for pair in PEDESTAL_REFERENCES.values():
+        names.update(pair)
+    for wins in PEDESTAL_WINDOWS.values():
+        names.update(wins)
+    return tuple(sorted(names))
+
+
+def missing_lines(names: Sequence[str]) -> list[str]:
+    """The lines of :func:`required_lines` that a line list (its names) lacks."""
+    have = set(names)
+    return [n for n in required_lines() if n not in have]
+
+
 def _line_maps(flux: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: int):
     """Continuum-subtracted windows (N, L, B, y, x) and continuum maps (N, L, y, x):
     the continuum of each spaxel's window is the median of its four outermost bins."""
@@ -590,6 +610,7 @@ __all__ = [
     "gauss_ranks",
     "halpha_scale",
     "line_residual_stats",
+    "missing_lines",
     "peer_gauss_ranks",
     "peer_groups",
     "residual_score",

@@ -135,8 +135,9 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
     for i in inputs:
         if _same(out, i):
             raise UsageError(f"{out}: --out is one of the inputs; it would be overwritten (forgot the output name?)")
-    if out.name.endswith((".fits", ".fits.gz", ".fz", ".csv")):
-        raise UsageError(f"{out}: --out must be an HDF5 file (.h5), not {out.suffix}")
+    if not out.name.endswith(".h5") or out.name == ".h5":
+        # the rejects file is <stem>.rejects.csv: with the suffix required, two outputs never share one
+        raise UsageError(f"{out}: --out must be an HDF5 file named *.h5 (its rejects go to <name>.rejects.csv)")
     if out.exists() and not _is_our_h5(out):
         raise UsageError(
             f"{out}: exists and is not a cubes.h5 file written by linecube (no {PRODUCT_ATTR}='cubes' attribute); "

@@ -37,6 +37,12 @@ def defaults(section: str) -> dict:
     return {k: copy.deepcopy(v["default"]) for k, v in props.items() if "default" in v}
 
 
+def min_galaxies() -> int:
+    """The smallest sample a run accepts (the schema's ``sample.max_galaxies``
+    minimum, the smallest run the end-to-end test proves): select_sample refuses fewer."""
+    return int(_schema()["properties"]["sample"]["properties"]["max_galaxies"]["minimum"])
+
+
 def with_defaults(section: str, values: Mapping | None) -> dict:
     """``values`` (a possibly partial section, e.g. from a test or a benchmark)
     over the schema's defaults."""

@@ -507,6 +507,12 @@ def _check_room(tmp: Path, cube: dict, out: Path) -> None:
                        "nothing was replaced and the temporary file was removed", str(out))  # fmt: skip
 
 
+def _reject_row(plateifu, path, reason) -> dict:
+    """One rejects row whose every field prints and writes as UTF-8 whatever bytes a
+    file name held (:func:`linecube.formats.shown`): one bad name never loses the good cubes."""
+    return {"plateifu": shown(plateifu or ""), "path": shown(path or ""), "reason": shown(reason or "")}
+
+
 def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, threads, max_reject_fraction, label,
                    progress, pre_rejects, allow_empty, options) -> ExtractSummary:  # fmt: skip
     import hashlib
@@ -518,13 +524,12 @@ def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, th
     t0 = time.perf_counter()
     out = Path(out)
     reqs = sorted(requests, key=lambda r: r.plateifu)
-    rejects: list[dict] = [{"plateifu": r.get("plateifu", ""), "path": shown(r.get("path", "")), "reason": r.get("reason", "")}
-                           for r in pre_rejects]  # fmt: skip
+    rejects: list[dict] = [_reject_row(r.get("plateifu", ""), r.get("path", ""), r.get("reason", "")) for r in pre_rejects]
     seen: set[str] = set()
     todo = []
     for r in reqs:
         if r.plateifu in seen:
-            rejects.append({"plateifu": r.plateifu, "path": r.path, "reason": "duplicate plate-IFU in the request list"})
+            rejects.append(_reject_row(r.plateifu, r.path, "duplicate plate-IFU in the request list"))
             continue
         seen.add(r.plateifu)
         todo.append(r)
@@ -564,7 +569,7 @@ def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, th
             create_cube_file(h5, len(todo), layout, lines, drpver=drpver, config=config, compression=compression, resizable=True)
             for r, cube, err in outcomes():
                 if err is not None:
-                    rejects.append({"plateifu": r.plateifu, "path": shown(r.path), "reason": shown(err)})
+                    rejects.append(_reject_row(r.plateifu, r.path, err))
                 else:
                     _check_room(tmp, cube, out)
                     write_cube_row(h5, n_ok, cube)

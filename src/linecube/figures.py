@@ -29,6 +29,14 @@ from .atomic import atomic_path
 from .bpt import bpt_ratios, kauffmann03, kewley01, kewley01_s2, kewley06_seyfert_liner, window_flux  # noqa: E402
 from .manga import BUNIT
 
+
+def plain(text) -> str:
+    """Text from data (a line name, an anomaly type, a plate-IFU) as matplotlib shows
+    it literally: its dollar signs escaped, so nothing in a user's names is parsed
+    as mathtext (a '$\\frac' would stop the figure)."""
+    return str(text).replace("$", r"\$")
+
+
 FLUX_LABEL = r"$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ $\AA^{-1}$ spaxel$^{-1}$"
 SCORE_LABEL = "anomaly score (MAE, " + r"$10^{-17}$ erg/s/cm$^2$/$\AA$/spaxel)"
 
@@ -227,7 +235,7 @@ def plot_gallery(recon_h5, scores: pd.DataFrame, out_base, n: int = 6, formats=(
             ax = axes[r, 5]
             ax.barh(np.arange(len(names)), shares, color="tab:blue")
             ax.set_yticks(np.arange(len(names)))
-            ax.set_yticklabels(names, fontsize=5)
+            ax.set_yticklabels([plain(n) for n in names], fontsize=5)
             ax.invert_yaxis()
             ax.set_title("share of the score by line", fontsize=8)
             ax.tick_params(axis="x", labelsize=6)
@@ -372,9 +380,9 @@ def plot_line_heatmap(scores: pd.DataFrame, out_base, top: int = 50, formats=("p
     fig, ax = plt.subplots(figsize=(9, 0.18 * len(df) + 2))
     im = ax.imshow(df[cols].to_numpy(), aspect="auto", cmap="viridis", vmin=0)
     ax.set_xticks(np.arange(len(cols)))
-    ax.set_xticklabels([c.removeprefix("share_") for c in cols], rotation=60, fontsize=7)
+    ax.set_xticklabels([plain(c.removeprefix("share_")) for c in cols], rotation=60, fontsize=7)
     labels = [
-        f"{p} ({s:.3g})" + (" *" if "agn" in df and bool(a) else "")
+        plain(f"{p} ({s:.3g})") + (" *" if "agn" in df and bool(a) else "")
         for p, s, a in zip(df["plateifu"], df["score"], df["agn"] if "agn" in df else [False] * len(df))
     ]
     ax.set_yticks(np.arange(len(df)))
@@ -409,7 +417,7 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
             sub = (types == t) | ~anom
             if v["roc_auc"] is not None:
                 f2, t2, _ = roc_curve(types[sub] == t, df["score"].to_numpy()[sub])
-                ax.plot(f2, t2, lw=1, label=f"{t} (n={v['n']}): {v['roc_auc']:.2f}")
+                ax.plot(f2, t2, lw=1, label=plain(f"{t} (n={v['n']}): {v['roc_auc']:.2f}"))
         base = metrics.get("overall_mean_abs_flux", {}).get("roc_auc")
         if "mean_abs_flux" in df and base is not None:
             fb, tb, _ = roc_curve(anom, df["mean_abs_flux"])
@@ -434,7 +442,7 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
     for j, d in enumerate(data, start=1):
         ax.scatter(np.full(len(d), j) + np.random.default_rng(j).uniform(-0.15, 0.15, len(d)), d, s=8, color="k", alpha=0.6)
     ax.set_xticks(np.arange(1, len(cats) + 1))
-    ax.set_xticklabels(cats, rotation=30, fontsize=7)
+    ax.set_xticklabels([plain(c) for c in cats], rotation=30, fontsize=7)
     if score_is_log(df["score"]):
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

@@ -80,9 +80,12 @@ def knn_probe(x: np.ndarray, y: Sequence, *, classify: bool, k: int = KNN_K, see
     x, y = x[ok], y[ok]
     if len(y) < 2 * FOLDS or (classify and len(np.unique(y)) < 2):
         return float("nan")
-    kk = max(1, min(k, int(len(y) * (FOLDS - 1) / FOLDS) - 1))
+    cv = _folds(y, classify, seed)
+    # no more neighbours than the smallest training fold holds (a rare class can force 2 folds)
+    smallest = min(len(tr) for tr, _ in cv.split(x, y))
+    kk = max(1, min(k, smallest - 1))
     est = KNeighborsClassifier(kk, weights="distance") if classify else KNeighborsRegressor(kk, weights="distance")
-    pred = cross_val_predict(est, x, y, cv=_folds(y, classify, seed))
+    pred = cross_val_predict(est, x, y, cv=cv)
     return _score(y, pred, classify)
 
 

@@ -500,7 +500,21 @@ def save_model_atomic(model, path: str | os.PathLike) -> None:
 TRAIN_OUTPUTS = {"model": "model.keras", "history": "history.csv", "split": "split.csv", "divergence": "divergence.csv"}
 
 
-def train(
+def train(cubes_h5: str | os.PathLike, out_dir: str | os.PathLike, kind: str, model_cfg: dict, train_cfg: dict,
+          **kw) -> dict:  # fmt: skip
+    """:func:`train_run` holding the run's lock (``.model.keras.lock`` in ``out_dir``,
+    or beside the ``model`` output): a second process training the same run (a
+    rerun beside an orphan left by a killed Snakemake) stops at once with
+    :class:`linecube.atomic.Busy` instead of sharing its history and backups. The
+    lock goes with the process that holds it, also when it is killed."""
+    from .atomic import exclusive
+
+    model_path = Path((kw.get("outputs") or {}).get("model") or Path(out_dir) / "model.keras")
+    with exclusive(model_path):
+        return train_run(cubes_h5, out_dir, kind, model_cfg, train_cfg, **kw)
+
+
+def train_run(
     cubes_h5: str | os.PathLike,
     out_dir: str | os.PathLike,
     kind: str,

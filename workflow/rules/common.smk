@@ -30,6 +30,18 @@ except ConfigError as e:
 resolve_catalogues(config)
 # the input files every job will read, checked before any job runs
 _problems = check_inputs(config)
+try:  # the lines the scores read by name (derived from the code, not a list kept by hand)
+    from linecube.anomaly import missing_lines
+    from linecube.formats import load_lines
+
+    _missing = missing_lines(load_lines(config["data"]["lines"]).names)
+    if _missing:
+        _problems.append(
+            f"data.lines: {config['data']['lines']}: lacks {', '.join(_missing)}, which the scores read "
+            "(names as in resources/emission_lines.csv, vacuum wavelengths)"
+        )
+except Exception:  # an unreadable list is already reported by check_inputs
+    pass
 if _problems:
     raise WorkflowError("input files:\n  " + "\n  ".join(_problems))
 

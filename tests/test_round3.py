@@ -1,0 +1,76 @@
+"""Nothing lost, round 3: each class of failure found at the CLI, workflow and
+file-system edges, with a test that failed before its fix (docs/reliability.md)."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixtures import make_galaxy, write_cube, write_drpall_for
+
+
+def test_latex_like_names_do_not_stop_a_figure(tmp_path):
+    from linecube.figures import plot_line_heatmap
+
+    scores = pd.DataFrame(
+        {
+            "plateifu": ["8485-1901", "8485-1902"],
+            "score": [2.0, 1.0],
+            "rank": [1, 2],
+            "share_$\\frac{a": [0.5, 0.2],
+            "share_x_$^": [0.5, 0.8],
+        }  # fmt: skip
+    )
+    plot_line_heatmap(scores, tmp_path / "h", formats=("png",), model="ae")
+    assert (tmp_path / "h.png").stat().st_size > 0
+
+
+def test_one_non_utf8_cube_name_loses_no_good_cube(tmp_path, lines):
+    """A LOGCUBE name that is not valid UTF-8 is a reject; the good cubes are extracted."""
+    from linecube.cli import main
+
+    gs = [make_galaxy(index=i, ifusize=19, plate=8485, ifudsgn=1901 + i) for i in range(2)]
+    paths = [write_cube(tmp_path, g, lines) for g in gs]
+    drpall = write_drpall_for(tmp_path, gs)
+    bad = os.fsencode(str(paths[1].parent)) + b"/manga-8485-1902-LOGCUBE\xff.fits.gz"
+    os.rename(paths[1], bad)
+    out = tmp_path / "c.h5"
+    rc = main(["extract", "--drpall", str(drpall), "--out", str(out), str(paths[0]), os.fsdecode(bad)])
+    assert rc == 0 and out.exists()
+    rej = pd.read_csv(tmp_path / "c.rejects.csv")
+    assert len(rej) == 1 and "\\xff" in rej["path"].iloc[0]
+
+
+def test_extract_out_names_cannot_share_a_rejects_file(tmp_path):
+    from linecube.cli import UsageError, check_extract_out
+
+    with pytest.raises(UsageError, match=".h5"):
+        check_extract_out(str(tmp_path / "c"), [])
+
+
+def test_small_folds_never_ask_for_more_neighbours_than_they_hold():
+    """The representation probe on 9 galaxies of a rare class (2 folds) runs."""
+    from linecube.probes import knn_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(11, 4))
+    y = np.array(["a"] * 9 + ["b"] * 2)
+    assert np.isfinite(knn_probe(x, y, classify=True))
+
+
+def test_a_second_training_of_the_same_run_is_refused(tmp_path):
+    from linecube.atomic import Busy, exclusive
+    from linecube.train import train
+
+    out = tmp_path / "model"
+    with exclusive(out / "model.keras"):  # an orphan of a killed Snakemake still training
+        with pytest.raises(Busy):
+            train(tmp_path / "cubes.h5", out, "ae", {}, {})
+
+
+def test_line_list_without_what_the_scores_read_is_named():
+    from linecube.anomaly import missing_lines, required_lines
+
+    assert "[OIII]5008" in required_lines() and "Halpha" in required_lines()
+    names = [n for n in required_lines() if n != "[OIII]5008"]
+    assert missing_lines(names) == ["[OIII]5008"]
