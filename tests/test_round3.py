@@ -74,3 +74,45 @@ def test_line_list_without_what_the_scores_read_is_named():
     assert "[OIII]5008" in required_lines() and "Halpha" in required_lines()
     names = [n for n in required_lines() if n != "[OIII]5008"]
     assert missing_lines(names) == ["[OIII]5008"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "no_ivar"])
+def test_a_damaged_cubes_file_is_named_before_training(tmp_path, damage):
+    import h5py
+    from fixtures import write_cubes_h5
+
+    from linecube.formats import BadCubesFile
+    from linecube.train import train
+
+    cubes = tmp_path / "cubes.h5"
+    write_cubes_h5(cubes, n=6)
+    if damage == "truncate":
+        data = cubes.read_bytes()
+        cubes.write_bytes(data[: len(data) // 2])
+    else:
+        with h5py.File(cubes, "r+") as h5:
+            del h5["ivar"]
+    with pytest.raises(BadCubesFile, match=str(cubes)):
+        train(cubes, tmp_path / "m", "ae", {}, {})
+
+
+def test_the_reject_threshold_is_the_surveys_not_a_plates(tmp_path):
+    """One bad cube on a plate of two is 1 of 14 in the survey: below 0.25, no stop."""
+    import h5py
+    from fixtures import write_cubes_h5
+
+    from linecube.assemble import check_reject_fraction
+    from linecube.extract import TooManyRejects
+
+    plates = []
+    for k, n in enumerate((1, 12)):
+        p = tmp_path / f"{8000 + k}.h5"
+        write_cubes_h5(p, n=n)
+        plates.append(p)
+    rej = tmp_path / "8000.rejects.csv"
+    rej.write_text("plateifu,path,reason\n8000-1902,x.fits.gz,corrupt gzip data\n")
+    assert check_reject_fraction(plates, [rej], 0.25) == (13, 1)
+    with pytest.raises(TooManyRejects, match="8000-1902"):
+        check_reject_fraction(plates, [rej], 0.05)
+    with h5py.File(plates[0]) as h5:
+        assert h5["flux"].shape[0] == 1

@@ -80,6 +80,32 @@ def assemble(
     return n
 
 
+def check_reject_fraction(plate_files: Sequence[str | os.PathLike], reject_files: Sequence[str | os.PathLike],
+                          max_fraction: float) -> tuple[int, int]:  # fmt: skip
+    """Apply ``extract.max_reject_fraction`` to the whole survey (what the per-plate
+    jobs extracted and everything rejected on the way), so the threshold means the
+    same for one plate of two cubes and for the survey: raises
+    :class:`linecube.extract.TooManyRejects` listing the reasons. Returns (kept, rejected)."""
+    import h5py
+    import pandas as pd
+
+    from .extract import TooManyRejects
+
+    kept = 0
+    for p in plate_files:
+        with h5py.File(p, "r") as h5:
+            kept += int(h5["flux"].shape[0])
+    rows = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in reject_files]
+    rej = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["plateifu", "reason"])
+    total = kept + len(rej)
+    if total and len(rej) / total > max_fraction:
+        reasons = "\n".join(f"  {r.plateifu or r.path}: {r.reason}" for r in rej.itertuples())
+        raise TooManyRejects(
+            f"{len(rej)} of {total} cubes of the survey rejected, above extract.max_reject_fraction={max_fraction}:\n{reasons}"
+        )
+    return kept, len(rej)
+
+
 def merge_rejects(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> int:
     """Concatenate reject tables (plateifu, path, reason [, stage]) into one CSV."""
     import pandas as pd

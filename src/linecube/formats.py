@@ -226,6 +226,40 @@ def clean_masked(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray) -> None:
     ivar[bad] = 0.0
 
 
+class BadCubesFile(ValueError):
+    """A cubes.h5 that is truncated, unreadable or lacks what the contract requires."""
+
+
+def check_cubes_file(path: str | os.PathLike) -> int:
+    """Open a cubes.h5 and check the contract before any work: readable, every
+    dataset of :data:`CUBE_DATASETS` and ``wave``/``plateifu`` present with one
+    row per galaxy, the layout attributes there, and the last cube readable (a
+    truncated file fails here). Returns the number of galaxies; raises
+    :class:`BadCubesFile` naming the file and the problem."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [n for n in (*CUBE_DATASETS, "wave", "plateifu") if n not in h5]
+            if missing:
+                raise BadCubesFile(f"{path}: not a cubes.h5: no {', '.join(missing)} dataset (docs/data.md)")
+            n = h5["flux"].shape[0]
+            odd = [f"{k} {h5[k].shape[0]}" for k in (*CUBE_DATASETS, "wave", "plateifu") if h5[k].shape[0] != n]
+            if odd:
+                raise BadCubesFile(f"{path}: datasets disagree on the number of galaxies (flux {n}, {', '.join(odd)})")
+            absent = [a for a in ("line_names", "line_rest_wavelengths", "window_bins", "crop") if a not in h5.attrs]
+            if absent:
+                raise BadCubesFile(f"{path}: not a cubes.h5: no {', '.join(absent)} attribute")
+            if n:
+                for k in CUBE_DATASETS:
+                    h5[k][n - 1]
+            return int(n)
+    except BadCubesFile:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as e:
+        raise BadCubesFile(f"{path}: cannot be read as a cubes.h5 ({e}); it may be truncated: rebuild it") from None
+
+
 def read_layout(h5) -> tuple[CubeLayout, LineList]:
     """Layout and line list stored in the attributes of a cubes.h5 file."""
     names = tuple(str(s.decode() if isinstance(s, bytes) else s) for s in h5.attrs["line_names"])

@@ -34,7 +34,7 @@ from .atomic import atomic_path, write_csv_atomic, write_json_atomic
 from .dataset import median_cubes
 from .diagnostics import eq1_numpy
 from .fluxscale import FluxScaler
-from .formats import clean_masked, read_layout, read_meta, read_strings
+from .formats import check_cubes_file, clean_masked, read_layout, read_meta, read_strings
 
 log = logging.getLogger("linecube")
 
@@ -351,6 +351,7 @@ def score_galaxies(
 
     if default_score not in DEFAULT_CHOICES:
         raise ValueError(f"score.default must be one of {DEFAULT_CHOICES}, got {default_score!r}")
+    check_cubes_file(cubes_h5)
     kb.select(backend, bitwise=bitwise)
     kb.configure(0)
     out_dir = Path(out_dir)

@@ -508,9 +508,11 @@ def train(cubes_h5: str | os.PathLike, out_dir: str | os.PathLike, kind: str, mo
     :class:`linecube.atomic.Busy` instead of sharing its history and backups. The
     lock goes with the process that holds it, also when it is killed."""
     from .atomic import exclusive
+    from .formats import check_cubes_file
 
     model_path = Path((kw.get("outputs") or {}).get("model") or Path(out_dir) / "model.keras")
     with exclusive(model_path):
+        check_cubes_file(cubes_h5)
         return train_run(cubes_h5, out_dir, kind, model_cfg, train_cfg, **kw)
 
 

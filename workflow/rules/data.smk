@@ -77,7 +77,7 @@ rule extract_plate:
         drpver=DRPVER,
         window_bins=config["extract"]["window_bins"],
         crop=config["extract"]["crop"],
-        max_reject_fraction=config["extract"]["max_reject_fraction"],
+        max_reject_fraction=1.0,  # a plate job keeps every good cube; assemble_cubes applies the survey's threshold
         galactic_extinction=config["extract"]["galactic_extinction"],
         extinction_rv=config["extract"]["extinction_rv"],
         verify_full_file=config["extract"]["verify_full_file"],
@@ -106,6 +106,7 @@ rule assemble_cubes:
     params:
         drpver=DRPVER,
         compression=config["extract"]["hdf5_compression"],
+        max_reject_fraction=config["extract"]["max_reject_fraction"],
         config={k: config[k] for k in ("data", "sample", "extract")},
     script:
         "../../scripts/assemble_cubes.py"
