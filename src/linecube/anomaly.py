@@ -345,9 +345,9 @@ def _centroid(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 #: S/N (MaNGA's correlated noise, :mod:`linecube.noise`) below which a line's
-#: integrated flux does not define a ratio, width or position: those features
-#: are "not measured" (NaN), neutral in :class:`FeatureScorer`
-MIN_FEATURE_SNR = 3.0
+#: integrated flux does not define a ratio, width or position (:func:`measured`:
+#: "not measured", neutral in :class:`FeatureScorer`); 0: every feature is used
+MIN_FEATURE_SNR = 0.0
 
 
 def line_flux_snr(
@@ -379,7 +379,8 @@ def galaxy_features(
     window_bins: int,
     rest: Mapping[str, float] | None = None,
     correl_sigma=None,
-) -> np.ndarray:
+    with_snr: bool = False,
+):
     """The baseline's features (N, len(FEATURE_NAMES)), float64, from cubes
     (N, lines * window_bins, y, x) in flux units, their ivar and masks.
 
@@ -393,11 +394,12 @@ def galaxy_features(
     noise from ``ivar``). ``rest``: rest wavelengths (Angstrom) by line name,
     default the packaged line list's.
 
-    A feature is NaN ("not measured") where the line(s) it rests on have S/N
-    below :data:`MIN_FEATURE_SNR` against the spatially correlated noise
-    (``correl_sigma``: per galaxy, spaxels; :func:`line_flux_snr`): the ratios,
-    Halpha widths, pedestals over F_Halpha and positions need Halpha, each other
-    width its own line. A quiescent galaxy's noise is not a line ratio.
+    ``with_snr``: also return (N, F) the S/N of the line(s) each feature rests
+    on, against the spatially correlated noise (``correl_sigma``: per galaxy,
+    spaxels; :func:`line_flux_snr`): the ratios, Halpha widths, pedestals over
+    F_Halpha and positions rest on Halpha, each other width on its own line
+    (inf: a feature that is itself a S/N). :func:`measured` turns a threshold on
+    it into "not measured" (NaN).
     """
     names = list(names)
     n_lines = len(names)
@@ -407,7 +409,8 @@ def galaxy_features(
     tot, snr = line_flux_snr(lines, ivar, mask, n_lines, window_bins, correl_sigma)
     ha = idx["Halpha"]
     f_ha = np.maximum(tot[:, ha], 1e-6)
-    ha_ok = snr[:, ha] >= MIN_FEATURE_SNR
+    inf = np.full(len(f_ha), np.inf)
+    ha_ok = snr[:, ha]
     cols, need = [], []
     for _, num in RATIO_FEATURES:
         cols.append(np.arcsinh(10.0 * sum(tot[:, idx[x]] for x in num) / f_ha))
@@ -415,7 +418,7 @@ def galaxy_features(
     spec = lines.sum(axis=(3, 4), dtype=np.float64)  # (N, L, B)
     for ln in WIDTH_LINES:
         cols.append(_moments(spec[:, idx[ln]])[1])
-        need.append(snr[:, idx[ln]] >= MIN_FEATURE_SNR)
+        need.append(snr[:, idx[ln]])
     # per-spaxel Halpha widths, weighted by the spaxel's Halpha flux
     _, sw = _moments(np.moveaxis(lines[:, ha].astype(np.float64), 1, -1))  # (N, y, x)
     wgt = np.maximum(lf[:, ha], 0.0).astype(np.float64)
@@ -429,7 +432,7 @@ def galaxy_features(
         need.append(ha_ok)
     for d, var, ref in peds.values():
         cols.append(nuclear_pedestal_snr(d, var, ref, correl_sigma))
-        need.append(np.ones(len(f_ha), bool))
+        need.append(inf)
     ny, nx = flux.shape[-2:]
     cy, cx = (ny - 1) / 2.0, (nx - 1) / 2.0
     inner = (_radius(ny, nx) < NUCLEUS_RADIUS)[None]
@@ -444,9 +447,15 @@ def galaxy_features(
     oiii = idx["[OIII]5008"]
     oy, ox, _ = _centroid(lf[:, oiii])
     cols.append(np.hypot(hy - oy, hx - ox))
-    need.append(ha_ok & (snr[:, oiii] >= MIN_FEATURE_SNR))
+    need.append(np.minimum(ha_ok, snr[:, oiii]))
     out = np.nan_to_num(np.stack(cols, axis=1), nan=0.0, posinf=0.0, neginf=0.0)
-    return np.where(np.stack(need, axis=1), out, np.nan)
+    return (out, np.stack(need, axis=1)) if with_snr else out
+
+
+def measured(features: np.ndarray, feature_snr: np.ndarray, min_snr: float = MIN_FEATURE_SNR) -> np.ndarray:
+    """The features with those resting on lines below ``min_snr`` set to NaN ("not
+    measured": neutral in :class:`FeatureScorer`); ``min_snr`` 0 keeps every one."""
+    return np.where(feature_snr >= min_snr, features, np.nan) if min_snr > 0 else np.asarray(features)
 
 
 class FeatureScorer:
@@ -610,6 +619,7 @@ __all__ = [
     "gauss_ranks",
     "halpha_scale",
     "line_residual_stats",
+    "measured",
     "missing_lines",
     "peer_gauss_ranks",
     "peer_groups",

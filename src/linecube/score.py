@@ -131,7 +131,8 @@ class RawStats:
     companions; mean_abs_flux (N,); shares (N, L) of the absolute error per line;
     halpha (N,) the galaxy flux scale; line_resid (N, L) the localised residual
     per line (:func:`linecube.anomaly.line_residual_stats`); features (N, F) the
-    baseline's (:func:`linecube.anomaly.galaxy_features`); ha_snr (N,) the
+    baseline's (:func:`linecube.anomaly.galaxy_features`) and feature_snr (N, F)
+    the S/N each rests on; ha_snr (N,) the
     Halpha window's S/N against the correlated noise; ifu_fibres (N,) the bundle."""
 
     latents: np.ndarray
@@ -143,6 +144,7 @@ class RawStats:
     halpha: np.ndarray
     line_resid: np.ndarray
     features: np.ndarray
+    feature_snr: np.ndarray
     ha_snr: np.ndarray
     ifu_fibres: np.ndarray
 
@@ -198,7 +200,9 @@ def collect_stats(
         parts["shares"].append(line_shares(err, n_lines, window_bins))
         parts["halpha"].append(scale)
         parts["line_resid"].append(stats)
-        parts["features"].append(galaxy_features(flux, ivar, mask, line_names, window_bins, correl_sigma=cs))
+        feats, fsnr = galaxy_features(flux, ivar, mask, line_names, window_bins, correl_sigma=cs, with_snr=True)
+        parts["features"].append(feats)
+        parts["feature_snr"].append(fsnr)
         lm, _ = _line_maps(flux, mask, n_lines, window_bins)
         parts["ha_snr"].append(line_flux_snr(lm, ivar, mask, n_lines, window_bins, cs)[1][:, ha])
         parts["ifu_fibres"].append(np.asarray(fibres[start : start + nb]))
@@ -224,7 +228,12 @@ DEFAULT_CHOICES: tuple[str, ...] = tuple(SCORE_COLUMNS)
 
 
 def derive_scores(
-    raw: RawStats, ref_rows: np.ndarray, line_names: list[str], seed: int = 0, peers: bool = True
+    raw: RawStats,
+    ref_rows: np.ndarray,
+    line_names: list[str],
+    seed: int = 0,
+    peers: bool = True,
+    min_feature_snr: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Every score of :data:`SCORE_COLUMNS` (plus ``explain_line``) from raw stats,
     each fitted on the reference (training) galaxies ``ref_rows`` only.
@@ -232,8 +241,12 @@ def derive_scores(
     ``peers``: the combined scores rank each component against the reference
     galaxies observed alike (same IFU bundle class, Halpha detected or not:
     :func:`linecube.anomaly.peer_groups`), so neither the footprint nor a quiet
-    galaxy's noise reads as an anomaly; False ranks against all of them."""
-    from .anomaly import FeatureScorer, LatentDensity, peer_gauss_ranks, peer_groups, residual_score
+    galaxy's noise reads as an anomaly; False ranks against all of them.
+    ``min_feature_snr``: features resting on weaker lines are not measured
+    (:func:`linecube.anomaly.measured`; default :data:`linecube.anomaly.MIN_FEATURE_SNR`)."""
+    from .anomaly import MIN_FEATURE_SNR, FeatureScorer, LatentDensity, measured, peer_gauss_ranks, peer_groups, residual_score
+
+    feats = measured(raw.features, raw.feature_snr, MIN_FEATURE_SNR if min_feature_snr is None else min_feature_snr)
 
     ref_rows = np.asarray(ref_rows, dtype=int)
     is_ref = np.zeros(len(raw.paper), bool)
@@ -245,7 +258,7 @@ def derive_scores(
         "score_residual": resid,
         "score_latent": dens.knn(raw.latents, is_ref),
         "score_latent_if": dens.iforest(raw.latents),
-        "score_features": FeatureScorer(seed).fit(raw.features[ref_rows])(raw.features, ref_rows),
+        "score_features": FeatureScorer(seed).fit(feats[ref_rows])(feats, ref_rows),
     }
     groups = peer_groups(raw.ifu_fibres, raw.ha_snr) if peers else None
     g = peer_gauss_ranks({k: out[k] for k in ("score_residual", "score_latent", "score_features")}, ref_rows, groups)
