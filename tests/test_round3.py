@@ -116,3 +116,36 @@ def test_the_reject_threshold_is_the_surveys_not_a_plates(tmp_path):
         check_reject_fraction(plates, [rej], 0.05)
     with h5py.File(plates[0]) as h5:
         assert h5["flux"].shape[0] == 1
+
+
+def test_non_ascii_drpall_text_names_file_column_and_row(tmp_path):
+    from linecube.manga import read_drpall
+
+    p = write_drpall_for(tmp_path, [make_galaxy()])
+    b = p.read_bytes()
+    i = b.find(b"1-200000")
+    p.write_bytes(b[:i] + b"1-20000\xe9" + b[i + 8 :])
+    with pytest.raises(ValueError, match=r"column mangaid, table row 1"):
+        read_drpall(p)
+
+
+def test_a_fifo_input_is_refused_not_waited_on(tmp_path):
+    from linecube.cli import main
+
+    fifo = tmp_path / "labels.csv"
+    os.mkfifo(fifo)
+    assert main(["rerank", "--labels", str(fifo), "--results", str(tmp_path)]) == 2
+
+
+def test_drpver_with_a_trailing_newline_and_duplicate_yaml_keys_are_refused(tmp_path):
+    from linecube.config import ConfigError, duplicate_keys, load_config, validate_config
+
+    cfg = load_config()
+    cfg["data"]["drpver"] = "v3_1_1\n"
+    with pytest.raises(ConfigError, match="drpver"):
+        validate_config(cfg)
+    y = tmp_path / "c.yaml"
+    y.write_text("train:\n  epochs: 3\n  epochs: 30\n")
+    assert "given twice" in duplicate_keys(y)
+    with pytest.raises(Exception, match="given twice"):
+        load_config(y)

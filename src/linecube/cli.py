@@ -125,6 +125,21 @@ class UsageError(Exception):
     """A bad argument or input file: printed as one ``error: ...`` line."""
 
 
+def check_regular_input(path, flag: str) -> None:
+    """An input file given on the command line is a regular file (a FIFO, a device
+    or a folder would hang or fail deep inside); a missing one is reported where read."""
+    import stat
+
+    if path is None:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{flag}: {shown(path)} is not a regular file (a folder, FIFO or device); give the file itself")
+
+
 def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -> Path:
     """Refuse an ``--out`` that would overwrite an input (a LOGCUBE, the drpall), a
     directory, or an existing file that is not a cubes.h5 written by linecube;
@@ -211,6 +226,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from .formats import CubeLayout, load_lines
     from .manga import DuplicateCubes, requests_from_drpall
 
+    check_regular_input(args.drpall, "--drpall")
+    check_regular_input(args.lines, "--lines")
     out = check_extract_out(args.out, [args.drpall, *args.cubes])
     check_drpver(args.drpver)
     for name, v, (lo, hi) in (
@@ -274,6 +291,7 @@ def _cmd_neighbors(args: argparse.Namespace) -> int:
 def _cmd_rerank(args: argparse.Namespace) -> int:
     from .rerank import BadLabels, rerank_files
 
+    check_regular_input(args.labels, "--labels")
     try:
         path, out = rerank_files(args.results, args.model, args.labels, weight=args.weight, k=args.k)
     except BadLabels as e:

@@ -136,12 +136,44 @@ def validate_config(cfg: dict, source: str = "config") -> dict:
     return cfg
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (plain YAML lets
+    the last one win silently)."""
+
+
+def _strict_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice (first at line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def duplicate_keys(path: str | os.PathLike) -> str:
+    """'' or a message naming a key given twice in the YAML file ``path``."""
+    try:
+        with open(path) as fh:
+            yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as e:
+        return f"{path}: {e.problem}; {str(e.problem_mark).strip()}"
+    except (OSError, yaml.YAMLError):
+        return ""  # unreadable files are reported where they are read
+    return ""
+
+
 def load_config(*paths: str | os.PathLike, overrides: dict | None = None) -> dict:
     """Merge YAML files (later ones win, recursively), then validate."""
     merged: dict = {}
     for p in paths:
         with open(p) as fh:
-            data = yaml.safe_load(fh) or {}
+            data = yaml.load(fh, Loader=_StrictLoader) or {}  # noqa: S506 - a SafeLoader subclass
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         merged = deep_merge(merged, data)

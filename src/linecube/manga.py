@@ -219,6 +219,23 @@ DRPALL_REQUIRED = (
 DRPALL_OPTIONAL = ("ebvgal",)
 
 
+def _as_text(arr: np.ndarray, path, column: str) -> np.ndarray:
+    """A FITS string column as str; a byte that is not ASCII (FITS allows only
+    ASCII text) is an error naming the file, the column and the row."""
+    try:
+        return arr.astype(str)
+    except UnicodeDecodeError:
+        for i, v in enumerate(arr):
+            try:
+                bytes(v).decode("ascii")
+            except (UnicodeDecodeError, TypeError):
+                raise ValueError(
+                    f"{path}: column {column}, table row {i + 1} (1-based) holds non-ASCII bytes {bytes(v)!r}; "
+                    "FITS table text is ASCII: fix or drop that row"
+                ) from None
+        raise
+
+
 def read_drpall(path: str | os.PathLike, hdu: str = "MANGA"):
     """The drpall MANGA table as a DataFrame of the columns linecube uses.
 
@@ -254,7 +271,7 @@ def read_drpall(path: str | os.PathLike, hdu: str = "MANGA"):
                 if arr.ndim > 1:
                     continue
                 if arr.dtype.kind in "SU":
-                    out[lc] = np.char.strip(arr.astype(str))
+                    out[lc] = np.char.strip(_as_text(arr, path, c))
                 else:
                     out[lc] = arr.astype(arr.dtype.newbyteorder("="))
     except OSError as e:

@@ -30,6 +30,9 @@ except ConfigError as e:
 resolve_catalogues(config)
 # the input files every job will read, checked before any job runs
 _problems = check_inputs(config)
+from linecube.config import duplicate_keys
+
+_problems += [m for m in (duplicate_keys(f) for f in workflow.configfiles) if m]
 try:  # the lines the scores read by name (derived from the code, not a list kept by hand)
     from linecube.anomaly import missing_lines
     from linecube.formats import load_lines
