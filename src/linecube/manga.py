@@ -329,11 +329,15 @@ _WCS_KEY = re.compile(
 def cube_wcs(header):
     """astropy WCS of a cube header, built from its WCS cards only (the DRP's
     PLATEID and DATE-OBS cards are not WCS and only make astropy warn)."""
+    import warnings
+
     from astropy.io import fits
-    from astropy.wcs import WCS
+    from astropy.wcs import WCS, FITSFixedWarning
 
     h = fits.Header([c for c in header.cards if _WCS_KEY.match(c.keyword)])
-    return WCS(h)
+    with warnings.catch_warnings():  # astropy's notes on cards it normalised: not the user's concern
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(h)
 
 
 def centre_pixel(header, objra: float, objdec: float) -> tuple[float, float]:

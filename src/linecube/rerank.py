@@ -140,16 +140,19 @@ def _written_by_rerank(path: Path) -> bool:
 def rerank_files(
     results: str | os.PathLike, model: str, labels_csv: str | os.PathLike, *, weight: float = 1.0, k: int = 5
 ) -> tuple[Path, pd.DataFrame]:
-    """results/{model}/scores.csv + embedding.csv + labels -> results/{model}/scores_ranked.csv."""
-    from .atomic import write_csv_atomic
-
+    """results/{model}/scores.csv + embedding.csv + labels -> results/{model}/scores_ranked.csv
+    (held under a lock: a second rerank of the same model is told so, not raced)."""
     d = Path(results) / model
     for f in ("scores.csv", "embedding.csv"):
         if not (d / f).is_file():
             raise BadLabels(f"{d / f}: not found (run the workflow for model {model} first)")
     labels = read_labels(labels_csv)
-    if "model" in labels and (labels["model"] != "").any() and model not in set(labels["model"]):
-        raise BadLabels(f"{labels_csv}: labels were made on model(s) {', '.join(sorted(set(labels['model'])))}, not {model}")
+    if "model" in labels and (labels["model"] != "").any():
+        if model not in set(labels["model"]):
+            raise BadLabels(
+                f"{labels_csv}: labels were made on model(s) {', '.join(sorted(set(labels['model']) - {''}))}, not {model}"
+            )
+        labels = labels[labels["model"].isin([model, ""])]  # another model's labels judge another ranking
     from .neighbors import BadResultsFile, read_results_table
 
     if not (np.isfinite(weight) and weight >= 0):
@@ -161,7 +164,19 @@ def rerank_files(
         emb = read_results_table(d / "embedding.csv")
     except BadResultsFile as e:
         raise BadLabels(str(e)) from None
+    from .atomic import Busy, exclusive
+
     path = d / "scores_ranked.csv"
+    try:
+        with exclusive(path):
+            return _rerank_into(path, scores, emb, labels, weight, k)
+    except Busy as e:
+        raise BadLabels(str(e)) from None
+
+
+def _rerank_into(path: Path, scores, emb, labels, weight: float, k: int) -> tuple[Path, pd.DataFrame]:
+    from .atomic import write_csv_atomic
+
     if path.exists() or path.is_symlink():
         if not _written_by_rerank(path):
             raise BadLabels(
