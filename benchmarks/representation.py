@@ -235,12 +235,17 @@ def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
     return out
 
 
-def footprint(spaces: dict, base: dict, size, disc, seed: int) -> dict:
+def footprint(spaces: dict, base: dict, size, disc, seed: int, instrument: dict | None = None) -> dict:
     """How much of the disc-scale probe is the IFU footprint: MaNGA (and the simulator)
     gives larger galaxies larger bundles (``size``: fibres, the truth table's
     ``ifusize``), and a cube's zeros outside its hexagon show the bundle. kNN R^2 of
     the disc scale from the IFU size alone, and per space: of the IFU size, and of the
-    disc scale within one IFU size (:func:`within_groups`)."""
+    disc scale within one IFU size (:func:`within_groups`); and what a space tells of
+    the catalogue redshift's error, the galaxy's offset from the IFU centre and the
+    Galactic E(B-V) (``instrument``: truth columns, :data:`INSTRUMENT_COLUMNS`; 0 or
+    below: nothing)."""
+    import numpy as np
+
     from linecube.probes import knn_probe, within_groups
 
     size = size.astype(float)
@@ -251,7 +256,19 @@ def footprint(spaces: dict, base: dict, size, disc, seed: int) -> dict:
             "ifu_size": knn_probe(x, size, classify=False, seed=seed),
             "disc_scale_within_ifu": knn_probe(x, resid, classify=False, seed=seed),
         }
+        for col, key in INSTRUMENT_COLUMNS.items():  # what the instrument and the catalogue add (DR17's effects)
+            if instrument is not None and col in instrument:
+                out[name][key] = knn_probe(x, np.asarray(instrument[col], float), classify=False, seed=seed)
     return out
+
+
+#: truth-table columns of what the instrument and the catalogue add, and their
+#: names in the footprint block: none of them is physics a space should carry
+INSTRUMENT_COLUMNS = {
+    "z_cat_offset_kms": "catalogue_z_offset",
+    "centre_offset_arcsec": "centre_offset",
+    "ebvgal": "galactic_ebv",
+}
 
 
 def train_and_measure(
@@ -353,7 +370,7 @@ def train_and_measure(
 
         out["oracles"] = probe_all(oracle_spaces(truth, params), {}, truth, params, seed)
         if "disc_scale_arcsec" in truth and "ifusize" in truth:
-            out["footprint"] = footprint(spaces, base, truth["ifusize"], truth["disc_scale_arcsec"], seed)
+            out["footprint"] = footprint(spaces, base, truth["ifusize"], truth["disc_scale_arcsec"], seed, truth)
     phases["probes"] = time.perf_counter() - t0
     out["seconds"] = {"train": t_train, **t, **phases}
     return out
@@ -450,6 +467,9 @@ def tables(res: dict, title: str) -> str:
             + "; the IFU size from "
             + ", ".join(f"{k} {fp[k]['ifu_size']:.2f}" for k in sp)
         )
+        for key in INSTRUMENT_COLUMNS.values():
+            if key in fp["latent"]:
+                lines.append(f"{key} (kNN R^2, 0 or below: not readable): " + ", ".join(f"{k} {fp[k][key]:.2f}" for k in sp))
     if "true_parameters" in (res.get("oracles") or {}):
         o = res["oracles"]
         bpt = o.get("true_bpt_ratios", {}).get("knn", {}).get("class", float("nan"))

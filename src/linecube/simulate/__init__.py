@@ -33,6 +33,7 @@ from .galaxy import (
     ANOMALY_TYPES,
     CLASS_PROBS,
     CLASSES,
+    HELD_OUT_TYPES,
     IFU_PROBS,
     IFU_SIZES,
     PSF_FWHM_ARCSEC,
@@ -53,6 +54,7 @@ from .survey import plan_survey, simulate_survey
 __all__ = [
     "NWAVE",
     "ANOMALY_TYPES",
+    "HELD_OUT_TYPES",
     "CASE_B",
     "CLASSES",
     "CLASS_PROBS",

@@ -31,6 +31,18 @@ ANOMALY_TYPES: tuple[str, ...] = (
 )
 
 
+#: anomaly kinds no score, feature or default of linecube was designed or tuned
+#: for (the science benchmark's held-out kinds; never drawn into a survey, only
+#: rendered as twins by :func:`with_anomaly`), each from the IFS literature:
+#: ``outflow``: a nuclear ionised outflow, a broad blueshifted Seyfert-like
+#: component (Rodriguez del Pino et al. 2019, MaNGA); ``misaligned_gas``: gas
+#: rotating about another axis than the stars and the gas disc's shape
+#: (kinematically misaligned or counter-rotating gas, Chen et al. 2016, MaNGA);
+#: ``ring``: a star-forming ring at 40-60 % of the bundle's radius
+#: (resonance / collisional rings, Buta & Combes 1996)
+HELD_OUT_TYPES: tuple[str, ...] = ("outflow", "misaligned_gas", "ring")
+
+
 #: IFU sizes of the bundled sample and how often each is drawn (small bundles
 #: dominate so the sample stays within its disk budget).
 IFU_SIZES: tuple[int, ...] = (19, 37, 61, 91, 127)
@@ -90,6 +102,8 @@ class Component:
     y0_arcsec: float = 0.0
     ratios: Ratios | None = None
     broad_balmer_only: bool = False  #: a broad-line region: Balmer lines only
+    pa_offset_deg: float = 0.0  #: the velocity field's axis turned from the galaxy's (misaligned gas)
+    ring_radius_arcsec: float = 0.0  #: profile "ring": radius of the ring (scale_arcsec its width)
 
 
 @dataclass
@@ -254,11 +268,12 @@ def with_anomaly(g: GalaxyParams, anomaly: str) -> GalaxyParams:
 
     if g.anomaly:
         raise ValueError(f"{g.plateifu} already carries an anomaly ({g.anomaly})")
-    if anomaly not in ANOMALY_TYPES:
-        raise ValueError(f"unknown anomaly type {anomaly!r}; expected one of {ANOMALY_TYPES}")
+    kinds = ANOMALY_TYPES + HELD_OUT_TYPES
+    if anomaly not in kinds:
+        raise ValueError(f"unknown anomaly type {anomaly!r}; expected one of {kinds}")
     twin = copy.deepcopy(g)
     twin.anomaly = anomaly
-    _apply_anomaly(twin, np.random.default_rng([g.seed, 77, ANOMALY_TYPES.index(anomaly)]))
+    _apply_anomaly(twin, np.random.default_rng([g.seed, 77, kinds.index(anomaly)]))
     return twin
 
 
@@ -335,6 +350,40 @@ def _apply_anomaly(g: GalaxyParams, rng: np.random.Generator) -> None:
         ang = rng.uniform(0, 2 * np.pi)
         rad = rng.uniform(0.1, 0.25) * IFU_DIAMETER_ARCSEC[g.ifusize]
         g.star = {"x0": rad * np.cos(ang), "y0": rad * np.sin(ang), "amp": float(rng.uniform(15, 50)), "radius": 3.0}
+    elif a == "outflow":
+        peak = max(c.hbeta_peak for c in g.components)
+        g.components.append(
+            Component(
+                "seyfert",
+                "gauss",
+                rng.uniform(0.8, 1.5),
+                peak * rng.uniform(0.3, 0.6),
+                rng.uniform(250, 450),
+                v_offset_kms=-rng.uniform(150, 400),
+                ratios=draw_ratios("seyfert", rng),
+            )
+        )
+    elif a == "misaligned_gas":
+        for c in g.components:
+            c.pa_offset_deg = float(rng.uniform(60, 180))  # one offset for the gas; 180: counter-rotating
+            c.vmax_kms = max(abs(c.vmax_kms), 100.0 * np.sin(np.deg2rad(g.incl_deg)))
+            break
+    elif a == "ring":
+        rad = rng.uniform(0.4, 0.6) * IFU_DIAMETER_ARCSEC[g.ifusize] / 2.0
+        disc = g.components[0]
+        g.components.append(
+            Component(
+                "star-forming",
+                "ring",
+                rng.uniform(0.6, 1.0),
+                max(disc.hbeta_peak, 2.0) * rng.uniform(0.6, 1.2),
+                35.0,
+                disc.vmax_kms,
+                ring_radius_arcsec=rad,
+                ratios=draw_ratios("star-forming", rng),
+            )
+        )
+        disc.hbeta_peak *= 0.3
     else:
         raise ValueError(f"unknown anomaly type {a!r}")
 

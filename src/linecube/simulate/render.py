@@ -44,8 +44,12 @@ def _component_maps(c: Component, g: GalaxyParams, dx: np.ndarray, dy: np.ndarra
     """Hbeta surface brightness (PSF-convolved), line-of-sight velocity and
     dispersion maps (km/s) of one component on a spaxel grid of sky offsets."""
     r, cos_phi = _disc_geometry(dx - c.x0_arcsec, dy - c.y0_arcsec, g.incl_deg, g.pa_deg)
+    if c.pa_offset_deg:  # the velocity field about another axis than the shape's
+        _, cos_phi = _disc_geometry(dx - c.x0_arcsec, dy - c.y0_arcsec, g.incl_deg, g.pa_deg + c.pa_offset_deg)
     if c.profile == "disc":
         sb = np.exp(-r / c.scale_arcsec)
+    elif c.profile == "ring":
+        sb = np.exp(-0.5 * ((r - c.ring_radius_arcsec) / c.scale_arcsec) ** 2)
     else:
         rr = np.hypot(dx - c.x0_arcsec, dy - c.y0_arcsec)
         sb = np.exp(-0.5 * (rr / c.scale_arcsec) ** 2)

@@ -87,6 +87,8 @@ def _component_hbeta(c, cos_i: float) -> float:
     consistent unit): its peak times the integral of its profile on the sky."""
     if c.profile == "disc":
         return c.hbeta_peak * 2.0 * np.pi * c.scale_arcsec**2 * cos_i
+    if c.profile == "ring":  # a Gaussian annulus: 2 pi R x sqrt(2 pi) width (thin-ring limit)
+        return c.hbeta_peak * 2.0 * np.pi * c.ring_radius_arcsec * np.sqrt(2 * np.pi) * c.scale_arcsec * cos_i
     return c.hbeta_peak * 2.0 * np.pi * c.scale_arcsec**2
 
 
