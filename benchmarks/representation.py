@@ -555,6 +555,7 @@ def main() -> None:
         "n_train": args.train,
         "n_eval": args.eval,
         "seeds_per_style": args.seeds,
+        "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "knn_k": 10,
         "spaces": top["spaces"],
         "baselines": top["baselines"],

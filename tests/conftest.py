@@ -24,11 +24,11 @@ def lines():
 
 @pytest.fixture(scope="session")
 def tiny_survey(tmp_path_factory):
-    """Six galaxies (LOGCUBEs, drpall, agn.csv, truth.csv) under a redux_dir."""
+    """14 galaxies, the smallest sample a run accepts (LOGCUBEs, drpall, agn.csv, truth.csv) under a redux_dir."""
     from linecube.simulate import simulate_survey
 
     out = tmp_path_factory.mktemp("survey")
-    gals = simulate_survey(out, 6, seed=7, threads=2, progress=False)
+    gals = simulate_survey(out, 14, seed=7, threads=2, progress=False)
     return out, gals
 
 

@@ -80,3 +80,12 @@ def test_representation_benchmark_interface(tmp_path):
     assert res["curve"][0]["pca_loss_ratio"] == rec["pca_loss_ratio"]
     assert res["curve"][0]["pixels_pca_knn"] == res["baselines"]["pixels_pca"]["knn"]
     assert "targets:" in p.stdout and "learning curve" in p.stdout
+
+
+def test_results_page_and_readme_block_are_generated_from_the_kept_json():
+    """docs/results.md and the README's results block say what benchmarks/results/*.json hold."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "benchmarks/summarize.py", "--check"], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
