@@ -76,7 +76,7 @@ INVARIANCE_OPS = {
     "noise": {"noise": True},
 }
 SPACES = ("latent", "latent_whitened_pca", "umap", "neighbors")
-BASELINES = ("pixels_pca", "features", "random_projection")
+BASELINES = ("pixels_pca", "features", "random_projection", "summary_targets", "nuclear_ratios")
 
 
 def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, threads: int):
@@ -169,8 +169,14 @@ def spaces_of(args, cfg, rec, train_h5: Path, eval_h5: Path, cps: dict, seed: in
     return spaces, cp, {"encode": t_enc, "embed": t_umap}
 
 
-def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names, window_bins: int, seed: int):
-    """(baseline spaces {name: (N, d)}, their copies, PCA object) on the held-out galaxies."""
+def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names, window_bins: int, seed: int,
+                 nucleus_radius: float = 3.0):  # fmt: skip
+    """(baseline spaces {name: (N, d)}, their copies, PCA object) on the held-out galaxies.
+
+    Beside pixels-PCA, the features and a random projection: the summary head's own
+    targets (``summary_targets``: :func:`linecube.models.cube_summaries` of each cube,
+    robustly standardised on the training survey) and their nuclear line ratios alone
+    (``nuclear_ratios``): what the latent is trained to predict, probed the same way."""
     import h5py
     import numpy as np
 
@@ -197,12 +203,33 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     def feats(flux, ivar, mask):
         return np.nan_to_num(np.clip(rz(galaxy_features(flux, ivar, mask, names, window_bins)), -50, 50), nan=0.0)
 
-    spaces = {"pixels_pca": px, "random_projection": scaled(fe, me) @ rp, "features": feats(fe, ivar_ev, me)}
+    from linecube.models import cube_summaries
+
+    n_lines, ha = len(names), list(names).index("Halpha")
+    radius = float(nucleus_radius) if nucleus_radius and nucleus_radius > 0 else 3.0
+
+    def summ(flux, mask):
+        x = scaler.forward(flux, scaler.galaxy_scale(flux, mask)).astype(np.float32)
+        return np.asarray(cube_summaries(x, n_lines, window_bins, ha, radius), dtype=np.float64)
+
+    ftr, _iv, mtr = read_rows(train_h5, np.arange(min(n_tr, 400)))
+    sz = RobustZ.fit(summ(ftr, mtr))
+    del ftr, mtr
+    nuc = slice(n_lines - 1, 2 * (n_lines - 1))
+
+    def targets(flux, mask):
+        return np.nan_to_num(np.clip(sz(summ(flux, mask)), -50, 50), nan=0.0)
+
+    tg = targets(fe, me)
+    spaces = {"pixels_pca": px, "random_projection": scaled(fe, me) @ rp, "features": feats(fe, ivar_ev, me),
+              "summary_targets": tg, "nuclear_ratios": tg[:, nuc]}  # fmt: skip
     cp = {
         "pixels_pca": {op: pca.transform(scaled(f, m)) for op, (f, _iv, m) in cps.items()},
         "random_projection": {op: scaled(f, m) @ rp for op, (f, _iv, m) in cps.items()},
         "features": {op: feats(f, iv, m) for op, (f, iv, m) in cps.items()},
+        "summary_targets": {op: targets(f, m) for op, (f, _iv, m) in cps.items()},
     }
+    cp["nuclear_ratios"] = {op: v[:, nuc] for op, v in cp["summary_targets"].items()}
     return spaces, cp, pca
 
 
@@ -353,7 +380,8 @@ def train_and_measure(
     k = rec.model.latent_dim
     t0 = time.perf_counter()
     if "baselines" not in cache:
-        base, bcp, pca = baselines_of(train_h5, eval_h5, cps, rec.scaler, k, names, layout.window_bins, seed)
+        base, bcp, pca = baselines_of(train_h5, eval_h5, cps, rec.scaler, k, names, layout.window_bins, seed,
+                                      cfg["model"].get("summary_nucleus_radius", 3.0))  # fmt: skip
         cache["baselines"] = (base, bcp, pca_loss_ratio(pca, eval_h5, np.arange(n_ev), rec.scaler, med_model))
     base, bcp, out["reconstruction"]["pca_loss_ratio"] = cache["baselines"]
     phases["baselines"] = time.perf_counter() - t0

@@ -87,7 +87,7 @@ def science_section(s: dict, name: str) -> list[str]:
 def representation_section(r: dict, name: str) -> list[str]:
     sp, base = r["spaces"], r["baselines"]
     cols = [c for c in ("latent", "neighbors") if c in sp] + [
-        c for c in ("pixels_pca", "features", "random_projection") if c in base
+        c for c in ("pixels_pca", "features", "summary_targets", "nuclear_ratios", "random_projection") if c in base
     ]
     allsp = {**sp, **base}
     params = ["class"] + [
