@@ -18,6 +18,6 @@ with rule_log(sm.log[0]):
         threads=sm.threads,
         backend=sm.params.backend,
         bitwise=sm.params.bitwise,
-        outputs={k: sm.output[k] for k in ("model", "history", "split", "divergence")},
+        outputs={k: sm.output[k] for k in ("model", "history", "split", "divergence", "card")},
     )
     plot_history(sm.output.history, sm.output.loss_png, f"{sm.wildcards.model.upper()} ({s['backend']}, {s['steps']} steps)")

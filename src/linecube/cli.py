@@ -308,6 +308,31 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    from .newcubes import CannotScore, score_cubes, write_scores
+    from .run import Run, RunError
+
+    check_regular_input(args.drpall, "--drpall")
+    if not str(args.out).endswith(".csv"):
+        raise UsageError(f"{args.out}: --out must be a CSV file (*.csv); the latents go beside it")
+    try:
+        Run(args.run)  # a finished run, or a clear error naming what is missing
+        table, latents, rejects = score_cubes(args.run, args.cubes, model=args.model, drpall=args.drpall, k=args.k)
+        for r in rejects:
+            print(shown(f"rejected {r['path']}: {r['reason']}"), file=sys.stderr)
+        if not len(table):
+            print("error: no cube could be scored (reasons above)", file=sys.stderr)
+            return 2
+        lat = write_scores(table, latents, args.out, args.run)
+    except (RunError, CannotScore) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {len(table)} cube(s) scored against the run's {args.model} (latents: {lat})")
+    for r in table.itertuples():
+        print(f"  {r.plateifu}: score {r.score:.3g}, percentile {r.percentile:.1f}, {r.explain_line}; neighbours {r.neighbors}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -355,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--space", default="umap", choices=["umap", "pca"])
     n.add_argument("--results", default="results", help="the workflow's results directory")
     n.set_defaults(func=_cmd_neighbors)
+
+    sc = sub.add_parser("score", help="score new LOGCUBEs against a finished run (its model, scalers and galaxies)")
+    sc.add_argument("cubes", nargs="+", help="manga-PLATE-IFU-LOGCUBE.fits.gz files")
+    sc.add_argument("--run", default=".", help="the folder the workflow ran in (holding results/)")
+    sc.add_argument("--model", default="ae", choices=["ae", "vae"])
+    sc.add_argument("--out", required=True, help="CSV to write (never inside the run); latents to <stem>.latents.h5")
+    sc.add_argument("--drpall", default=None, help="drpall with the cubes' z and position (default: the run's)")
+    sc.add_argument("-k", type=int, default=5, help="neighbours among the run's galaxies")
+    sc.set_defaults(func=_cmd_score)
 
     r = sub.add_parser("rerank", help="reorder a model's ranking with the explorer's labels -> scores_ranked.csv")
     r.add_argument("--labels", required=True, help="labels.csv exported from the explorer (plateifu,label,model,score)")

@@ -18,6 +18,15 @@ import numpy as np
 log = logging.getLogger("linecube")
 
 
+def fit_pca(latents: np.ndarray, n_components: int, seed: int | None = None):
+    """The PCA of :func:`pca_reduce`, fitted (full SVD: deterministic, whatever the seed)."""
+    from sklearn.decomposition import PCA
+
+    n, d = latents.shape
+    k = max(1, min(n_components, n - 1, d))
+    return PCA(n_components=k, random_state=seed, svd_solver="full").fit(latents.astype(np.float64))
+
+
 def pca_reduce(latents: np.ndarray, n_components: int, seed: int | None):
     """(scores (N, k), explained_variance_ratio (k,)); k = min(n_components, N-1, d)."""
     from sklearn.decomposition import PCA

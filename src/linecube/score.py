@@ -322,7 +322,25 @@ def reference_rows(plateifus: list[str], split_csv: str | os.PathLike | None) ->
 
 #: output name -> its file in ``out_dir`` (unless :func:`score_galaxies` is given other paths)
 SCORE_OUTPUTS = {"scores": "scores.csv", "latents": "latents.h5", "reconstructions": "reconstructions.h5",
-                 "diagnostics": "diagnostics.json"}  # fmt: skip
+                 "diagnostics": "diagnostics.json", "stats": "raw_stats.npz"}  # fmt: skip
+
+
+def save_raw_stats(path, raw: RawStats, plateifus: list[str], ref_rows: np.ndarray, line_names: list[str], seed: int) -> None:
+    """Every galaxy's :class:`RawStats`, the reference rows and the plate-IFUs (an
+    .npz, written atomically): what scoring a new cube against the run needs
+    (:func:`linecube.newcubes.score_cubes`), without a second pass over cubes.h5."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, plateifu=np.array(plateifus, dtype=str), ref=np.asarray(ref_rows, dtype=int),
+                     line_names=np.array(line_names, dtype=str), seed=np.array(seed),
+                     **{f"raw.{k}": v for k, v in vars(raw).items()})  # fmt: skip
+
+
+def load_raw_stats(path) -> tuple[RawStats, list[str], np.ndarray, list[str], int]:
+    """Inverse of :func:`save_raw_stats`: (raw, plate-IFUs, reference rows, line names, seed)."""
+    with np.load(path, allow_pickle=False) as z:
+        raw = RawStats(**{k: z[f"raw.{k}"] for k in RawStats.__dataclass_fields__})
+        return raw, [str(p) for p in z["plateifu"]], z["ref"], [str(n) for n in z["line_names"]], int(z["seed"])
 
 
 def score_galaxies(
@@ -383,6 +401,7 @@ def score_galaxies(
     dt = time.perf_counter() - t0
     ref = reference_rows(plateifus, split_csv)
     sc = derive_scores(raw, ref, list(lines.names), seed)
+    save_raw_stats(paths["stats"], raw, plateifus, ref, list(lines.names), seed)
     test_rows = np.setdiff1d(np.arange(n), ref)[:200]
     ratio = noise_ratio = float("nan")
     if len(test_rows):

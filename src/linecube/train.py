@@ -503,17 +503,27 @@ TRAIN_OUTPUTS = {"model": "model.keras", "history": "history.csv", "split": "spl
 def train(cubes_h5: str | os.PathLike, out_dir: str | os.PathLike, kind: str, model_cfg: dict, train_cfg: dict,
           **kw) -> dict:  # fmt: skip
     """:func:`train_run` holding the run's lock (``.model.keras.lock`` in ``out_dir``,
-    or beside the ``model`` output): a second process training the same run (a
+    or beside the ``model`` output), then the model card (``model_card.json`` beside
+    the model, or the ``card`` output: :mod:`linecube.card`): a second process training the same run (a
     rerun beside an orphan left by a killed Snakemake) stops at once with
     :class:`linecube.atomic.Busy` instead of sharing its history and backups. The
     lock goes with the process that holds it, also when it is killed."""
     from .atomic import exclusive
     from .formats import check_cubes_file
 
-    model_path = Path((kw.get("outputs") or {}).get("model") or Path(out_dir) / "model.keras")
+    outputs = dict(kw.get("outputs") or {})
+    model_path = Path(outputs.get("model") or Path(out_dir) / "model.keras")
     with exclusive(model_path):
         check_cubes_file(cubes_h5)
-        return train_run(cubes_h5, out_dir, kind, model_cfg, train_cfg, **kw)
+        kw["outputs"] = {k: v for k, v in outputs.items() if k != "card"}
+        summary = train_run(cubes_h5, out_dir, kind, model_cfg, train_cfg, **kw)
+        from .card import CARD_NAME, build_card, write_card
+
+        split = outputs.get("split") or Path(out_dir) / "split.csv"
+        write_card(
+            outputs.get("card") or model_path.parent / CARD_NAME, build_card(cubes_h5, kind, model_cfg, train_cfg, summary, split)
+        )
+        return summary
 
 
 def train_run(

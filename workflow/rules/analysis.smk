@@ -20,6 +20,7 @@ rule score_galaxies:
         latents="results/{model}/latents.h5",
         reconstructions="results/{model}/reconstructions.h5",
         diagnostics="results/{model}/diagnostics.json",
+        stats="results/{model}/raw_stats.npz",
     log:
         "logs/score_galaxies/{model}.log",
     benchmark:

@@ -23,6 +23,7 @@ rule train_model:
         ),
         split="results/models/{model}/split.csv",
         divergence="results/models/{model}/divergence.csv",
+        card="results/models/{model}/model_card.json",
     log:
         "logs/train_model/{model}.log",
     benchmark:
