@@ -194,3 +194,22 @@ def test_halpha_map_of_a_double_peaked_galaxy_is_not_negative(tmp_path):
     ha = np.array(panels[g.plateifu]["ha"], dtype=float)
     on = np.isfinite(ha) & (ha != 0)
     assert on.sum() > 50 and (ha[on] >= -1e-6).all()
+
+
+def test_every_galaxy_links_to_marvin_and_skyserver_unless_turned_off(tmp_path):
+    from fixtures import write_cubes_h5, write_results
+
+    from linecube.explorer import build_explorer
+
+    cubes = tmp_path / "cubes.h5"
+    pifus = write_cubes_h5(cubes, n=6)
+    write_results(tmp_path, "ae", pifus)
+    emb = pd.read_csv(tmp_path / "ae" / "embedding.csv", dtype={"plateifu": str})
+    sc = pd.read_csv(tmp_path / "ae" / "scores.csv", dtype={"plateifu": str})
+    build_explorer(tmp_path / "on.html", {"ae": emb}, {"ae": sc}, {}, cubes)
+    html = (tmp_path / "on.html").read_text()
+    for p in pifus:
+        assert f"https:\\u002f\\u002fdr17.sdss.org\\u002fmarvin\\u002fgalaxy\\u002f{p}\\u002f" in html
+    assert "skyserver.sdss.org" in html
+    build_explorer(tmp_path / "off.html", {"ae": emb}, {"ae": sc}, {}, cubes, links=False)
+    assert "dr17.sdss.org" not in (tmp_path / "off.html").read_text().replace("d.links", "")

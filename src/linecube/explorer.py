@@ -104,8 +104,11 @@ def build_explorer(
     truth: str | os.PathLike | None = None,
     k: int = 5,
     max_panels: int = 2000,
+    links: bool = True,
 ) -> int:
-    """Write the explorer page; returns the number of galaxies plotted."""
+    """Write the explorer page; returns the number of galaxies plotted. ``links``:
+    every galaxy's panel links to its Marvin (DR17) page and SkyServer's navigate
+    view (``figures.links: false`` for private data)."""
     from plotly.io.json import to_json_plotly
     from plotly.offline import get_plotlyjs
 
@@ -128,7 +131,14 @@ def build_explorer(
         anom = truth_flags(t["is_anomaly"]) if "is_anomaly" in t else np.zeros(len(t), bool)
         label = np.where(anom, np.where(cls != "", cls + " + " + kind, kind), cls)
         classes = dict(zip(t["plateifu"], label))
+    import h5py
+
     from .figures import score_colour
+    from .formats import read_strings
+    from .manga import marvin_url, skyserver_url
+
+    with h5py.File(cubes_h5, "r") as h5:
+        pos = dict(zip(read_strings(h5["plateifu"]), zip(h5["objra"][()], h5["objdec"][()])))
 
     for m in models:
         df = embeddings[m].merge(scores[m], on="plateifu")
@@ -152,6 +162,7 @@ def build_explorer(
             "shares": [_round(r, 3) for r in df[[f"share_{n}" for n in names]].to_numpy()],
             "neighbors": [[int(j) for j in row] for row in idx],
             "class": [classes.get(p, "") for p in df["plateifu"]] if classes else None,
+            "links": [[marvin_url(p), skyserver_url(*pos.get(p, (np.nan, np.nan)))] for p in df["plateifu"]] if links else None,
         }
     data["lines"] = names
     data["window_bins"] = wb
@@ -231,7 +242,7 @@ function draw() {
 }
 function show(i) {
   const d = cur(), p = d.plateifu[i], P = DATA.panels[p], mine = loadLabels()[p];
-  let h = `<h3>${esc(p)}</h3><p>score <b>${d.score[i]}</b> (rank ${d.rank[i]} of ${d.plateifu.length})` + (d.explain[i] ? ` &middot; driven by <b>${esc(d.explain[i])}</b>` : '') + ` &middot; AGN: ${esc(d.agn[i] || 'no')}` + (d.class ? ` &middot; ${esc(d.class[i])}` : '') + `</p>`;
+  let h = `<h3>${esc(p)}` + (d.links ? ` <small><a href="${esc(d.links[i][0])}" target="_blank" rel="noopener">Marvin</a> &middot; <a href="${esc(d.links[i][1])}" target="_blank" rel="noopener">SkyServer</a></small>` : '') + `</h3><p>score <b>${d.score[i]}</b> (rank ${d.rank[i]} of ${d.plateifu.length})` + (d.explain[i] ? ` &middot; driven by <b>${esc(d.explain[i])}</b>` : '') + ` &middot; AGN: ${esc(d.agn[i] || 'no')}` + (d.class ? ` &middot; ${esc(d.class[i])}` : '') + `</p>`;
   h += `<p id="flags">mark: ` + LABELS.map((lab, k) => `<button data-label="${k}"${mine && mine.label === lab ? ' style="font-weight:bold;background:#ffd"' : ''}>${lab}</button>`).join(' ') + (mine ? ` <button data-label="clear">clear</button> &middot; yours: <b id="mylabel">${esc(mine.label)}</b>` : '') + `</p>`;
   h += `<div style="display:flex"><div id="pha" style="height:260px;flex:1"></div><div id="pres" style="height:260px;flex:1"></div></div>`;
   h += `<div id="pspec" style="height:220px"></div><div id="pbpt" style="height:280px"></div><div id="pshare" style="height:${90 + 17 * DATA.lines.length}px"></div>`;

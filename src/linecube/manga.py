@@ -156,6 +156,22 @@ def plateifu_from_path(path: str | os.PathLike) -> str:
     return f"{m.group(1)}-{m.group(2)}"
 
 
+#: a galaxy's page in Marvin (DR17) and SkyServer's navigate view (DR17)
+MARVIN_GALAXY = "https://dr17.sdss.org/marvin/galaxy/{plateifu}/"
+SKYSERVER_NAVI = "https://skyserver.sdss.org/dr17/VisualTools/navi?ra={ra:.6f}&dec={dec:.6f}&scale=0.2"
+
+
+def marvin_url(plateifu: str) -> str:
+    """The galaxy's page in Marvin (DR17), from its plate-IFU."""
+    return MARVIN_GALAXY.format(plateifu=str(plateifu).strip())
+
+
+def skyserver_url(ra: float, dec: float) -> str:
+    """SkyServer's navigate view (DR17) centred on (ra, dec) in degrees ('' if not finite)."""
+    ra, dec = float(ra), float(dec)
+    return SKYSERVER_NAVI.format(ra=ra, dec=dec) if np.isfinite(ra) and np.isfinite(dec) else ""
+
+
 #: the file linecube's simulator writes at the top of every survey it makes
 SIMULATION_MARKER = "simulation.json"
 

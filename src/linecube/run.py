@@ -24,19 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-#: MaNGA's DR17 data release in Marvin and SkyServer
-MARVIN_GALAXY = "https://dr17.sdss.org/marvin/galaxy/{plateifu}/"
-SKYSERVER_NAVI = "https://skyserver.sdss.org/dr17/VisualTools/navi?ra={ra:.6f}&dec={dec:.6f}&scale=0.2"
-
-
-def marvin_url(plateifu: str) -> str:
-    """The galaxy's page in Marvin (DR17)."""
-    return MARVIN_GALAXY.format(plateifu=str(plateifu).strip())
-
-
-def skyserver_url(ra: float, dec: float) -> str:
-    """SkyServer's navigate view (DR17) centred on (ra, dec) in degrees."""
-    return SKYSERVER_NAVI.format(ra=float(ra), dec=float(dec))
+from .manga import marvin_url, skyserver_url
 
 
 class RunError(ValueError):
@@ -179,7 +167,7 @@ class Run:
         meta = self.catalogue()
         df["marvin"] = [marvin_url(p) for p in df["plateifu"]]
         pos = meta.reindex(df["plateifu"])
-        df["skyserver"] = [skyserver_url(r, d) if np.isfinite(r) else "" for r, d in zip(pos["objra"], pos["objdec"])]
+        df["skyserver"] = [skyserver_url(r, d) for r, d in zip(pos["objra"], pos["objdec"])]
         return df.sort_values("rank").reset_index(drop=True) if "rank" in df else df
 
     def catalogue(self) -> pd.DataFrame:

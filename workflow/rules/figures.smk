@@ -218,5 +218,6 @@ rule build_explorer:
     params:
         models=MODELS,
         k=config["neighbors"]["k"],
+        links=config["figures"]["links"],
     script:
         "../../scripts/build_explorer.py"

@@ -23,7 +23,12 @@ rule train_model:
         ),
         split="results/models/{model}/split.csv",
         divergence="results/models/{model}/divergence.csv",
-        card="results/models/{model}/model_card.json",
+        card=report(
+            "results/models/{model}/model_card.json",
+            caption="../report/model_card.rst",
+            category="Training",
+            labels={"model": "{model}", "table": "model card"},
+        ),
     log:
         "logs/train_model/{model}.log",
     benchmark:
