@@ -108,3 +108,19 @@ def test_a_run_galaxy_scored_as_a_new_cube_gives_its_own_scores_and_itself_first
         assert main(["score", "--run", str(root), "--out", str(tmp_path / "y.csv"), row["path"]]) == 2
     finally:
         card.write_text(keep)
+
+
+@pytest.mark.slow
+def test_the_tutorial_runs_on_a_run(mini_run, monkeypatch):
+    """docs/tutorial.py (a jupytext page) executes top to bottom, scoring a new cube, in under 60 s."""
+    import runpy
+    import time
+    from pathlib import Path
+
+    root, sample, _ = mini_run
+    monkeypatch.setenv("LINECUBE_RUN", str(root))
+    monkeypatch.setenv("LINECUBE_NEW_CUBE", str(sample["path"].iloc[-1]))
+    t0 = time.perf_counter()
+    ns = runpy.run_path(str(Path(__file__).resolve().parents[1] / "docs" / "tutorial.py"))
+    assert time.perf_counter() - t0 < 60
+    assert ns["table"]["neighbors"].iloc[0].split(";")[0] == sample["plateifu"].iloc[-1]
