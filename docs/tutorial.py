@@ -27,7 +27,7 @@ matplotlib.use("Agg")  # drop this line in Jupyter
 import linecube
 
 run = linecube.Run(os.environ.get("LINECUBE_RUN", "."))
-run
+print(run)
 
 # %% [markdown]
 # ## The top anomalies and why
@@ -36,7 +36,7 @@ run
 
 # %%
 scores = run.scores("ae")
-scores[["plateifu", "rank", "score", "percentile", "explain_line", "score_features", "score_deep", "marvin"]].head(5)
+print(scores[["plateifu", "rank", "score", "percentile", "explain_line", "score_features", "score_deep", "marvin"]].head(5))
 
 # %% [markdown]
 # ## One galaxy: its maps and its spectrum beside the reconstruction
@@ -47,13 +47,13 @@ print(g.plateifu, g.flux.shape, "flux in 1e-17 erg/s/cm^2/A/spaxel; links:", g.m
 fig_maps = g.plot_line_maps()
 fig_spec = g.plot_spectrum()
 res = g.residuals()
-res.sort_values(ascending=False).head(5) if res is not None else "no reconstruction kept for this galaxy"
+print(res.sort_values(ascending=False).head(5) if res is not None else "no reconstruction kept for this galaxy")
 
 # %% [markdown]
 # ## Its neighbours (the same table as `linecube neighbors`)
 
 # %%
-run.neighbors(g.plateifu, k=5, space="pca")
+print(run.neighbors(g.plateifu, k=5, space="pca"))
 
 # %% [markdown]
 # ## Score a cube the model never saw
