@@ -15,7 +15,7 @@ def test_extract_and_assemble_layout(tiny_survey, tmp_path, lines):
     out, gals = tiny_survey
     sample, _, _ = build_sample(out / "v3_1_1" / "drpall-v3_1_1.fits", out, "v3_1_1")
     # split into two "plates" to exercise the merge and the global sort
-    reqs = cube_requests(sample, sample.plate.iloc[0])
+    reqs = cube_requests(sample)
     half = len(reqs) // 2
     files = []
     for i, part in enumerate((reqs[half:], reqs[:half])):

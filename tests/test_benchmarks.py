@@ -60,7 +60,7 @@ def test_representation_benchmark_interface(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(out.read_text())
     assert set(res["spaces"]) == {"latent", "latent_whitened_pca", "umap", "neighbors"}
-    assert set(res["baselines"]) == {"pixels_pca", "features", "random_projection"}
+    assert set(res["baselines"]) == {"pixels_pca", "features", "random_projection", "summary_targets", "nuclear_ratios"}
     for space in [*res["spaces"].values(), *res["baselines"].values()]:
         assert {"knn", "linear", "purity", "invariance"} <= set(space)
         assert {"class", "vsini_kms", "log_n2ha", "incl_deg"} <= set(space["knn"])
