@@ -149,3 +149,23 @@ def test_drpver_with_a_trailing_newline_and_duplicate_yaml_keys_are_refused(tmp_
     assert "given twice" in duplicate_keys(y)
     with pytest.raises(Exception, match="given twice"):
         load_config(y)
+
+
+def test_a_file_size_limit_is_one_error_line_not_h5py_tracebacks(tmp_path, lines):
+    import resource
+    import subprocess
+    import sys
+
+    g = make_galaxy(ifusize=19)
+    path = write_cube(tmp_path, g, lines)
+    drpall = write_drpall_for(tmp_path, [g])
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200 * 1024, resource.RLIM_INFINITY))
+
+    p = subprocess.run(
+        [sys.executable, "-m", "linecube.cli", "extract", "--drpall", str(drpall), "--out", str(tmp_path / "c.h5"), str(path)],
+        capture_output=True, text=True, preexec_fn=limit, timeout=120,
+    )  # fmt: skip
+    assert p.returncode != 0 and "file-size limit" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "c.h5").exists()

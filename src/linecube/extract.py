@@ -505,6 +505,21 @@ def _check_room(tmp: Path, cube: dict, out: Path) -> None:
     if free < need:
         raise DiskFull(errno.ENOSPC, f"{tmp.parent} has {free >> 20} MB free, too little for the next cube; "
                        "nothing was replaced and the temporary file was removed", str(out))  # fmt: skip
+    limit = _file_size_limit()
+    if limit is not None and tmp.stat().st_size + need > limit:
+        raise DiskFull(errno.EFBIG, f"the file-size limit ({limit >> 10} kB, ulimit -f) leaves no room for the next cube; "
+                       "nothing was replaced and the temporary file was removed", str(out))  # fmt: skip
+
+
+def _file_size_limit() -> int | None:
+    """The process's file-size limit in bytes (``ulimit -f``), None when unlimited."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
 def _reject_row(plateifu, path, reason) -> dict:
