@@ -217,7 +217,7 @@ def test_training_batches_never_see_flagged_voxels(tmp_path):
         f[h5["mask"][0] != 0] = 1e5  # the fixture flags two rows of spaxels
         h5["flux"][0] = f
         mask = h5["mask"][0]
-    src = CubeSource(cubes, [0], 0, AugmentConfig(3, 1.0, True, 0), need_mask=True, need_ivar=True)
+    src = CubeSource(cubes, [0], 0, AugmentConfig(3, 1.0, True, 0, True), need_mask=True, need_ivar=True)
     for copy in range(4):
         fl, iv, m = src.sample(0, copy, 0)
         assert not fl[m != 0].any() and not iv[m != 0].any()

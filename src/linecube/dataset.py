@@ -67,6 +67,7 @@ class AugmentConfig:
     noise_sigma: float  #: in units of each voxel's noise (1/sqrt(ivar)) if from_ivar, else flux units
     noise_from_ivar: bool
     max_shift: int
+    noise_correlated: bool  #: spatially correlated as MaNGA cube noise is (linecube.noise)
 
     @classmethod
     def from_config(cls, train: dict | None = None) -> AugmentConfig:
@@ -74,7 +75,8 @@ class AugmentConfig:
         from .config import with_defaults
 
         t = with_defaults("train", train)
-        return cls(int(t["augment_copies"]), float(t["noise_sigma"]), bool(t["noise_from_ivar"]), int(t["max_shift"]))
+        return cls(int(t["augment_copies"]), float(t["noise_sigma"]), bool(t["noise_from_ivar"]), int(t["max_shift"]),
+                   bool(t["noise_correlated"]))  # fmt: skip
 
 
 def draw_ops(rng: np.random.Generator, max_shift: int) -> dict:
@@ -119,11 +121,14 @@ class NoiseBank:
     ~10x cheaper than fresh deviates per copy, which keeps the input pipeline off
     the training step's critical path; every draw is still N(0, 1) in every voxel."""
 
-    def __init__(self, seed: int, shape: tuple[int, ...], n: int = 8):
+    def __init__(self, seed: int, shape: tuple[int, ...], n: int = 8, correlated: bool = True):
         from .noise import correlated_normal
 
         rng = np.random.default_rng([seed, 4242])
-        self.bank = correlated_normal(rng, (n, *shape)).reshape(n, -1)
+        if correlated:
+            self.bank = correlated_normal(rng, (n, *shape)).reshape(n, -1)
+        else:
+            self.bank = rng.standard_normal((n, int(np.prod(shape))), dtype=np.float32)
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         k = int(rng.integers(len(self.bank)))
@@ -177,7 +182,7 @@ def apply_ops(
         else:
             from .noise import correlated_normal
 
-            z = correlated_normal(rng, f.shape)
+            z = correlated_normal(rng, f.shape) if cfg.noise_correlated else rng.standard_normal(f.shape, dtype=np.float32)
         z *= sigma
         z += f
         f = z
@@ -351,7 +356,7 @@ class CubeSource:
         need_ivar = self.need_ivar or ("noise" in ops and self.aug.noise_from_ivar)
         need_mask = self.need_mask or ("noise" in ops and not self.aug.noise_from_ivar)
         if self._bank is None:
-            self._bank = NoiseBank(self.seed, f.shape)
+            self._bank = NoiseBank(self.seed, f.shape, correlated=self.aug.noise_correlated)
         iv = self._read(row, "ivar") if need_ivar else None
         mk = self._read(row, "mask") if need_mask else None
         f, i, m = apply_ops(f, iv, mk, ops, rng, self.aug, self._bank, want_ivar=self.need_ivar, contiguous=contiguous)

@@ -574,7 +574,9 @@ def _extract_to_h5(requests, out, lines, layout, drpver, config, compression, th
         write_csv_atomic(pd.DataFrame(rejects, columns=["plateifu", "path", "reason"]), target)
         if target != rej_path:
             first, _, rest = exc.args[0].partition("\n")
-            exc.args = (f"{first.rstrip(':')}; {out} was left as it was, these rejects are in {target}" + (f"\n{rest}" if rest else ""),)
+            exc.args = (
+                f"{first.rstrip(':')}; {out} was left as it was, these rejects are in {target}" + (f"\n{rest}" if rest else ""),
+            )
         raise exc
 
     n_ok = 0
