@@ -14,7 +14,7 @@ from pathlib import Path
 from .formats import PRODUCT_ATTR, REJECTS_HEADER, shown
 
 #: disk per simulated galaxy (bytes), measured on the bundled sample's IFU mix:
-#: 1.44 GB of LOGCUBEs for 100 galaxies; scale mode ~1.75 MB per cube in cubes.h5
+#: 1.4 GB of LOGCUBEs for 100 galaxies; scale mode ~1.75 MB per cube in cubes.h5
 BYTES_PER_LOGCUBE = 15e6
 BYTES_PER_SCALE_CUBE = 1.8e6
 

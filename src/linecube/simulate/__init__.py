@@ -13,7 +13,7 @@
 
 Storage: FLUX is rounded to a power-of-two step <= sigma_min/16 and IVAR to 8
 significant bits (as lossy FITS tile compression would); both add noise far below
-the simulated noise and halve the files, so the bundled sample fits its 3 GB.
+the simulated noise and halve the files: the bundled sample's 100 LOGCUBEs take 1.4 GB.
 
 Galaxy model (defaults from ``docs/astro-facts.md``): an exponential disc of
 ionised gas on a tanh rotation curve, optionally a nuclear component with AGN /
