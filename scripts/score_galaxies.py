@@ -24,5 +24,6 @@ with rule_log(sm.log[0]):
         seed=sm.params.seed,
         backend=sm.params.backend,
         bitwise=sm.params.bitwise,
+        links=sm.params.links,
         outputs={k: sm.output[k] for k in ("scores", "latents", "reconstructions", "diagnostics", "stats")},
     )

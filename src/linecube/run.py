@@ -164,10 +164,10 @@ class Run:
         from .neighbors import read_results_table
 
         df = read_results_table(self._model(model) / "scores.csv")
-        meta = self.catalogue()
-        df["marvin"] = [marvin_url(p) for p in df["plateifu"]]
-        pos = meta.reindex(df["plateifu"])
-        df["skyserver"] = [skyserver_url(r, d) for r, d in zip(pos["objra"], pos["objdec"])]
+        if "marvin" not in df:  # a run scored with figures.links: false, or before links existed
+            pos = self.catalogue().reindex(df["plateifu"])
+            df["marvin"] = [marvin_url(p) for p in df["plateifu"]]
+            df["skyserver"] = [skyserver_url(r, d) for r, d in zip(pos["objra"], pos["objdec"])]
         return df.sort_values("rank").reset_index(drop=True) if "rank" in df else df
 
     def catalogue(self) -> pd.DataFrame:

@@ -363,6 +363,7 @@ def score_galaxies(
     divergence_csv: str | os.PathLike | None = None,
     truth_csv: str | os.PathLike | None = None,
     outputs: dict | None = None,
+    links: bool = True,
 ) -> dict:
     """Score every galaxy; write scores.csv, latents.h5, reconstructions.h5 and
     diagnostics.json (or the paths ``outputs`` gives by name: ``scores``,
@@ -420,6 +421,13 @@ def score_galaxies(
     df["mean_abs_flux"] = raw.mean_abs_flux
     df["halpha_flux"] = raw.halpha
     df["reference"] = np.isin(np.arange(n), ref)
+    if links:  # the galaxy's Marvin (DR17) page and SkyServer's navigate view (figures.links)
+        from .manga import marvin_url, skyserver_url
+
+        with h5py.File(cubes_h5, "r") as h5:
+            ra, dec = h5["objra"][()], h5["objdec"][()]
+        df["marvin"] = [marvin_url(p) for p in plateifus]
+        df["skyserver"] = [skyserver_url(r, d) for r, d in zip(ra, dec)]
     for k, name in enumerate(lines.names):
         df[f"share_{name}"] = raw.shares[:, k]
     agn = load_agn_flags(agn_catalog, plateifus, mangaids)

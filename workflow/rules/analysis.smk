@@ -40,6 +40,7 @@ rule score_galaxies:
         default=config["score"]["default"],
         seed=config["train"]["seed"],
         extra=config["neighbors"]["plateifus"],
+        links=config["figures"]["links"],
         backend=config["keras_backend"],
         bitwise=config["bitwise_reproducible"],
     script:
