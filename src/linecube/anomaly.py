@@ -6,7 +6,7 @@ This module holds the scores that replace it as the default ranking, all
 computed per galaxy from cubes (N, lines * window_bins, y, x) in flux units
 (1e-17 erg/s/cm^2/A/spaxel), their ivar and mask (0 = usable):
 
-* :func:`halpha_scale`: a galaxy-level flux scale, the total Halpha window flux
+* :func:`linecube.fluxscale.halpha_scale` (used here): a galaxy-level flux scale, the total Halpha window flux
   over usable voxels (flux x bins), floored at 5 times its own noise. Never per
   line: line ratios are what define most anomalies. Spectra normalised to one
   galaxy-level scale and weighted by their noise follow spender (Melchior et

@@ -3,8 +3,10 @@ resumable, deterministic, guarded against divergence.
 
 Outputs (``out_dir``): ``model.keras``, ``history.csv`` (epoch, loss, test_loss,
 ... one row per epoch, with ``discarded_batches`` and ``lr_factor``),
-``loss.png``, ``split.csv``, ``divergence.csv`` (every batch the guard threw
-away: epoch, batch, its loss, why; header only when none). A Keras
+``split.csv``, ``divergence.csv`` (every batch the guard threw away: epoch,
+batch, its loss, why, the learning-rate factor; header only when none) and
+``model_card.json`` (:mod:`linecube.card`); the workflow's rule draws ``loss.png``
+from the history. A Keras
 ``BackupAndRestore`` directory keyed by a hash of the configuration and the
 input file sits next to ``out_dir``: a killed or preempted job, rerun with the
 same configuration, resumes after its last finished epoch; a changed
