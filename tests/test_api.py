@@ -95,6 +95,11 @@ def test_a_run_galaxy_scored_as_a_new_cube_gives_its_own_scores_and_itself_first
         assert got[c] == pytest.approx(runsc.loc[row["plateifu"], c], rel=1e-3, abs=1e-6), c
     assert got["neighbors"].split(";")[0] == row["plateifu"]
     assert 0 <= got["percentile"] <= 100 and got["explain_line"]
+    import h5py
+
+    with h5py.File(tmp_path / "new.latents.h5") as a, h5py.File(root / "results" / "ae" / "latents.h5") as b:
+        ids = [s.decode() for s in b["plateifu"][()]]
+        np.testing.assert_allclose(a["latent"][0], b["latent"][ids.index(row["plateifu"])], rtol=1e-3, atol=1e-5)
     # never into the run; a model whose card names another sample is refused
     assert main(["score", "--run", str(root), "--out", str(root / "results" / "x.csv"), row["path"]]) == 2
     import json
