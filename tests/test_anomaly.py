@@ -270,3 +270,22 @@ def test_feature_scorer_leaves_a_reference_galaxy_out_of_its_own_lof():
     out = np.r_[x, [[8.0, 0, 0, 0, 0, 0]]]
     s = sc(out, ref)
     assert np.argmax(s) == 600 and s.shape == (601,)
+
+
+def test_line_significance_finds_a_local_departure_in_noise_units():
+    """A reconstruction that misses a compact excess in one line's window: that line's
+    chi^2 excess stands out; residuals that are only the noise give ~0 everywhere."""
+    from linecube.anomaly import line_significance_stats
+
+    rng = np.random.default_rng(0)
+    n_lines, bins = 19, 10
+    ivar = np.full((1, n_lines * bins, 32, 32), 4.0, np.float32)  # sigma 0.5
+    mask = np.zeros(ivar.shape, np.uint8)
+    truth = np.zeros(ivar.shape, np.float32)
+    flux = truth + rng.normal(0, 0.5, ivar.shape).astype(np.float32)
+    quiet = line_significance_stats(flux, truth, ivar, mask, n_lines, bins)
+    assert np.abs(quiet).max() < 5
+    bumped = flux.copy()
+    bumped[0, 7 * bins + 3 : 7 * bins + 7, 14:18, 14:18] += 3.0
+    got = line_significance_stats(bumped, truth, ivar, mask, n_lines, bins)[0]
+    assert np.argmax(got) == 7 and got[7] > 10 * max(np.delete(got, 7).max(), 1)

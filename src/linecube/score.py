@@ -133,7 +133,9 @@ class RawStats:
     per line (:func:`linecube.anomaly.line_residual_stats`); features (N, F) the
     baseline's (:func:`linecube.anomaly.galaxy_features`) and feature_snr (N, F)
     the S/N each rests on; ha_snr (N,) the
-    Halpha window's S/N against the correlated noise; ifu_fibres (N,) the bundle."""
+    Halpha window's S/N against the correlated noise; ifu_fibres (N,) the bundle;
+    line_signif (N, L) the residual's chi^2 excess per line
+    (:func:`linecube.anomaly.line_significance_stats`)."""
 
     latents: np.ndarray
     paper: np.ndarray
@@ -147,6 +149,7 @@ class RawStats:
     feature_snr: np.ndarray
     ha_snr: np.ndarray
     ifu_fibres: np.ndarray
+    line_signif: np.ndarray
 
 
 def collect_stats(
@@ -166,7 +169,7 @@ def collect_stats(
     per-galaxy quantities of :class:`RawStats`."""
     from tqdm.auto import tqdm
 
-    from .anomaly import _line_maps, galaxy_features, halpha_scale, line_flux_snr, line_residual_stats
+    from .anomaly import _line_maps, galaxy_features, halpha_scale, line_flux_snr, line_residual_stats, line_significance_stats
 
     n_lines = len(line_names)
     ha = list(line_names).index("Halpha")
@@ -206,6 +209,7 @@ def collect_stats(
         lm, _ = _line_maps(flux, mask, n_lines, window_bins)
         parts["ha_snr"].append(line_flux_snr(lm, ivar, mask, n_lines, window_bins, cs)[1][:, ha])
         parts["ifu_fibres"].append(np.asarray(fibres[start : start + nb]))
+        parts["line_signif"].append(line_significance_stats(flux, recon, ivar, mask, n_lines, window_bins))
         bar.update(nb)
     bar.close()
     return RawStats(**{k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()})
@@ -216,6 +220,7 @@ SCORE_COLUMNS: dict[str, str] = {
     "score_paper": "the paper's: MAE of the reconstruction over all voxels (flux units)",
     "score_residual": "max over lines of the robust z of the localised, noise-aware, Halpha-normalised residual",
     "score_latent": "mean distance to the 10 nearest training galaxies in whitened PCA of the latents",
+    "score_significance": "max over lines of the robust z of the reconstruction's chi^2 excess in noise units (PSF-smoothed, largest spaxel)",
     "score_latent_if": "IsolationForest on whitened PCA of the latents",
     "score_features": "non-deep baseline: IsolationForest + LOF on line ratios, widths, pedestals, offsets",
     "score_combined": "mean Gaussianised rank of score_residual, score_latent and score_features",
@@ -253,9 +258,11 @@ def derive_scores(
     is_ref[ref_rows] = True
     resid, explain = residual_score(raw.line_resid, ref_rows, line_names)
     dens = LatentDensity(seed=seed).fit(raw.latents[ref_rows])
+    signif, _ = residual_score(raw.line_signif, ref_rows, line_names)
     out = {
         "score_paper": raw.paper,
         "score_residual": resid,
+        "score_significance": signif,
         "score_latent": dens.knn(raw.latents, is_ref),
         "score_latent_if": dens.iforest(raw.latents),
         "score_features": FeatureScorer(seed).fit(feats[ref_rows])(feats, ref_rows),
