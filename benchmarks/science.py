@@ -323,11 +323,9 @@ def load_stats(path: Path) -> dict:
 
 def joined(a, b):
     """Two RawStats (a run's training and evaluation rows) as one, ``a``'s rows first."""
-    import numpy as np
+    from linecube.score import join_stats
 
-    from linecube.score import RawStats
-
-    return RawStats(**{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in RawStats.__dataclass_fields__})
+    return join_stats(a, b)
 
 
 def evaluate(stats: dict, seed: int, args) -> dict:

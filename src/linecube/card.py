@@ -143,18 +143,4 @@ def check_card(card: dict, cubes_h5, model_cfg: dict | None = None) -> list[str]
     return why
 
 
-def card_markdown(card: dict) -> str:
-    """A short human-readable section (the report's)."""
-    s, t = card.get("sample", {}), card.get("training", {})
-    return "\n".join([
-        f"**{card.get('kind', '?').upper()}** trained with linecube {card.get('code', {}).get('linecube')} "
-        f"(commit {card.get('code', {}).get('commit') or 'unknown'}) on the {card.get('backend')} backend, {card.get('created')}.",
-        f"Sample: {s.get('n_galaxies')} galaxies ({s.get('n_train')} training, {s.get('n_test')} test); "
-        f"plate-IFUs SHA-256 {str(s.get('plateifu_sha256'))[:12]}; drpall {s.get('drpall')} "
-        f"(SHA-256 {str(s.get('drpall_sha256'))[:12]}).",
-        f"Flux scaling {card.get('flux_scaling')}; {t.get('epochs')} epochs, {t.get('steps')} steps, "
-        f"final loss {t.get('final_loss')}, test loss {t.get('final_test_loss')}; {t.get('parameters')} parameters.",
-    ])  # fmt: skip
-
-
-__all__ = ["CARD_NAME", "build_card", "card_markdown", "check_card", "read_card", "write_card"]
+__all__ = ["CARD_NAME", "build_card", "check_card", "read_card", "write_card"]

@@ -344,7 +344,6 @@ def extract_cube(
         cube["ebvgal"] = applied
     else:
         cube["ebvgal"] = 0.0
-    cube["ebvgal_header"] = ebv
     cube["correl_sigma"] = correl
     cube["ifu_fibres"] = ifu_fibres(req.plateifu)
     return cube

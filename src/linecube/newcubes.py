@@ -58,7 +58,7 @@ def score_cubes(run: str | os.PathLike, cubes, *, model: str = "ae", drpall=None
     from .extract import ExtractOptions, extract_to_h5
     from .formats import CubeLayout, LineList, read_strings
     from .manga import requests_from_drpall
-    from .score import SCORE_COLUMNS, RawStats, Reconstructor, collect_stats, derive_scores, load_raw_stats
+    from .score import SCORE_COLUMNS, Reconstructor, collect_stats, derive_scores, join_stats, load_raw_stats
 
     root = Path(run)
     results = root if (root / "cubes.h5").exists() else root / "results"
@@ -90,13 +90,9 @@ def score_cubes(run: str | os.PathLike, cubes, *, model: str = "ae", drpall=None
         kb.configure(0)
         rec = Reconstructor(f["model"], card["model"], layout, list(lines.names))
         raw_new = collect_stats(new_h5, rec, list(lines.names), layout.window_bins, progress=progress, desc="score new")
-        _, res_map = _residual_maps(new_h5, rec, lines, layout)
     raw_run, run_ids, ref, names, seed = load_raw_stats(f["stats"])
     n_run = len(run_ids)
-    both = RawStats(
-        **{key: np.concatenate([getattr(raw_run, key), getattr(raw_new, key)]) for key in RawStats.__dataclass_fields__}
-    )
-    sc = derive_scores(both, ref, names, seed)
+    sc = derive_scores(join_stats(raw_run, raw_new), ref, names, seed)
     default = _run_default(results / model / "scores.csv")
     new = slice(n_run, None)
     out = pd.DataFrame({"plateifu": new_ids, "score": sc[default][new]})
@@ -104,7 +100,9 @@ def score_cubes(run: str | os.PathLike, cubes, *, model: str = "ae", drpall=None
     out["percentile"] = [100.0 * float(np.mean(run_default <= v)) for v in out["score"]]
     out["score_name"] = default
     out["explain_line"] = sc["explain_line"][new]
-    out["explain_spaxel"] = [f"{y},{x}" for y, x in (np.unravel_index(np.argmax(m), m.shape) for m in res_map)]
+    out["explain_spaxel"] = [
+        f"{y},{x}" for y, x in (np.unravel_index(int(i), (layout.crop, layout.crop)) for i in raw_new.resid_peak)
+    ]
     for c in SCORE_COLUMNS:
         out[c] = sc[c][new]
     # neighbours in the PCA space of the latents (embedding.csv's pc columns)
@@ -132,22 +130,6 @@ def _run_default(scores_csv: Path) -> str:
     import pandas as pd
 
     return str(pd.read_csv(scores_csv, nrows=1)["score_name"].iloc[0])
-
-
-def _residual_maps(h5_path: Path, rec, lines, layout):
-    """Per cube the localised residual summed over lines per spaxel (N, y, x)."""
-    from .anomaly import line_residual_stats
-    from .fluxscale import halpha_scale
-    from .score import iter_batches
-
-    maps = []
-    ha = list(lines.names).index("Halpha")
-    for _s, flux, ivar, mask in iter_batches(h5_path, 16):
-        _, recon = rec(flux, mask)
-        scale = halpha_scale(flux, ivar, mask, ha, layout.window_bins)
-        _, m = line_residual_stats(flux, recon, ivar, mask, scale, len(lines), layout.window_bins)
-        maps.append(m)
-    return None, np.concatenate(maps) if maps else np.zeros((0, layout.crop, layout.crop))
 
 
 def write_scores(table, latents, out: str | os.PathLike, run: str | os.PathLike) -> Path:

@@ -135,7 +135,8 @@ class RawStats:
     the S/N each rests on; ha_snr (N,) the
     Halpha window's S/N against the correlated noise; ifu_fibres (N,) the bundle;
     line_signif (N, L) the residual's chi^2 excess per line
-    (:func:`linecube.anomaly.line_significance_stats`)."""
+    (:func:`linecube.anomaly.line_significance_stats`); resid_peak (N,) the flat
+    (y, x) index of the spaxel with the largest localised residual."""
 
     latents: np.ndarray
     paper: np.ndarray
@@ -150,6 +151,7 @@ class RawStats:
     ha_snr: np.ndarray
     ifu_fibres: np.ndarray
     line_signif: np.ndarray
+    resid_peak: np.ndarray
 
 
 def collect_stats(
@@ -169,7 +171,9 @@ def collect_stats(
     per-galaxy quantities of :class:`RawStats`."""
     from tqdm.auto import tqdm
 
-    from .anomaly import _line_maps, galaxy_features, halpha_scale, line_flux_snr, line_residual_stats, line_significance_stats
+    from .anomaly import FEATURE_NAMES, galaxy_features, halpha_scale, line_residual_stats, line_significance_stats
+
+    ha_col = FEATURE_NAMES.index("nii_ha")  # a ratio to Halpha: the S/N it rests on is Halpha's
 
     n_lines = len(line_names)
     ha = list(line_names).index("Halpha")
@@ -191,7 +195,7 @@ def collect_stats(
         usable = use3.reshape(nb, -1)
         n_use = np.maximum(usable.sum(axis=1), 1)
         scale = halpha_scale(flux, ivar, mask, ha, window_bins, correl_sigma=cs)
-        stats, _ = line_residual_stats(
+        stats, resid_map = line_residual_stats(
             flux, recon, ivar, mask, scale, n_lines, window_bins, q=residual_q, noise_k=residual_noise_k
         )
         parts["latents"].append(np.asarray(z, np.float32))
@@ -206,8 +210,8 @@ def collect_stats(
         feats, fsnr = galaxy_features(flux, ivar, mask, line_names, window_bins, correl_sigma=cs, with_snr=True)
         parts["features"].append(feats)
         parts["feature_snr"].append(fsnr)
-        lm, _ = _line_maps(flux, mask, n_lines, window_bins)
-        parts["ha_snr"].append(line_flux_snr(lm, ivar, mask, n_lines, window_bins, cs)[1][:, ha])
+        parts["ha_snr"].append(fsnr[:, ha_col])
+        parts["resid_peak"].append(resid_map.reshape(nb, -1).argmax(axis=1))
         parts["ifu_fibres"].append(np.asarray(fibres[start : start + nb]))
         parts["line_signif"].append(line_significance_stats(flux, recon, ivar, mask, n_lines, window_bins))
         bar.update(nb)
@@ -330,6 +334,11 @@ def reference_rows(plateifus: list[str], split_csv: str | os.PathLike | None) ->
 #: output name -> its file in ``out_dir`` (unless :func:`score_galaxies` is given other paths)
 SCORE_OUTPUTS = {"scores": "scores.csv", "latents": "latents.h5", "reconstructions": "reconstructions.h5",
                  "diagnostics": "diagnostics.json", "stats": "raw_stats.npz"}  # fmt: skip
+
+
+def join_stats(a: RawStats, b: RawStats) -> RawStats:
+    """Two :class:`RawStats` as one, ``a``'s rows first."""
+    return RawStats(**{k: np.concatenate([getattr(a, k), getattr(b, k)]) for k in RawStats.__dataclass_fields__})
 
 
 def save_raw_stats(path, raw: RawStats, plateifus: list[str], ref_rows: np.ndarray, line_names: list[str], seed: int) -> None:
