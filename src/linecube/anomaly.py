@@ -607,24 +607,21 @@ def peer_gauss_ranks(
     own[ref_rows] = True
     ref_groups = groups[ref_rows]
     emit = groups % 2
-    # the reference set each galaxy is ranked against: a key per galaxy
-    key = np.empty(n, dtype=object)
-    for i in range(n):
-        if (ref_groups == groups[i]).sum() >= min_peers + own[i]:
-            key[i] = ("group", int(groups[i]))
-        elif (ref_groups % 2 == emit[i]).sum() >= min_peers + own[i]:
-            key[i] = ("emission", int(emit[i]))
-        else:
-            key[i] = ("all", 0)
+    # the reference set each galaxy is ranked against: its group's, else its emission
+    # class's, else all (counts per group once; a reference galaxy does not count itself)
+    n_group = {g: int((ref_groups == g).sum()) for g in np.unique(groups)}
+    n_emit = {e: int((ref_groups % 2 == e).sum()) for e in (0, 1)}
+    need = min_peers + own.astype(int)
+    by_group = np.array([n_group[g] for g in groups]) >= need
+    by_emit = ~by_group & (np.array([n_emit[e] for e in emit]) >= need)
     out = np.empty((len(components), n))
-    for k in set(key):
-        rows = np.array([i for i in range(n) if key[i] == k])
-        if k[0] == "group":
-            refs = ref_rows[ref_groups == k[1]]
-        elif k[0] == "emission":
-            refs = ref_rows[ref_groups % 2 == k[1]]
-        else:
-            refs = ref_rows
+    sets = [(("group", int(g)), by_group & (groups == g), ref_rows[ref_groups == g]) for g in n_group]
+    sets += [(("emission", e), by_emit & (emit == e), ref_rows[ref_groups % 2 == e]) for e in (0, 1)]
+    sets.append((("all", 0), ~by_group & ~by_emit, ref_rows))
+    for _, sel, refs in sets:
+        rows = np.flatnonzero(sel)
+        if not len(rows):
+            continue
         for c, v in enumerate(components.values()):
             out[c, rows] = gauss_rank(v[refs], v[rows], own[rows] & np.isin(rows, refs))
     return out
