@@ -1,0 +1,163 @@
+"""Ceiling of the science benchmark: how far can any score separate each kind's
+twins from their clean galaxies, given the noise?
+
+The science benchmark (benchmarks/science.py) renders, for every clean evaluation
+galaxy, one twin per anomaly kind with the same parameters and noise realisation.
+Here the same evaluation sets are rendered three ways (noisy, noise-free clean,
+noise-free twin) and scored by detectors that no trained model can beat:
+
+- ``matched``: the Neyman-Pearson bound for a detector that knows each twin's
+  exact anomaly (its noise-free difference d from the clean galaxy): the twin's
+  matched-filter statistic is N(s, 1) with s = sqrt(sum d^2 ivar), the clean
+  galaxy's N(0, 1), so P(twin > clean) = Phi(s / sqrt(2)); averaged over twins.
+  No score can exceed it (correlated noise lowers it further: ignored here).
+- ``oracle_chi2``: a perfect model of the *normal* galaxy (its noise-free cube),
+  knowing nothing of the anomaly: the chi^2 excess of the data over it, in units
+  of its null spread, (chi^2 - n) / sqrt(2 n), over usable voxels.
+- ``oracle_local``: the same perfect model, the residual localised: chi^2 of each
+  line window summed over 3 x 3 spaxels, the largest excess over lines and spaxels.
+
+Also the share of twins whose matched-filter S/N is below 3 (invisible to any
+score). Printed per kind, designed and held-out apart; ``--out`` keeps the JSON.
+
+    python benchmarks/ceiling.py [--seed-set confirm] [--seeds 1] [--eval 80] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from science import CONFIRM_OFFSET, HELD_OUT, QUALITY_TYPES, SCIENCE_TYPES, TWIN_PLATE_OFFSET  # noqa: E402
+
+KINDS = SCIENCE_TYPES + HELD_OUT
+
+
+def render(tmp: Path, style: str, seed: int, n_eval: int, threads: int):
+    """Noisy cubes, noise-free clean and noise-free twins of one evaluation set:
+    (flux, ivar, truth_clean, truth_twin, kind) with twins' rows aligned to their
+    clean galaxy's truth. Cubes (N, wavelength, y, x) float32."""
+    import h5py
+
+    from linecube.formats import read_strings
+    from linecube.simulate import ANOMALY_TYPES, HELD_OUT_TYPES, plan_survey, simulate_cubes_h5, with_anomaly
+
+    clean = plan_survey(n_eval, 2000 + seed, anomaly_fraction=0.0, style=style, dr17_effects=True)
+    gals, meta = [], {}
+    for g in clean:
+        gals.append(g)
+        meta[g.plateifu] = (g.plateifu, "")
+        for k, t in enumerate(ANOMALY_TYPES + HELD_OUT_TYPES):
+            if t in QUALITY_TYPES:
+                continue
+            tw = with_anomaly(g, t)
+            tw.plate = g.plate + TWIN_PLATE_OFFSET * (k + 1)
+            gals.append(tw)
+            meta[tw.plateifu] = (g.plateifu, t)
+    out = {}
+    for name, free in (("noisy", False), ("truth", True)):
+        path = tmp / name / "cubes.h5"
+        simulate_cubes_h5(path, 0, 0, galaxies=gals, threads=threads, progress=False, noise_free=free)
+        with h5py.File(path, "r") as h5:
+            names = read_strings(h5["plateifu"])
+            out[name] = (names, h5["flux"][:], h5["ivar"][:], h5["mask"][:] if "mask" in h5 else None)
+    names, flux, ivar, _ = out["noisy"]
+    tnames, tflux, _, _ = out["truth"]
+    assert list(names) == list(tnames)
+    row = {p: i for i, p in enumerate(names)}
+    base = np.array([row[meta[p][0]] for p in names])
+    kind = np.array([meta[p][1] for p in names], dtype=object)
+    return flux, ivar, tflux[base], tflux, kind
+
+
+def box3(a: np.ndarray) -> np.ndarray:
+    """Sum over each spaxel's 3 x 3 neighbourhood of (..., y, x), zero-padded."""
+    p = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(1, 1), (1, 1)])
+    return sum(p[..., dy : dy + a.shape[-2], dx : dx + a.shape[-1]] for dy in range(3) for dx in range(3))
+
+
+def detectors(flux, ivar, truth_clean, truth_twin, n_lines: int) -> dict[str, np.ndarray]:
+    """Per-galaxy ``oracle_chi2``, ``oracle_local`` and the matched-filter S/N."""
+    use = ivar > 0
+    chi = np.where(use, (flux - truth_clean) ** 2 * ivar, 0.0)
+    n = use.sum(axis=(1, 2, 3)).astype(float)
+    z_total = (chi.sum(axis=(1, 2, 3)) - n) / np.sqrt(2 * n)
+    nb, nw, ny, nx = chi.shape
+    win = nw // n_lines
+    cw = box3(chi.reshape(nb, n_lines, win, ny, nx).sum(axis=2))
+    k = box3(use.reshape(nb, n_lines, win, ny, nx).sum(axis=2).astype(float))
+    z_local = np.where(k > 0, (cw - k) / np.sqrt(2 * np.maximum(k, 1)), -np.inf).reshape(nb, -1).max(axis=1)
+    snr = np.sqrt(np.where(use, (truth_twin - truth_clean) ** 2 * ivar, 0.0).sum(axis=(1, 2, 3)))
+    return {"oracle_chi2": z_total, "oracle_local": z_local, "snr": snr}
+
+
+def auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+
+
+def summarise(det: dict[str, np.ndarray], kind: np.ndarray) -> dict:
+    from scipy.stats import norm
+
+    clean = kind == ""
+    res: dict = {"per_kind": {}}
+    for t in KINDS:
+        m = kind == t
+        res["per_kind"][t] = {
+            "matched": float(norm.cdf(det["snr"][m] / np.sqrt(2)).mean()),
+            "oracle_chi2": auc(det["oracle_chi2"][m], det["oracle_chi2"][clean]),
+            "oracle_local": auc(det["oracle_local"][m], det["oracle_local"][clean]),
+            "share_snr_below_3": float((det["snr"][m] < 3).mean()),
+        }
+    for group, kinds in (("designed", SCIENCE_TYPES), ("held_out", HELD_OUT)):
+        m = np.isin(kind, kinds)
+        res[group] = {
+            "matched": float(norm.cdf(det["snr"][m] / np.sqrt(2)).mean()),
+            "oracle_chi2": auc(det["oracle_chi2"][m], det["oracle_chi2"][clean]),
+            "oracle_local": auc(det["oracle_local"][m], det["oracle_local"][clean]),
+            "share_snr_below_3": float((det["snr"][m] < 3).mean()),
+        }
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed-set", choices=("dev", "confirm"), default="confirm")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--eval", type=int, default=80)
+    ap.add_argument("--styles", default="default,alt")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    from linecube.formats import load_lines
+
+    n_lines = len(load_lines())
+    first = CONFIRM_OFFSET if args.seed_set == "confirm" else 0
+    dets, kinds = [], []
+    for style in args.styles.split(","):
+        for seed in range(first, first + args.seeds):
+            with tempfile.TemporaryDirectory() as tmp:
+                flux, ivar, tc, tt, kind = render(Path(tmp), style, seed, args.eval, args.threads)
+            dets.append(detectors(flux, ivar, tc, tt, n_lines))
+            kinds.append(kind)
+    det = {k: np.concatenate([d[k] for d in dets]) for k in dets[0]}
+    res = summarise(det, np.concatenate(kinds))
+    res.update(seed_set=args.seed_set, seeds=args.seeds, n_eval=args.eval, styles=args.styles.split(","))
+    print(f"{'kind':>15} {'matched':>8} {'chi2':>6} {'local':>6} {'S/N<3':>6}")
+    for t, r in list(res["per_kind"].items()) + [("designed", res["designed"]), ("held_out", res["held_out"])]:
+        print(f"{t:>15} {r['matched']:8.3f} {r['oracle_chi2']:6.3f} {r['oracle_local']:6.3f} {r['share_snr_below_3']:6.2f}")
+    if args.out:
+        args.out.write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
