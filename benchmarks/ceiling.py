@@ -46,7 +46,7 @@ def render(tmp: Path, style: str, seed: int, n_eval: int, threads: int):
     clean galaxy's truth. Cubes (N, wavelength, y, x) float32."""
     import h5py
 
-    from linecube.formats import read_strings
+    from linecube.io.formats import read_strings
     from linecube.simulate import ANOMALY_TYPES, HELD_OUT_TYPES, plan_survey, simulate_cubes_h5, with_anomaly
 
     clean = plan_survey(n_eval, 2000 + seed, anomaly_fraction=0.0, style=style, dr17_effects=True)
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    from linecube.formats import load_lines
+    from linecube.io.formats import load_lines
 
     n_lines = len(load_lines())
     first = CONFIRM_OFFSET if args.seed_set == "confirm" else 0

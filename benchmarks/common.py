@@ -10,10 +10,10 @@ from pathlib import Path
 
 def simulated_cubes(tmp: Path, n: int, seed: int = 1) -> Path:
     """n galaxies: LOGCUBEs in the DR17 format, extracted into tmp/cubes.h5."""
-    from linecube.extract import extract_to_h5
-    from linecube.formats import load_lines
-    from linecube.manga import cube_requests
-    from linecube.sample import build_sample
+    from linecube.data.extract import extract_to_h5
+    from linecube.data.sample import build_sample
+    from linecube.io.formats import load_lines
+    from linecube.io.manga import cube_requests
     from linecube.simulate import simulate_survey
 
     redux = tmp / "redux"
@@ -40,8 +40,8 @@ def median_time(fn, repeats: int) -> float:
 def tensorflow_and_defaults() -> dict:
     """TensorFlow set up for timing (seeded, not deterministic: faster kernels) and
     the validated default configuration."""
-    from linecube.backend import configure
     from linecube.config import validate_config
+    from linecube.model.backend import configure
 
     configure(0, deterministic=False)
     return validate_config({"data": {}})
@@ -57,11 +57,11 @@ def feed_samples_per_s(cubes: Path, batch: int, n_batches: int, max_workers: int
     import yaml
 
     from linecube.config import with_defaults
-    from linecube.dataset import AugmentConfig, CubeSource
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import load_lines
-    from linecube.models import ModelConfig
-    from linecube.train import make_dataset
+    from linecube.data.dataset import AugmentConfig, CubeSource
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import load_lines
+    from linecube.model.models import ModelConfig
+    from linecube.model.train import make_dataset
 
     cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "config.yaml").read_text())
     keys = with_defaults("model", cfg.get("model"))

@@ -30,18 +30,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 def run(args) -> dict:
     from common import simulated_cubes
 
-    from linecube import backend as kb
+    from linecube.model import backend as kb
 
     kb.select("tensorflow")
     kb.configure(0, deterministic=False, threads=args.threads)
     import keras
 
     from linecube.config import validate_config
-    from linecube.dataset import AugmentConfig, split_galaxies
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import load_lines
-    from linecube.models import ModelConfig, build_model
-    from linecube.train import _callbacks, _optimizer, make_dataset, one_cycle, training_sources
+    from linecube.data.dataset import AugmentConfig, split_galaxies
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import load_lines
+    from linecube.model.models import ModelConfig, build_model
+    from linecube.model.train import _callbacks, _optimizer, make_dataset, one_cycle, training_sources
 
     cfg = validate_config({"data": {}})
     bs = int(cfg["train"]["batch_size"])

@@ -75,9 +75,9 @@ def main() -> None:
 
     from astropy.io import fits
 
-    from linecube.extract import extract_cube, extract_to_h5, window_centres, window_indices
-    from linecube.formats import load_lines
-    from linecube.manga import CubeRequest, centre_pixel, header_wavelengths
+    from linecube.data.extract import extract_cube, extract_to_h5, window_centres, window_indices
+    from linecube.io.formats import load_lines
+    from linecube.io.manga import CubeRequest, centre_pixel, header_wavelengths
 
     lines = load_lines()
     rows = []

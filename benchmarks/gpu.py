@@ -56,8 +56,8 @@ def model_config(name: str, crop: int) -> dict:
 def build(name: str, crop: int, batch: int, mixed: bool, steps_total: int):
     import keras
 
-    from linecube.models import ModelConfig, build_model
-    from linecube.train import _optimizer, one_cycle
+    from linecube.model.models import ModelConfig, build_model
+    from linecube.model.train import _optimizer, one_cycle
 
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keys, shape = model_config(name, crop)
@@ -105,7 +105,7 @@ def train_rate(name, crop, batch, mixed, steps, warmup, pool_n):
     """(samples/s, peak GPU bytes or None) of ``steps`` timed training steps."""
     import keras
 
-    from linecube import backend as kb
+    from linecube.model import backend as kb
 
     _reset_peak()
     model, mcfg = build(name, crop, batch, mixed, steps + warmup)
@@ -163,7 +163,7 @@ def score_rate(name, crop, batch, steps, pool_n):
 
 
 def _sync():
-    from linecube import backend as kb
+    from linecube.model import backend as kb
 
     b = kb.name()
     if b == "torch":
@@ -178,7 +178,7 @@ def _sync():
 
 
 def _reset_peak():
-    from linecube import backend as kb
+    from linecube.model import backend as kb
 
     if kb.name() == "torch":
         import torch
@@ -202,7 +202,7 @@ def feed_rate(batch: int, n_batches: int, max_workers: int, n_galaxies: int = 24
     import numpy as np
     from common import feed_samples_per_s
 
-    from linecube.formats import CubeLayout, create_cube_file, load_lines
+    from linecube.io.formats import CubeLayout, create_cube_file, load_lines
 
     layout, lines = CubeLayout(), load_lines()
     rng = np.random.default_rng(0)
@@ -228,7 +228,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    from linecube import backend as kb
+    from linecube.model import backend as kb
 
     if args.cpu:
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

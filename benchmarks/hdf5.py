@@ -23,7 +23,7 @@ def main() -> None:
     args = ap.parse_args()
     import h5py
 
-    from linecube.formats import h5_compression_kwargs
+    from linecube.io.formats import h5_compression_kwargs
     from linecube.simulate import simulate_cubes_h5
 
     with tempfile.TemporaryDirectory() as td:

@@ -17,7 +17,7 @@ For each survey style (``default``, ``alt``: see benchmarks/science.py) and seed
    latent's dimension (fitted on the training survey), the hand-made features
    (``galaxy_features``, robustly standardised), a Gaussian random projection
    of the flux-normalised cubes to the latent's dimension;
-4. probes (linecube.probes): distance-weighted kNN (k = 10) and linear
+4. probes (linecube.analysis.probes): distance-weighted kNN (k = 10) and linear
    (ridge / logistic), 5-fold cross-validated on the held-out galaxies: balanced
    accuracy of the excitation class, R^2 of every continuous parameter;
    neighbour purity (5 nearest); invariance (the distance between a galaxy and
@@ -99,7 +99,7 @@ def copies(eval_h5: Path, aug, seed: int) -> dict:
     import h5py
     import numpy as np
 
-    from linecube.dataset import apply_ops, draw_ops, read_rows
+    from linecube.data.dataset import apply_ops, draw_ops, read_rows
 
     with h5py.File(eval_h5) as h5:
         n = h5["flux"].shape[0]
@@ -124,7 +124,7 @@ def encode_arrays(rec, flux, mask, batch: int = 32):
 def encode_file(rec, path: Path, batch: int = 32):
     import numpy as np
 
-    from linecube.score import iter_batches
+    from linecube.analysis.score import iter_batches
 
     return np.concatenate([rec(f, m)[0] for _s, f, _iv, m in iter_batches(path, batch)])
 
@@ -135,7 +135,7 @@ def spaces_of(args, cfg, rec, train_h5: Path, eval_h5: Path, cps: dict, seed: in
     import numpy as np
     from sklearn.decomposition import PCA
 
-    from linecube.embed import embed
+    from linecube.analysis.embed import embed
 
     t0 = time.perf_counter()
     z_ev = encode_file(rec, eval_h5)
@@ -174,15 +174,15 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     """(baseline spaces {name: (N, d)}, their copies, PCA object) on the held-out galaxies.
 
     Beside pixels-PCA, the features and a random projection: the summary head's own
-    targets (``summary_targets``: :func:`linecube.models.cube_summaries` of each cube,
+    targets (``summary_targets``: :func:`linecube.model.models.cube_summaries` of each cube,
     robustly standardised on the training survey) and their nuclear line ratios alone
     (``nuclear_ratios``): what the latent is trained to predict, probed the same way."""
     import h5py
     import numpy as np
 
-    from linecube.anomaly import RobustZ, galaxy_features
-    from linecube.dataset import read_rows
-    from linecube.diagnostics import fit_pixel_pca, pixel_pca_scores
+    from linecube.analysis.anomaly import RobustZ, galaxy_features
+    from linecube.analysis.diagnostics import fit_pixel_pca, pixel_pca_scores
+    from linecube.data.dataset import read_rows
 
     with h5py.File(train_h5) as h5:
         n_tr = h5["flux"].shape[0]
@@ -203,7 +203,7 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     def feats(flux, ivar, mask):
         return np.nan_to_num(np.clip(rz(galaxy_features(flux, ivar, mask, names, window_bins)), -50, 50), nan=0.0)
 
-    from linecube.models import cube_summaries
+    from linecube.model.models import cube_summaries
 
     n_lines, ha = len(names), list(names).index("Halpha")
     radius = float(nucleus_radius) if nucleus_radius and nucleus_radius > 0 else 3.0
@@ -236,7 +236,7 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
 def invariance(space, copies_of) -> dict:
     import numpy as np
 
-    from linecube.probes import invariance_ratios
+    from linecube.analysis.probes import invariance_ratios
 
     out = {}
     for op, c in copies_of.items():
@@ -248,7 +248,7 @@ def invariance(space, copies_of) -> dict:
 
 
 def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
-    from linecube.probes import probe_space
+    from linecube.analysis.probes import probe_space
 
     out = {}
     for name, x in spaces.items():
@@ -273,7 +273,7 @@ def footprint(spaces: dict, base: dict, size, disc, seed: int, instrument: dict 
     below: nothing)."""
     import numpy as np
 
-    from linecube.probes import knn_probe, within_groups
+    from linecube.analysis.probes import knn_probe, within_groups
 
     size = size.astype(float)
     resid = within_groups(disc, size)
@@ -310,12 +310,12 @@ def train_and_measure(
     import numpy as np
     import pandas as pd
 
-    from linecube.dataset import AugmentConfig, median_cubes
-    from linecube.diagnostics import learned_fraction, pca_loss_ratio
-    from linecube.formats import read_layout, read_strings
-    from linecube.score import Reconstructor, loss_ratios, reference_rows
+    from linecube.analysis.diagnostics import learned_fraction, pca_loss_ratio
+    from linecube.analysis.score import Reconstructor, loss_ratios, reference_rows
+    from linecube.data.dataset import AugmentConfig, median_cubes
+    from linecube.io.formats import read_layout, read_strings
+    from linecube.model.train import train
     from linecube.simulate.truth import PROBE_PARAMETERS
-    from linecube.train import train
 
     train_h5, eval_h5, truth_h5 = sets
     train_cfg = {**cfg["train"], "seed": int(cfg["train"]["seed"]) + seed}
@@ -394,7 +394,7 @@ def train_and_measure(
     out["spaces"] = probe_all(spaces, cp, truth, params, seed)
     out["baselines"] = probe_all(base, bcp, truth, params, seed)
     if full:
-        from linecube.probes import oracle_spaces
+        from linecube.analysis.probes import oracle_spaces
 
         out["oracles"] = probe_all(oracle_spaces(truth, params), {}, truth, params, seed)
         if "disc_scale_arcsec" in truth and "ifusize" in truth:

@@ -22,13 +22,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from linecube.rerank import rerank  # noqa: E402
+from linecube.analysis.rerank import rerank  # noqa: E402
 
 
 def truth_kinds(truth: pd.DataFrame) -> dict[str, str]:
     """plate-IFU -> "science" (an injected anomaly), "artefact" (the foreground star)
     or "" (normal), from truth.csv."""
-    from linecube.validate import truth_flags
+    from linecube.analysis.validate import truth_flags
 
     anom = truth_flags(truth["is_anomaly"])
     kind = truth["anomaly_type"].astype(str) if "anomaly_type" in truth else pd.Series("", index=truth.index)
@@ -49,11 +49,11 @@ def simulated_run(n: int, seed: int, epochs: int, threads: int, work: Path):
     import numpy as np
     from sklearn.decomposition import PCA
 
+    from linecube.analysis.score import Reconstructor, collect_stats, derive_scores, reference_rows
     from linecube.config import load_config
-    from linecube.formats import read_layout, read_strings
-    from linecube.score import Reconstructor, collect_stats, derive_scores, reference_rows
+    from linecube.io.formats import read_layout, read_strings
+    from linecube.model.train import train
     from linecube.simulate import plan_survey, simulate_cubes_h5
-    from linecube.train import train
 
     repo = Path(__file__).resolve().parents[1]
     cfg = load_config(repo / "config" / "config.yaml")

@@ -11,7 +11,7 @@ star-forming sequence) and each seed:
 2. an evaluation set of ``--eval`` held-out normal galaxies (never trained on)
    and, for each, one twin per anomaly type: the same galaxy, parameters and
    noise realisation, rendered with that anomaly injected;
-3. every score of ``linecube.score.SCORE_COLUMNS`` (fitted on the training
+3. every score of ``linecube.analysis.score.SCORE_COLUMNS`` (fitted on the training
    split only, as the workflow does) and three baselines on the same galaxies:
    brightness (mean |flux|), the residual from the training split's median cube,
    and the non-deep feature baseline (``score_features``).
@@ -87,7 +87,7 @@ def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, thre
     simulate_cubes_h5(tmp / "truth" / "cubes.h5", 0, 0, galaxies=clean, threads=threads, progress=False, noise_free=True)
     import h5py
 
-    from linecube.formats import read_strings
+    from linecube.io.formats import read_strings
 
     with h5py.File(eval_h5, "r") as h5:
         order = read_strings(h5["plateifu"])
@@ -99,14 +99,14 @@ def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, thre
 def loss_floor(eval_h5: Path, truth_h5: Path, scaler, med_model, batch_size: int = 32) -> float:
     """Test-loss ratio of a perfect model: Eq. 1 of each clean galaxy's noisy cube
     against its own noise-free cube, over Eq. 1 against the median cube, in the
-    model's units (as :func:`linecube.score.loss_ratios`). What is left above it is
+    model's units (as :func:`linecube.analysis.score.loss_ratios`). What is left above it is
     noise no reconstruction can (or should) follow."""
     import h5py
     import numpy as np
 
-    from linecube.dataset import read_rows
-    from linecube.formats import read_strings
-    from linecube.score import eq1_against
+    from linecube.analysis.score import eq1_against
+    from linecube.data.dataset import read_rows
+    from linecube.io.formats import read_strings
 
     with h5py.File(eval_h5, "r") as a, h5py.File(truth_h5, "r") as b:
         row = {p: i for i, p in enumerate(read_strings(a["plateifu"]))}
@@ -125,7 +125,7 @@ def metrics_for(score, mean_abs_flux, base, kind, rng_seed: int, n_boot: int) ->
     """Every benchmark metric of one score over the evaluation set."""
     import numpy as np
 
-    from linecube.validate import auc_fast, bootstrap_auc_ci, paired_win_rate, recall_at_prevalence, spearman
+    from linecube.analysis.validate import auc_fast, bootstrap_auc_ci, paired_win_rate, recall_at_prevalence, spearman
 
     score = np.asarray(score, dtype=float)
     clean = kind == ""
@@ -170,10 +170,10 @@ def collect_run(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
     (``base``) and anomaly type (``kind``, "" = clean), the test-loss ratio."""
     import numpy as np
 
-    from linecube.dataset import median_cubes
-    from linecube.formats import read_layout
-    from linecube.score import Reconstructor, collect_stats, loss_ratios, reference_rows
-    from linecube.train import train
+    from linecube.analysis.score import Reconstructor, collect_stats, loss_ratios, reference_rows
+    from linecube.data.dataset import median_cubes
+    from linecube.io.formats import read_layout
+    from linecube.model.train import train
 
     tmp = work / f"{style}-{seed}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -190,7 +190,7 @@ def collect_run(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
 
     import h5py
 
-    from linecube.formats import read_strings
+    from linecube.io.formats import read_strings
 
     with h5py.File(train_h5, "r") as h5:
         layout, lines = read_layout(h5)
@@ -248,13 +248,13 @@ def save_stats(path: Path, stats: dict) -> None:
 
 def instrument_bias(score, ifu_fibres, ha_snr, kind) -> dict:
     """Mean percentile (0-100, among the clean galaxies) of the clean galaxies of each
-    IFU bundle class and of quiet (Halpha S/N < linecube.anomaly.QUIET_HA_SNR) vs
+    IFU bundle class and of quiet (Halpha S/N < linecube.analysis.anomaly.QUIET_HA_SNR) vs
     line-emitting ones: 50 everywhere when a score does not read the footprint or
     a quiet galaxy's noise as an anomaly."""
     import numpy as np
     from scipy.stats import rankdata
 
-    from linecube.anomaly import QUIET_HA_SNR
+    from linecube.analysis.anomaly import QUIET_HA_SNR
 
     clean = kind == ""
     pct = 100.0 * (rankdata(np.asarray(score, float)[clean]) - 0.5) / clean.sum()
@@ -275,7 +275,7 @@ def paired_draws(a, b, base, pos, sel, n_boot: int, seed: int) -> tuple[float, l
     draws resampling galaxies with their twins, the same draws for both scores."""
     import numpy as np
 
-    from linecube.validate import auc_fast
+    from linecube.analysis.validate import auc_fast
 
     a, b, base, pos = (np.asarray(v)[sel] for v in (a, b, base, pos))
     diff = auc_fast(pos, a) - auc_fast(pos, b)
@@ -311,7 +311,7 @@ def load_stats(path: Path) -> dict:
     """Inverse of :func:`save_stats`."""
     import numpy as np
 
-    from linecube.score import RawStats
+    from linecube.analysis.score import RawStats
 
     with np.load(path) as z:
         out = json.loads(str(z["meta"]))
@@ -323,7 +323,7 @@ def load_stats(path: Path) -> dict:
 
 def joined(a, b):
     """Two RawStats (a run's training and evaluation rows) as one, ``a``'s rows first."""
-    from linecube.score import join_stats
+    from linecube.analysis.score import join_stats
 
     return join_stats(a, b)
 
@@ -332,7 +332,7 @@ def evaluate(stats: dict, seed: int, args) -> dict:
     """Every score and baseline of one run (:func:`collect_run`) and its metrics."""
     import numpy as np
 
-    from linecube.score import derive_scores
+    from linecube.analysis.score import derive_scores
 
     raw_ev, med_ev = stats["raw_ev"], stats["med_ev"]
     ref, names, base, kind = stats["ref"], stats["names"], stats["base"], stats["kind"]
@@ -374,8 +374,8 @@ def evaluate(stats: dict, seed: int, args) -> dict:
             if k in stats
         },
     }
-    if "test_loss_noise_ratio" in stats:  # the score log's definition (linecube.diagnostics)
-        from linecube.diagnostics import learned_fraction
+    if "test_loss_noise_ratio" in stats:  # the score log's definition (linecube.analysis.diagnostics)
+        from linecube.analysis.diagnostics import learned_fraction
 
         res["test_loss_learned_fraction"] = learned_fraction(stats["test_loss_ratio"], stats["test_loss_noise_ratio"])
     return res

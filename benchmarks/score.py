@@ -31,9 +31,9 @@ def main() -> None:
     import h5py
     from common import tensorflow_and_defaults
 
-    from linecube.formats import read_layout
-    from linecube.models import ModelConfig, build_model
-    from linecube.score import Reconstructor, iter_batches
+    from linecube.analysis.score import Reconstructor, iter_batches
+    from linecube.io.formats import read_layout
+    from linecube.model.models import ModelConfig, build_model
     from linecube.simulate import simulate_cubes_h5
 
     defaults = tensorflow_and_defaults()

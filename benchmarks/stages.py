@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from linecube.atomic import write_csv_atomic
-from linecube.manga import DR17_DRPVER
+from linecube.io.atomic import write_csv_atomic
+from linecube.io.manga import DR17_DRPVER
 from linecube.simulate import simulate_cubes_h5
 
 
@@ -28,12 +28,12 @@ def _stage(name: str, a: dict) -> dict:
         )
         return {"n": n}
     if name == "assemble":
-        from linecube.assemble import assemble
+        from linecube.data.assemble import assemble
 
         files = sorted(Path(a["plates"]).glob("*.h5"))
         return {"n": assemble(files, a["out"], drpver=DR17_DRPVER, compression=a.get("compression", "none"), progress=False)}
     if name == "train":
-        from linecube.train import train
+        from linecube.model.train import train
 
         s = train(
             a["cubes"],
@@ -46,7 +46,7 @@ def _stage(name: str, a: dict) -> dict:
         )
         return {"samples_per_second": s["samples_per_second"]}
     if name == "score":
-        from linecube.score import score_galaxies
+        from linecube.analysis.score import score_galaxies
 
         return score_galaxies(
             a["cubes"],
@@ -58,7 +58,7 @@ def _stage(name: str, a: dict) -> dict:
             progress=False,
         )
     if name == "embed":
-        from linecube.embed import embed_file
+        from linecube.analysis.embed import embed_file
 
         return embed_file(
             a["latents"],
@@ -73,7 +73,7 @@ def _stage(name: str, a: dict) -> dict:
     if name == "neighbors":
         import pandas as pd
 
-        from linecube.neighbors import neighbors_frame
+        from linecube.analysis.neighbors import neighbors_frame
 
         emb = pd.read_csv(a["embedding"], dtype={"plateifu": str})
         q = list(emb["plateifu"].iloc[:: max(1, len(emb) // 200)])

@@ -44,7 +44,7 @@ def measure(args) -> dict:
     """One backend (this process's): samples/s of the HDF5 pipeline and of memory."""
     from common import simulated_cubes
 
-    from linecube import backend as kb
+    from linecube.model import backend as kb
 
     kb.select(args.backend)
     kb.configure(0, deterministic=False, threads=args.threads)
@@ -52,11 +52,11 @@ def measure(args) -> dict:
     import numpy as np
 
     from linecube.config import validate_config
-    from linecube.dataset import AugmentConfig, CubeSource
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import load_lines
-    from linecube.models import ModelConfig, build_model
-    from linecube.train import _optimizer, assemble_batch, make_dataset
+    from linecube.data.dataset import AugmentConfig, CubeSource
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import load_lines
+    from linecube.model.models import ModelConfig, build_model
+    from linecube.model.train import _optimizer, assemble_batch, make_dataset
 
     defaults = validate_config({"data": {}})
     bs = int(defaults["train"]["batch_size"])

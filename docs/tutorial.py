@@ -61,7 +61,7 @@ print(run.neighbors(g.plateifu, k=5, space="pca"))
 # finds itself first among its neighbours. `linecube score` does the same from the shell.
 
 # %%
-from linecube.newcubes import score_cubes  # noqa: E402
+from linecube.analysis.newcubes import score_cubes  # noqa: E402
 
 cube = os.environ.get("LINECUBE_NEW_CUBE")
 if cube:

@@ -1,6 +1,6 @@
 """Rule assemble_cubes: per-plate files -> results/cubes.h5 and results/rejects.csv (thin wrapper)."""
 
-from linecube.assemble import assemble, check_reject_fraction, merge_rejects
+from linecube.data.assemble import assemble, check_reject_fraction, merge_rejects
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from linecube.explorer import build_explorer
+from linecube.report.explorer import build_explorer
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

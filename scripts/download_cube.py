@@ -1,6 +1,6 @@
 """Rule download_cube: fetch one missing LOGCUBE from the SAS mirror (thin wrapper)."""
 
-from linecube.download import cube_url, download_cube
+from linecube.data.download import cube_url, download_cube
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,6 +1,6 @@
 """Rule embed_latents: latents.h5 -> embedding.csv (PCA then UMAP) (thin wrapper)."""
 
-from linecube.embed import embed_file
+from linecube.analysis.embed import embed_file
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,8 @@
 """Rule extract_plate: one plate's LOGCUBEs -> results/extract/{plate}.h5 (thin wrapper)."""
 
-from linecube.extract import ExtractOptions, extract_to_h5
-from linecube.formats import CubeLayout, load_lines
-from linecube.manga import CubeRequest
+from linecube.data.extract import ExtractOptions, extract_to_h5
+from linecube.io.formats import CubeLayout, load_lines
+from linecube.io.manga import CubeRequest
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from linecube.atomic import write_csv_atomic
-from linecube.neighbors import neighbors_frame, query_set
+from linecube.analysis.neighbors import neighbors_frame, query_set
+from linecube.io.atomic import write_csv_atomic
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from linecube import figures
+from linecube.report import figures
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from linecube.analysis.score import score_galaxies
 from linecube.runlog import rule_log
-from linecube.score import score_galaxies
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(sm.log[0]):

@@ -1,9 +1,9 @@
 """Checkpoint select_sample: drpall -> results/sample.csv (thin wrapper)."""
 
-from linecube.atomic import write_csv_atomic
 from linecube.config import min_galaxies
+from linecube.data.sample import build_sample
+from linecube.io.atomic import write_csv_atomic
 from linecube.runlog import rule_log
-from linecube.sample import build_sample
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(sm.log[0]) as log:

@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from linecube.figures import plot_history
+from linecube.model.train import train
+from linecube.report.figures import plot_history
 from linecube.runlog import rule_log
-from linecube.train import train
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(sm.log[0]):

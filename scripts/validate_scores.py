@@ -4,10 +4,10 @@ import json
 
 import pandas as pd
 
-from linecube.atomic import atomic_path
-from linecube.figures import plot_validation
+from linecube.analysis.validate import validate
+from linecube.io.atomic import atomic_path
+from linecube.report.figures import plot_validation
 from linecube.runlog import rule_log
-from linecube.validate import validate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with rule_log(sm.log[0]) as log:

@@ -17,7 +17,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 @pytest.fixture(scope="session")
 def lines():
-    from linecube.formats import load_lines
+    from linecube.io.formats import load_lines
 
     return load_lines(REPO / "resources" / "emission_lines.csv")
 

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from linecube.extract import ExtractOptions, extract_cube
-from linecube.formats import CubeLayout, create_cube_file, load_lines
-from linecube.manga import CubeError, CubeRequest, logcube_path
+from linecube.data.extract import ExtractOptions, extract_cube
+from linecube.io.formats import CubeLayout, create_cube_file, load_lines
+from linecube.io.manga import CubeError, CubeRequest, logcube_path
 from linecube.simulate import build_logcube, drpall_row, write_drpall, write_fits_gz
 
 # --------------------------------------------------------------------------
@@ -252,11 +252,11 @@ def evaluate_test_split(cubes, model_path, model_keys: dict, train_keys: dict) -
     test source ``train()`` made from ``train_keys``): what history.csv's test losses
     must equal. Imports Keras: call it after the backend is chosen."""
     from linecube.config import with_defaults
-    from linecube.dataset import AugmentConfig, split_galaxies
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import read_layout, read_strings
-    from linecube.models import ModelConfig, load_model
-    from linecube.train import make_dataset, training_sources
+    from linecube.data.dataset import AugmentConfig, split_galaxies
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import read_layout, read_strings
+    from linecube.model.models import ModelConfig, load_model
+    from linecube.model.train import make_dataset, training_sources
 
     mk, tk = with_defaults("model", model_keys), with_defaults("train", train_keys)
     with h5py.File(cubes) as f:

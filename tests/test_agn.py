@@ -1,8 +1,8 @@
-"""linecube.agn: the AGN catalogue joined by plate-IFU or mangaid."""
+"""linecube.io.agn: the AGN catalogue joined by plate-IFU or mangaid."""
 
 import pandas as pd
 
-from linecube.agn import match_agn
+from linecube.io.agn import match_agn
 
 
 def test_agn_join_by_plateifu_and_by_mangaid(tmp_path):

@@ -1,11 +1,11 @@
-"""Brightness-free anomaly scores (linecube.anomaly) and the twin simulator."""
+"""Brightness-free anomaly scores (linecube.analysis.anomaly) and the twin simulator."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from linecube.anomaly import (
+from linecube.analysis.anomaly import (
     FEATURE_NAMES,
     NORM_PER,
     FeatureScorer,
@@ -18,7 +18,7 @@ from linecube.anomaly import (
     line_residual_stats,
     residual_score,
 )
-from linecube.formats import load_lines
+from linecube.io.formats import load_lines
 
 L, B, S = 19, 10, 32
 HA = 15
@@ -134,8 +134,8 @@ def test_features_are_brightness_free_and_see_an_offset():
 
 
 def test_twin_is_the_same_galaxy_with_the_anomaly():
-    from linecube.formats import CubeLayout
-    from linecube.manga import log_wave_grid
+    from linecube.io.formats import CubeLayout
+    from linecube.io.manga import log_wave_grid
     from linecube.simulate import ANOMALY_TYPES, emission_line_cube, plan_survey, with_anomaly
 
     g = next(x for x in plan_survey(30, seed=9, anomaly_fraction=0.0) if x.ifusize == 19)
@@ -171,7 +171,7 @@ def test_survey_styles_differ_and_default_is_unchanged():
 def test_benchmark_metrics():
     from sklearn.metrics import roc_auc_score
 
-    from linecube.validate import auc_fast, bootstrap_auc_ci, paired_win_rate, recall_at_prevalence, spearman
+    from linecube.analysis.validate import auc_fast, bootstrap_auc_ci, paired_win_rate, recall_at_prevalence, spearman
 
     rng = np.random.default_rng(6)
     lab = rng.random(200) < 0.3
@@ -230,8 +230,8 @@ def test_balmer_pedestal_sees_a_broad_line_its_reference_does_not_cancel(tmp_pat
     ~950 km/s away, rose with it: twins won only 76 % of pairs)."""
     import h5py
 
-    from linecube.anomaly import FEATURE_NAMES, PEDESTAL_REFERENCES, galaxy_features
-    from linecube.formats import load_lines
+    from linecube.analysis.anomaly import FEATURE_NAMES, PEDESTAL_REFERENCES, galaxy_features
+    from linecube.io.formats import load_lines
     from linecube.simulate import plan_survey, simulate_cubes_h5, with_anomaly
 
     lines = load_lines()
@@ -275,7 +275,7 @@ def test_feature_scorer_leaves_a_reference_galaxy_out_of_its_own_lof():
 def test_line_significance_finds_a_local_departure_in_noise_units():
     """A reconstruction that misses a compact excess in one line's window: that line's
     chi^2 excess stands out; residuals that are only the noise give ~0 everywhere."""
-    from linecube.anomaly import line_significance_stats
+    from linecube.analysis.anomaly import line_significance_stats
 
     rng = np.random.default_rng(0)
     n_lines, bins = 19, 10

@@ -10,14 +10,14 @@ def mini_run(tmp_path_factory):
     """A run built in-process from 14 simulated LOGCUBEs: cubes.h5, an (untrained)
     tiny AE with its card and split, scores, latents, raw stats and embedding."""
     pytest.importorskip("keras")
-    from linecube.card import build_card, write_card
-    from linecube.embed import pca_reduce
-    from linecube.extract import extract_to_h5
-    from linecube.formats import load_lines
-    from linecube.manga import cube_requests, drpall_path
-    from linecube.models import ModelConfig, build_model
-    from linecube.sample import build_sample
-    from linecube.score import score_galaxies
+    from linecube.analysis.embed import pca_reduce
+    from linecube.analysis.score import score_galaxies
+    from linecube.data.extract import extract_to_h5
+    from linecube.data.sample import build_sample
+    from linecube.io.formats import load_lines
+    from linecube.io.manga import cube_requests, drpall_path
+    from linecube.model.card import build_card, write_card
+    from linecube.model.models import ModelConfig, build_model
     from linecube.simulate import simulate_survey
 
     root = tmp_path_factory.mktemp("run")
@@ -69,7 +69,7 @@ def test_run_object_reads_scores_galaxy_neighbors_and_links(mini_run):
     g.plot_line_maps()
     g.plot_spectrum()
     nb = run.neighbors(sc["plateifu"].iloc[0], k=3, space="pca")
-    from linecube.neighbors import neighbors_table
+    from linecube.analysis.neighbors import neighbors_table
 
     pd.testing.assert_frame_equal(nb, neighbors_table(sc["plateifu"].iloc[0], k=3, space="pca", results=root / "results"))
     assert run.latents("ae").shape == (14, 8)
@@ -81,8 +81,8 @@ def test_run_object_reads_scores_galaxy_neighbors_and_links(mini_run):
 
 @pytest.mark.slow
 def test_a_run_galaxy_scored_as_a_new_cube_gives_its_own_scores_and_itself_first(mini_run, tmp_path):
+    from linecube.analysis.score import SCORE_COLUMNS
     from linecube.cli import main
-    from linecube.score import SCORE_COLUMNS
 
     root, sample, _ = mini_run
     runsc = pd.read_csv(root / "results" / "ae" / "scores.csv").set_index("plateifu")

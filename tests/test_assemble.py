@@ -1,16 +1,16 @@
-"""linecube.assemble: per-plate files into results/cubes.h5."""
+"""linecube.data.assemble: per-plate files into results/cubes.h5."""
 
 import h5py
 import numpy as np
 import pytest
 
-from linecube.sample import build_sample
+from linecube.data.sample import build_sample
 
 
 def test_extract_and_assemble_layout(tiny_survey, tmp_path, lines):
-    from linecube.assemble import assemble
-    from linecube.extract import extract_to_h5
-    from linecube.manga import cube_requests
+    from linecube.data.assemble import assemble
+    from linecube.data.extract import extract_to_h5
+    from linecube.io.manga import cube_requests
 
     out, gals = tiny_survey
     sample, _, _ = build_sample(out / "v3_1_1" / "drpall-v3_1_1.fits", out, "v3_1_1")

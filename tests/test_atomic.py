@@ -1,8 +1,8 @@
-"""linecube.atomic: outputs appear whole or not at all."""
+"""linecube.io.atomic: outputs appear whole or not at all."""
 
 import pytest
 
-from linecube import atomic as F
+from linecube.io import atomic as F
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):

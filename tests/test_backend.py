@@ -1,4 +1,4 @@
-"""linecube.backend: choosing the Keras backend, seeds and thread pools (in fresh
+"""linecube.model.backend: choosing the Keras backend, seeds and thread pools (in fresh
 processes: the backend and TensorFlow's pools are fixed when they start)."""
 
 import os
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 CODE = """
-from linecube import backend
+from linecube.model import backend
 print(backend.select("tensorflow"))
 tf_name = backend.configure(5, threads=3)
 import numpy as np, tensorflow as tf
@@ -36,14 +36,14 @@ def test_threads_seeds_and_no_switch_after_import():
 
 def test_environment_chooses_when_the_config_does_not():
     pytest.importorskip("torch")
-    code = "from linecube import backend; print(backend.select(None)); import keras; print(keras.backend.backend())"
+    code = "from linecube.model import backend; print(backend.select(None)); import keras; print(keras.backend.backend())"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(KERAS_BACKEND="torch"), timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split() == ["torch", "torch"]
 
 
 def test_unknown_backend_is_refused():
-    from linecube import backend
+    from linecube.model import backend
 
     with pytest.raises(ValueError, match="one of"):
         backend.select("theano")

@@ -1,9 +1,9 @@
-"""linecube.bpt: demarcation lines, classification and window-integrated flux."""
+"""linecube.physics.bpt: demarcation lines, classification and window-integrated flux."""
 
 import numpy as np
 import pytest
 
-from linecube.bpt import classify_n2, kauffmann03, kewley01, window_flux
+from linecube.physics.bpt import classify_n2, kauffmann03, kewley01, window_flux
 
 
 def test_demarcations_and_classes():

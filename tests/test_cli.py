@@ -188,7 +188,7 @@ def test_output_pair_is_replaced_whole_or_not_at_all(tmp_path, good, lines, monk
     the user's path, not a temporary file."""
     import os
 
-    from linecube import atomic
+    from linecube.io import atomic
 
     a, b = tmp_path / "a.h5", tmp_path / "a.rejects.csv"
     a.write_text("old a")
@@ -216,8 +216,8 @@ def test_output_pair_is_replaced_whole_or_not_at_all(tmp_path, good, lines, monk
 def test_a_second_writer_of_one_out_is_refused(tmp_path, good, lines, capsys):
     from fixtures import write_drpall_for
 
-    from linecube.atomic import exclusive
     from linecube.cli import main
+    from linecube.io.atomic import exclusive
 
     g, path = good
     drpall = write_drpall_for(tmp_path, [g])
@@ -250,8 +250,8 @@ def test_cli_paths_limits_and_the_last_line(tmp_path, good, lines, capsys, monke
     import pytest
     from fixtures import write_drpall_for
 
-    from linecube import extract
     from linecube.cli import main
+    from linecube.data import extract
 
     for bad in ("../../x", "/tmp/x", "v3_1_1/.."):
         assert main(["simulate", "--out", str(tmp_path / "s"), "--n-galaxies", "2", "--drpver", bad]) == 2
@@ -291,7 +291,7 @@ def test_duplicates_are_an_error_naming_the_rows_or_files(tmp_path, good, lines,
     from fixtures import drpall_row
 
     from linecube.cli import main
-    from linecube.manga import read_drpall
+    from linecube.io.manga import read_drpall
     from linecube.simulate.drpall import write_drpall
 
     g, path = good

@@ -33,12 +33,16 @@ def test_explicit_redux_dir_wins_and_expands_variables():
 
 def test_config_readme_tables_are_generated_from_the_schema():
     """Every schema key has a description, and config/README.md's key tables are
-    exactly what the schema generates (python -m linecube.config --tables)."""
+    exactly what the schema generates (python docs/tools/config_tables.py --tables)."""
     from pathlib import Path
 
     import yaml
+    from test_archdoc import _tool
 
-    from linecube.config import TABLES_BEGIN, TABLES_END, key_tables, schema_path
+    from linecube.config import schema_path
+
+    tools = _tool("config_tables")
+    TABLES_BEGIN, TABLES_END, key_tables = tools.TABLES_BEGIN, tools.TABLES_END, tools.key_tables
 
     repo = Path(__file__).resolve().parents[1]
     schema = yaml.safe_load(schema_path().read_text())
@@ -50,7 +54,7 @@ def test_config_readme_tables_are_generated_from_the_schema():
     block = text.split(TABLES_BEGIN, 1)[1].split(TABLES_END, 1)[0]
     want = key_tables(bundled=yaml.safe_load((repo / "config" / "config.yaml").read_text()))
     assert block == "\n" + want, (
-        "config/README.md is out of step with the schema: run python -m linecube.config --tables config/README.md"
+        "config/README.md is out of step with the schema: run python docs/tools/config_tables.py --tables config/README.md"
     )
     assert "| `ml_env` | `cpu` |" in want and "(`true` in config.yaml)" in want
 
@@ -170,10 +174,10 @@ def test_code_defaults_are_the_schemas():
     import dataclasses
 
     from linecube.config import defaults
-    from linecube.dataset import AugmentConfig
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import CubeLayout, load_lines
-    from linecube.models import ModelConfig
+    from linecube.data.dataset import AugmentConfig
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import CubeLayout, load_lines
+    from linecube.model.models import ModelConfig
 
     ext = defaults("extract")
     assert (CubeLayout.window_bins, CubeLayout.crop) == (ext["window_bins"], ext["crop"])

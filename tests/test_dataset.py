@@ -3,8 +3,17 @@
 import numpy as np
 import pytest
 
-from linecube.dataset import AugmentConfig, CubeSource, apply_ops, augment, copy_ops, draw_ops, shift_zero_fill, split_galaxies
-from linecube.formats import VoxelFlag
+from linecube.data.dataset import (
+    AugmentConfig,
+    CubeSource,
+    apply_ops,
+    augment,
+    copy_ops,
+    draw_ops,
+    shift_zero_fill,
+    split_galaxies,
+)
+from linecube.io.formats import VoxelFlag
 
 
 def aug_cfg(**keys):
@@ -123,7 +132,7 @@ def test_augmentation_is_seeded_by_epoch_galaxy_copy():
 
 
 def test_noise_bank_draws_have_the_right_level_and_are_seeded():
-    from linecube.dataset import NoiseBank
+    from linecube.data.dataset import NoiseBank
 
     f = np.zeros((190, 32, 32), np.float32)
     iv = np.full_like(f, 25.0)  # sigma = 0.2
@@ -144,10 +153,10 @@ def test_assembled_batch_equals_scaled_cubes_in_the_model_layout(tmp_path, scali
     copies come to it as strided views: the batch buffer takes the one copy)."""
     from fixtures import write_cubes_h5
 
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import load_lines
-    from linecube.models import ModelConfig, to_model_layout
-    from linecube.train import assemble_batch
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import load_lines
+    from linecube.model.models import ModelConfig, to_model_layout
+    from linecube.model.train import assemble_batch
 
     path = tmp_path / "c.h5"
     write_cubes_h5(path, 4)
@@ -171,10 +180,10 @@ def test_feed_threads_give_the_same_batches_as_one(tmp_path):
     one thread, over two epochs and in the batch order asked for."""
     from fixtures import write_cubes_h5
 
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import load_lines
-    from linecube.models import ModelConfig
-    from linecube.train import feed_workers, make_dataset
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import load_lines
+    from linecube.model.models import ModelConfig
+    from linecube.model.train import feed_workers, make_dataset
 
     path = tmp_path / "c.h5"
     write_cubes_h5(path, 6)
@@ -205,10 +214,10 @@ def test_endless_batches_run_on_across_epochs_from_their_first_step(tmp_path):
     where it left off; the test set (no new copies per epoch) repeats its one epoch."""
     from fixtures import write_cubes_h5
 
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import load_lines
-    from linecube.models import ModelConfig
-    from linecube.train import make_dataset
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import load_lines
+    from linecube.model.models import ModelConfig
+    from linecube.model.train import make_dataset
 
     path = tmp_path / "c.h5"
     write_cubes_h5(path, 6)

@@ -1,11 +1,11 @@
-"""linecube.diagnostics: the learned fraction, the PCA baseline, the probe rows and warnings."""
+"""linecube.analysis.diagnostics: the learned fraction, the PCA baseline, the probe rows and warnings."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from fixtures import write_cubes_h5
 
-from linecube.diagnostics import (
+from linecube.analysis.diagnostics import (
     fit_pixel_pca,
     learned_fraction,
     pca_loss_ratio,
@@ -13,7 +13,7 @@ from linecube.diagnostics import (
     probe_rows,
     probe_warnings,
 )
-from linecube.fluxscale import FluxScaler
+from linecube.data.fluxscale import FluxScaler
 
 
 def test_learned_fraction():
@@ -24,7 +24,7 @@ def test_learned_fraction():
 
 
 def test_pca_baseline(tmp_path):
-    from linecube.dataset import median_cubes
+    from linecube.data.dataset import median_cubes
 
     cubes = tmp_path / "cubes.h5"
     write_cubes_h5(cubes, n=12)

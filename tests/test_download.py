@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from fixtures import make_galaxy, write_cube
 
-from linecube.download import DownloadError, cube_url, download_cube, verify_logcube
-from linecube.manga import CubeError
+from linecube.data.download import DownloadError, cube_url, download_cube, verify_logcube
+from linecube.io.manga import CubeError
 
 
 class FaultyHandler(http.server.BaseHTTPRequestHandler):

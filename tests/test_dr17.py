@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from fixtures import RAW, make_galaxy, req, write_cube
 
-from linecube.extinction import a_lambda_over_ebv, correction_factor
-from linecube.extract import ExtractOptions, extract_cube, ifu_fibres
-from linecube.manga import CubeError, DRP3PixMask
-from linecube.noise import (
+from linecube.data.extract import ExtractOptions, extract_cube, ifu_fibres
+from linecube.io.manga import CubeError, DRP3PixMask
+from linecube.physics.extinction import a_lambda_over_ebv, correction_factor
+from linecube.physics.noise import (
     CORREL_SIGMA_SPAXELS,
     correlated_normal,
     fit_correlation_sigma,
@@ -172,8 +172,8 @@ def test_scores_and_latents_ignore_what_flagged_voxels_hold(tmp_path, value):
     import pandas as pd
     from fixtures import write_cubes_h5
 
-    from linecube.models import ModelConfig, build_model
-    from linecube.score import score_galaxies
+    from linecube.analysis.score import score_galaxies
+    from linecube.model.models import ModelConfig, build_model
 
     mcfg = {"filters": [4], "stem_filters": 4, "latent_dim": 8, "flux_scaling": "halpha"}
     build_model(ModelConfig.from_config(mcfg), "ae", seed=1).save(tmp_path / "m.keras")
@@ -208,7 +208,7 @@ def test_training_batches_never_see_flagged_voxels(tmp_path):
     import h5py
     from fixtures import write_cubes_h5
 
-    from linecube.dataset import AugmentConfig, CubeSource
+    from linecube.data.dataset import AugmentConfig, CubeSource
 
     cubes = tmp_path / "c.h5"
     write_cubes_h5(cubes, n=4)
@@ -228,7 +228,7 @@ def test_peer_ranks_do_not_sort_galaxies_by_bundle_or_by_quietness():
     """A component that reads the footprint (small bundles higher) or a quiet
     galaxy's noise ranks every peer group alike once each galaxy is ranked against
     the reference galaxies observed alike; an outlier within its group stays on top."""
-    from linecube.anomaly import gauss_ranks, peer_gauss_ranks, peer_groups
+    from linecube.analysis.anomaly import gauss_ranks, peer_gauss_ranks, peer_groups
 
     rng = np.random.default_rng(1)
     n = 600
@@ -278,8 +278,8 @@ def test_no_planted_link_is_followed_by_download_or_lock(tmp_path):
     the extract lock) never makes it write outside the folder."""
     import os
 
-    from linecube.atomic import Busy, exclusive
-    from linecube.download import DownloadError, download_cube
+    from linecube.data.download import DownloadError, download_cube
+    from linecube.io.atomic import Busy, exclusive
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")

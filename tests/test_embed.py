@@ -1,4 +1,4 @@
-"""linecube.embed: PCA then UMAP."""
+"""linecube.analysis.embed: PCA then UMAP."""
 
 import numpy as np
 import pandas as pd
@@ -7,7 +7,7 @@ import pytest
 
 def test_pca_umap_shapes_and_determinism():
     pytest.importorskip("umap")
-    from linecube.embed import embed
+    from linecube.analysis.embed import embed
 
     z = np.random.default_rng(0).normal(size=(40, 16))
     pifus = [f"8000-{1901 + i}" for i in range(40)]
@@ -26,7 +26,7 @@ def test_umap_logs_a_disconnected_graph(caplog):
     pytest.importorskip("umap")
     import logging
 
-    from linecube.embed import umap_reduce
+    from linecube.analysis.embed import umap_reduce
 
     rng = np.random.default_rng(0)
     x = np.vstack([rng.normal(0, 0.01, (12, 5)), rng.normal(100, 0.01, (12, 5))])  # two far islands
@@ -45,7 +45,7 @@ def test_umap_imports_without_tensorflow_and_leaves_it_importable():
 
     code = (
         "import sys\n"
-        "from linecube.embed import import_umap\n"
+        "from linecube.analysis.embed import import_umap\n"
         "u = import_umap()\n"
         "assert 'tensorflow' not in sys.modules, 'umap pulled TensorFlow in'\n"
         "assert hasattr(u, 'UMAP')\n"

@@ -1,4 +1,4 @@
-"""linecube.explorer: the self-contained UMAP page, safe against hostile catalogue values, with flags and labels."""
+"""linecube.report.explorer: the self-contained UMAP page, safe against hostile catalogue values, with flags and labels."""
 
 import shutil
 
@@ -10,7 +10,7 @@ def test_explorer_without_class_column(tmp_path):
     pytest.importorskip("plotly")
     from fixtures import write_cubes_h5, write_results
 
-    from linecube.explorer import build_explorer
+    from linecube.report.explorer import build_explorer
 
     cubes = tmp_path / "cubes.h5"
     pifus = write_cubes_h5(cubes, n=6)
@@ -31,7 +31,7 @@ HOSTILE = '</script><script>window.PWNED=1</script><img src=x onerror="window.PW
 
 
 def _explorer(fake_run, out, hostile: bool = False):
-    from linecube.explorer import build_explorer
+    from linecube.report.explorer import build_explorer
 
     d, pifus = fake_run
     emb = {m: pd.read_csv(d / m / "embedding.csv") for m in ("ae", "vae")}
@@ -183,7 +183,7 @@ def test_halpha_map_of_a_double_peaked_galaxy_is_not_negative(tmp_path):
     import numpy as np
     from fixtures import make_galaxy
 
-    from linecube.explorer import _panels
+    from linecube.report.explorer import _panels
     from linecube.simulate import simulate_cubes_h5
     from linecube.simulate.galaxy import with_anomaly
 
@@ -199,7 +199,7 @@ def test_halpha_map_of_a_double_peaked_galaxy_is_not_negative(tmp_path):
 def test_every_galaxy_links_to_marvin_and_skyserver_unless_turned_off(tmp_path):
     from fixtures import write_cubes_h5, write_results
 
-    from linecube.explorer import build_explorer
+    from linecube.report.explorer import build_explorer
 
     cubes = tmp_path / "cubes.h5"
     pifus = write_cubes_h5(cubes, n=6)

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from linecube import figures
+from linecube.report import figures
 
 
 def _check(paths):
@@ -37,7 +37,7 @@ def test_all_figures_written(fake_run, tmp_path):
             "anomaly_type": ["blueberry"] * 3 + [""] * 9,
         }
     )
-    from linecube.validate import validate
+    from linecube.analysis.validate import validate
 
     v = validate(sc["ae"], truth)
     _check(figures.plot_validation(sc["ae"], truth, v, tmp_path / "val", model="ae"))

@@ -1,9 +1,9 @@
-"""linecube.fluxscale: the models' flux scales and their inverses."""
+"""linecube.data.fluxscale: the models' flux scales and their inverses."""
 
 import numpy as np
 import pytest
 
-from linecube.fluxscale import FluxScaler
+from linecube.data.fluxscale import FluxScaler
 
 
 def galaxy(brightness, seed=0):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from linecube import formats as F
+from linecube.io import formats as F
 
 
 def test_line_list_matches_paper_notes(lines):

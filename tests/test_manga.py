@@ -1,9 +1,9 @@
-"""linecube.manga: the DRP wavelength grid, plate-IFU parsing, SAS paths, mask bits."""
+"""linecube.io.manga: the DRP wavelength grid, plate-IFU parsing, SAS paths, mask bits."""
 
 import numpy as np
 import pytest
 
-from linecube import manga as F
+from linecube.io import manga as F
 
 
 def test_log_wave_grid_matches_drp_header():

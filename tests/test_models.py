@@ -5,7 +5,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from linecube.models import (  # noqa: E402
+from linecube.model.models import (  # noqa: E402
     ModelConfig,
     build_model,
     eq1_loss,
@@ -99,7 +99,7 @@ def test_encoder_layernorm_option():
 
 
 def test_consistency_term():
-    from linecube.models import consistency
+    from linecube.model.models import consistency
 
     rng = np.random.default_rng(3)
     z = rng.normal(size=(400, 5)).astype(np.float32)
@@ -142,7 +142,7 @@ def test_eq1_matches_numpy_reference():
 
 def test_ivar_weights():
     """loss_weighting: ivar: 1 / sqrt(sigma^2 + (floor |flux|)^2), mean 1 over usable voxels, 0 where masked."""
-    from linecube.train import ivar_weights
+    from linecube.model.train import ivar_weights
 
     rng = np.random.default_rng(4)
     flux = rng.normal(0, 1, size=(190, 8, 8)).astype(np.float32)
@@ -197,7 +197,7 @@ def test_same_seed_same_initial_weights():
 
 
 def test_line_weights_favour_faint_lines():
-    from linecube.models import line_weights
+    from linecube.model.models import line_weights
 
     med = np.ones((3 * 10, 4, 4), np.float32)
     med[10:20] *= 4.0  # line 1 four times brighter
@@ -239,7 +239,7 @@ def numpy_moment(x, xr, n_lines, bins, layout):
 
 @pytest.mark.parametrize("layout", ["lines", "wavelength"])
 def test_moment_term_matches_numpy_and_sees_a_one_bin_shift(layout):
-    from linecube.models import moment_per_galaxy
+    from linecube.model.models import moment_per_galaxy
 
     cfg = ModelConfig.from_config({"layout": layout, **TINY}, crop=4)
     rng = np.random.default_rng(0)
@@ -281,7 +281,7 @@ def _disc(vrot: float, q: float = 1.0, n: int = 19, bins: int = 10, size: int = 
 
 @pytest.mark.parametrize("layout", ["lines", "wavelength"])
 def test_cube_summaries_see_ratios_rotation_and_shape_and_ignore_the_augmentation(layout):
-    from linecube.models import SUMMARY_TAIL, cube_summaries
+    from linecube.model.models import SUMMARY_TAIL, cube_summaries
 
     cfg = ModelConfig.from_config({**TINY, "layout": layout}, crop=16)
 
@@ -306,8 +306,8 @@ def test_cube_summaries_nuclear_ratios_follow_the_nucleus_and_ignore_the_augment
     """With a nucleus radius the summaries add the 18 line ratios within it around
     H-alpha's centre: the disc's ratios where the nucleus has no line of its own, the
     nucleus's where it does (an AGN-like [OIII] core), whatever the flips, rotations and shifts."""
-    from linecube.dataset import shift_zero_fill
-    from linecube.models import SUMMARY_TAIL, cube_summaries, n_summaries
+    from linecube.data.dataset import shift_zero_fill
+    from linecube.model.models import SUMMARY_TAIL, cube_summaries, n_summaries
 
     cfg = ModelConfig.from_config({**TINY, "layout": "lines"}, crop=16)
 
@@ -347,7 +347,7 @@ def test_a_model_file_from_before_the_nuclear_ratios_loads_as_it_was_trained():
 
 
 def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
-    from linecube.models import cube_summaries, summary_loss
+    from linecube.model.models import cube_summaries, summary_loss
 
     cfg = ModelConfig.from_config({**TINY, "summary_weight": 0.5, "consistency_weight": 0.0}, crop=8)
     m = build_model(cfg, "ae", ref_line=15)

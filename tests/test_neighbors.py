@@ -1,10 +1,10 @@
-"""linecube.neighbors: nearest neighbours in the UMAP or PCA space."""
+"""linecube.analysis.neighbors: nearest neighbours in the UMAP or PCA space."""
 
 import numpy as np
 import pandas as pd
 from fixtures import write_results
 
-from linecube.neighbors import knn, neighbors_frame
+from linecube.analysis.neighbors import knn, neighbors_frame
 
 
 def test_knn_matches_brute_force():

@@ -1,9 +1,9 @@
-"""linecube.probes: kNN and linear probes, purity and invariance on spaces whose answers are known."""
+"""linecube.analysis.probes: kNN and linear probes, purity and invariance on spaces whose answers are known."""
 
 import numpy as np
 import pytest
 
-from linecube.probes import invariance_ratios, knn_probe, linear_probe, probe_space, purity
+from linecube.analysis.probes import invariance_ratios, knn_probe, linear_probe, probe_space, purity
 
 
 @pytest.fixture()
@@ -65,7 +65,7 @@ def test_oracle_spaces_are_the_standardised_true_parameters():
     """oracle_spaces: the two BPT ratios and every named parameter, mean 0 and sd 1
     per column, a missing value at 0; without the ratios only the parameters. A
     class set by the ratios is read off the oracle almost perfectly."""
-    from linecube.probes import knn_probe, oracle_spaces
+    from linecube.analysis.probes import knn_probe, oracle_spaces
 
     rng = np.random.default_rng(0)
     n2, o3 = rng.normal(-0.4, 0.3, 300), rng.normal(0.0, 0.4, 300)
@@ -81,7 +81,7 @@ def test_oracle_spaces_are_the_standardised_true_parameters():
 
 
 def test_within_groups():
-    from linecube.probes import within_groups
+    from linecube.analysis.probes import within_groups
 
     y = np.array([1.0, 3.0, 10.0, 14.0, 5.0])
     np.testing.assert_allclose(within_groups(y, [19, 19, 127, 127, 37]), [-1.0, 1.0, -2.0, 2.0, 0.0])

@@ -1,11 +1,11 @@
-"""linecube.rerank and ``linecube rerank``: labels reorder the ranking."""
+"""linecube.analysis.rerank and ``linecube rerank``: labels reorder the ranking."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from linecube.analysis.rerank import BadLabels, read_labels, rerank
 from linecube.cli import main
-from linecube.rerank import BadLabels, read_labels, rerank
 
 
 def survey(n=40, seed=0):

@@ -10,7 +10,7 @@ from fixtures import make_galaxy, write_cube, write_drpall_for
 
 
 def test_latex_like_names_do_not_stop_a_figure(tmp_path):
-    from linecube.figures import plot_line_heatmap
+    from linecube.report.figures import plot_line_heatmap
 
     scores = pd.DataFrame(
         {
@@ -50,7 +50,7 @@ def test_extract_out_names_cannot_share_a_rejects_file(tmp_path):
 
 def test_small_folds_never_ask_for_more_neighbours_than_they_hold():
     """The representation probe on 9 galaxies of a rare class (2 folds) runs."""
-    from linecube.probes import knn_probe
+    from linecube.analysis.probes import knn_probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(11, 4))
@@ -59,8 +59,8 @@ def test_small_folds_never_ask_for_more_neighbours_than_they_hold():
 
 
 def test_a_second_training_of_the_same_run_is_refused(tmp_path):
-    from linecube.atomic import Busy, exclusive
-    from linecube.train import train
+    from linecube.io.atomic import Busy, exclusive
+    from linecube.model.train import train
 
     out = tmp_path / "model"
     with exclusive(out / "model.keras"):  # an orphan of a killed Snakemake still training
@@ -69,7 +69,7 @@ def test_a_second_training_of_the_same_run_is_refused(tmp_path):
 
 
 def test_line_list_without_what_the_scores_read_is_named():
-    from linecube.anomaly import missing_lines, required_lines
+    from linecube.analysis.anomaly import missing_lines, required_lines
 
     assert "[OIII]5008" in required_lines() and "Halpha" in required_lines()
     names = [n for n in required_lines() if n != "[OIII]5008"]
@@ -81,8 +81,8 @@ def test_a_damaged_cubes_file_is_named_before_training(tmp_path, damage):
     import h5py
     from fixtures import write_cubes_h5
 
-    from linecube.formats import BadCubesFile
-    from linecube.train import train
+    from linecube.io.formats import BadCubesFile
+    from linecube.model.train import train
 
     cubes = tmp_path / "cubes.h5"
     write_cubes_h5(cubes, n=6)
@@ -101,8 +101,8 @@ def test_the_reject_threshold_is_the_surveys_not_a_plates(tmp_path):
     import h5py
     from fixtures import write_cubes_h5
 
-    from linecube.assemble import check_reject_fraction
-    from linecube.extract import TooManyRejects
+    from linecube.data.assemble import check_reject_fraction
+    from linecube.data.extract import TooManyRejects
 
     plates = []
     for k, n in enumerate((1, 12)):
@@ -119,7 +119,7 @@ def test_the_reject_threshold_is_the_surveys_not_a_plates(tmp_path):
 
 
 def test_non_ascii_drpall_text_names_file_column_and_row(tmp_path):
-    from linecube.manga import read_drpall
+    from linecube.io.manga import read_drpall
 
     p = write_drpall_for(tmp_path, [make_galaxy()])
     b = p.read_bytes()

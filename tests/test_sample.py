@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from linecube.manga import read_drpall
-from linecube.sample import apply_cuts, build_sample
+from linecube.data.sample import apply_cuts, build_sample
+from linecube.io.manga import read_drpall
 
 
 def test_selection_drops_nongalaxies_critical_noz_and_repeats(tiny_survey):
@@ -55,7 +55,7 @@ def test_missing_file_becomes_a_reject(tiny_survey, tmp_path):
 
 
 def test_drpall_duplicates_and_malformed_plateifus(tmp_path):
-    from linecube.sample import apply_cuts
+    from linecube.data.sample import apply_cuts
 
     df = pd.DataFrame(
         {

@@ -1,4 +1,4 @@
-"""linecube.score: the paper's MAE, per-line shares, the brightness check."""
+"""linecube.analysis.score: the paper's MAE, per-line shares, the brightness check."""
 
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from fixtures import write_cubes_h5
 
-from linecube.score import SCORE_COLUMNS, brightness_check, line_shares
+from linecube.analysis.score import SCORE_COLUMNS, brightness_check, line_shares
 
 
 def test_line_shares_sum_to_one():
@@ -24,8 +24,8 @@ def test_line_shares_sum_to_one():
 @pytest.mark.slow
 def test_score_is_mae_in_flux_units(tmp_path):
     pytest.importorskip("keras")
-    from linecube.models import ModelConfig, build_model, from_model_layout, to_model_layout
-    from linecube.score import score_galaxies
+    from linecube.analysis.score import score_galaxies
+    from linecube.model.models import ModelConfig, build_model, from_model_layout, to_model_layout
 
     cubes = tmp_path / "cubes.h5"
     pifus = write_cubes_h5(cubes, n=6)
@@ -86,10 +86,10 @@ def test_noise_ratio_is_what_a_perfect_reconstruction_scores(tmp_path):
     """loss_ratios' second value, estimated from the ivar alone, equals the Eq. 1
     ratio of each galaxy's own noise-free cube (the simulator's truth), and a
     reconstruction that returns the noise-free cube scores exactly that."""
-    from linecube.dataset import median_cubes
-    from linecube.fluxscale import FluxScaler
-    from linecube.formats import load_lines
-    from linecube.score import loss_ratios
+    from linecube.analysis.score import loss_ratios
+    from linecube.data.dataset import median_cubes
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import load_lines
     from linecube.simulate import plan_survey, simulate_cubes_h5
 
     gals = plan_survey(24, 8, anomaly_fraction=0.0)

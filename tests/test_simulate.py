@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
-from linecube.formats import CubeLayout, VoxelFlag
-from linecube.manga import BUNIT, LOGCUBE_HDUS, DRP3PixMask, drpall_path, log_wave_grid, logcube_path
+from linecube.io.formats import CubeLayout, VoxelFlag
+from linecube.io.manga import BUNIT, LOGCUBE_HDUS, DRP3PixMask, drpall_path, log_wave_grid, logcube_path
 from linecube.simulate import ANOMALY_TYPES, CLASSES, DRPALL_COLUMNS, plan_survey
 
 PRIMARY_KEYS = ["PLATEIFU", "MANGAID", "OBJRA", "OBJDEC", "IFURA", "IFUDEC", "DRP3QUAL", "MNGTARG1", "MNGTARG2",
@@ -136,8 +136,8 @@ def test_same_seed_same_cube_bytes(tmp_path, lines):
 def test_scale_mode_renders_what_extraction_gets(tmp_path, lines):
     from fixtures import write_cube
 
-    from linecube.extract import extract_cube
-    from linecube.manga import CubeRequest
+    from linecube.data.extract import extract_cube
+    from linecube.io.manga import CubeRequest
     from linecube.simulate import emission_line_cube, plan_survey
 
     g = next(g for g in plan_survey(40, seed=2) if g.ifusize == 37 and not g.anomaly)
@@ -151,8 +151,8 @@ def test_scale_mode_renders_what_extraction_gets(tmp_path, lines):
     np.testing.assert_array_equal((sc["mask"] != 0).mean(axis=0) > 0.5, (ext["mask"] != 0).mean(axis=0) > 0.5)
     # same galaxy model: window-by-window mean spectra agree up to the noise
     a, b = sc["flux"].mean(axis=(1, 2)), ext["flux"].mean(axis=(1, 2))
-    from linecube.formats import sigma_from_ivar
-    from linecube.noise import sum_variance
+    from linecube.io.formats import sigma_from_ivar
+    from linecube.physics.noise import sum_variance
 
     # the two noise realisations differ; the crop means' difference is within 5 sigma of their (correlated) noise
     sd = np.sqrt(sum_variance(sigma_from_ivar(sc["ivar"])) + sum_variance(sigma_from_ivar(ext["ivar"]))) / 32**2

@@ -32,9 +32,9 @@ def _backends():
 
 @pytest.fixture(scope="module")
 def tiny_cubes(tiny_survey, tmp_path_factory, lines):
-    from linecube.extract import extract_to_h5
-    from linecube.manga import cube_requests
-    from linecube.sample import build_sample
+    from linecube.data.extract import extract_to_h5
+    from linecube.data.sample import build_sample
+    from linecube.io.manga import cube_requests
 
     out, gals = tiny_survey
     sample, _, _ = build_sample(out / "v3_1_1" / "drpall-v3_1_1.fits", out, "v3_1_1")
@@ -47,12 +47,12 @@ def tiny_cubes(tiny_survey, tmp_path_factory, lines):
 BITWISE = """
 import sys
 import numpy as np
-from linecube.train import train  # no Keras yet: train() selects the backend first
+from linecube.model.train import train  # no Keras yet: train() selects the backend first
 cubes, out = sys.argv[1], sys.argv[2]
 for name in ("a", "b"):
     train(cubes, f"{out}/{name}", "ae", MODEL, {"epochs": 1, "min_steps": 0, "seed": 5, "test_fraction": 0.34}, verbose=0, bitwise=True)
 import os
-from linecube.models import load_model
+from linecube.model.models import load_model
 assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
 wa, wb = load_model(f"{out}/a/model.keras").get_weights(), load_model(f"{out}/b/model.keras").get_weights()
 assert all(np.array_equal(x, y) for x, y in zip(wa, wb)), "weights differ"
@@ -77,7 +77,7 @@ def test_bitwise_reproducible_gives_identical_weights(tiny_cubes, tmp_path):
 def test_bitwise_refused_once_tensorflow_runs_with_onednn(monkeypatch):
     import tensorflow  # noqa: F401  (this process: imported with oneDNN on)
 
-    from linecube import backend as kb
+    from linecube.model import backend as kb
 
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
     with pytest.raises(RuntimeError, match="TF_ENABLE_ONEDNN_OPTS=0 before Python starts"):
@@ -86,7 +86,7 @@ def test_bitwise_refused_once_tensorflow_runs_with_onednn(monkeypatch):
 
 @pytest.mark.slow
 def test_two_epochs_on_simulated_sample_and_deterministic(tiny_cubes, tmp_path):
-    from linecube.train import train
+    from linecube.model.train import train
 
     for name in ("a", "b"):
         s = train(
@@ -111,7 +111,7 @@ def test_two_epochs_on_simulated_sample_and_deterministic(tiny_cubes, tmp_path):
     with h5py.File(tiny_cubes) as f:
         assert sorted(split["plateifu"]) == sorted(s.decode() for s in f["plateifu"][()])
     pd.testing.assert_frame_equal(split, pd.read_csv(b / "split.csv"))
-    from linecube.models import load_model
+    from linecube.model.models import load_model
 
     wa, wb = load_model(a / "model.keras").get_weights(), load_model(b / "model.keras").get_weights()
     # same config and seed -> the same weights, to float rounding: oneDNN's kernels
@@ -131,7 +131,7 @@ def test_validation_logs_are_keras_evaluate_and_no_epoch_waits(tiny_cubes, tmp_p
     (steps per epoch given), so the history has every epoch once."""
     from fixtures import evaluate_test_split
 
-    from linecube.train import train
+    from linecube.model.train import train
 
     tcfg = {"epochs": 2, "min_steps": 0, "seed": 5, "test_fraction": 0.34, "batch_size": 4}
     train(tiny_cubes, tmp_path / "ae", "ae", TINY_MODEL, tcfg, verbose=0)
@@ -146,7 +146,7 @@ def test_validation_logs_are_keras_evaluate_and_no_epoch_waits(tiny_cubes, tmp_p
 VALIDATE = """
 import sys, json
 import pandas as pd
-from linecube.train import train  # selects the backend first
+from linecube.model.train import train  # selects the backend first
 cubes, out, backend, tests = sys.argv[1:5]
 sys.path.insert(0, tests)
 from fixtures import evaluate_test_split
@@ -180,7 +180,7 @@ def test_validation_logs_are_keras_evaluate_on_other_backends(tiny_cubes, tmp_pa
 def test_ivar_weighted_loss_trains(tiny_cubes, tmp_path):
     """loss_weighting: ivar trains (finite losses), differs from the unweighted run, and
     keeps Eq. 1's scale (the weights have mean 1 per galaxy)."""
-    from linecube.train import train
+    from linecube.model.train import train
 
     hist = {}
     for name, weighting in (("plain", "none"), ("ivar", "ivar")):
@@ -200,8 +200,8 @@ def test_divergence_guard_throws_away_a_spike_restores_and_lowers_the_rate(tmp_p
     written to the events file; the epoch's training loss counts only kept batches."""
     import keras
 
-    from linecube.models import ModelConfig, OneCycle, build_model
-    from linecube.train import DivergenceGuard
+    from linecube.model.models import ModelConfig, OneCycle, build_model
+    from linecube.model.train import DivergenceGuard
 
     cfg = ModelConfig.from_config({**TINY_MODEL, "consistency_weight": 0.0}, crop=8)
     keras.utils.set_random_seed(1)
@@ -239,7 +239,7 @@ def test_divergence_guard_throws_away_a_spike_restores_and_lowers_the_rate(tmp_p
 DRIVER = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO, stream=sys.stdout)
-from linecube.train import train
+from linecube.model.train import train
 s = train(sys.argv[1], sys.argv[2], "ae", {"filters": [4], "stem_filters": 4, "latent_dim": 8, "pose_dim": 2},
           {"epochs": 4, "min_steps": 0, "seed": 1, "augment_copies": 8}, verbose=2, backend=sys.argv[3])
 print("SUMMARY", json.dumps(s))
@@ -248,11 +248,11 @@ print("SUMMARY", json.dumps(s))
 SCORER = """
 import json, sys
 import h5py, numpy as np
-from linecube import backend
+from linecube.model import backend
 backend.select(sys.argv[3])
-from linecube.formats import read_layout
-from linecube.score import Reconstructor
-from linecube.dataset import read_rows
+from linecube.io.formats import read_layout
+from linecube.analysis.score import Reconstructor
+from linecube.data.dataset import read_rows
 with h5py.File(sys.argv[1]) as h5:
     layout, lines = read_layout(h5)
 rec = Reconstructor(sys.argv[2], {"filters": [4], "stem_filters": 4, "latent_dim": 8, "pose_dim": 2}, layout, lines.names)

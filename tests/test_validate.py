@@ -1,10 +1,10 @@
-"""linecube.validate: ROC AUC, recall and the brightness baseline."""
+"""linecube.analysis.validate: ROC AUC, recall and the brightness baseline."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from linecube.validate import auc_fast, recall_at, validate
+from linecube.analysis.validate import auc_fast, recall_at, validate
 
 
 def test_validation_metrics_on_a_hand_made_case():

@@ -158,7 +158,7 @@ def test_same_seed_same_results_and_other_seed_differs(tiny_run, tmp_path):
     c = other / "results"
     with h5py.File(a / "cubes.h5") as x, h5py.File(c / "cubes.h5") as y:
         assert x["flux"].shape != y["flux"].shape or not np.array_equal(x["flux"][()], y["flux"][()])
-    from linecube.dataset import split_galaxies
+    from linecube.data.dataset import split_galaxies
 
     with h5py.File(a / "cubes.h5") as x:
         pifus = [s.decode() for s in x["plateifu"][()]]

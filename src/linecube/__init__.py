@@ -11,7 +11,7 @@ _LAZY = ("Run", "Galaxy", "RunError", "marvin_url", "skyserver_url")
 def __getattr__(name: str):
     """``linecube.Run`` and friends, imported on first use (``import linecube`` stays light)."""
     if name in _LAZY:
-        from . import run
+        from linecube import run
 
         return getattr(run, name)
     raise AttributeError(f"module 'linecube' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .formats import PRODUCT_ATTR, REJECTS_HEADER, shown
+from linecube.io.formats import PRODUCT_ATTR, REJECTS_HEADER, shown
 
 #: disk per simulated galaxy (bytes), measured on the bundled sample's IFU mix:
 #: 1.4 GB of LOGCUBEs for 100 galaxies; scale mode ~1.75 MB per cube in cubes.h5
@@ -69,20 +69,20 @@ def _size(n: float) -> str:
 
 
 def _schema_bounds(section: str, key: str) -> tuple[float, float]:
-    from .config import _schema
+    from linecube.config import _schema
 
     spec = _schema()["properties"][section]["properties"][key]
     return spec.get("minimum", float("-inf")), spec.get("maximum", float("inf"))
 
 
 def _schema_default(section: str, key: str):
-    from .config import _schema
+    from linecube.config import _schema
 
     return _schema()["properties"][section]["properties"][key].get("default")
 
 
 def _schema_enum(section: str, key: str) -> list:
-    from .config import _schema
+    from linecube.config import _schema
 
     return list(_schema()["properties"][section]["properties"][key]["enum"])
 
@@ -91,7 +91,7 @@ def check_drpver(drpver: str) -> None:
     """--drpver is a DRP version (v3_1_1), a folder name under --out: never a path."""
     import re
 
-    from .config import _schema
+    from linecube.config import _schema
 
     pattern = _schema()["properties"]["data"]["properties"]["drpver"]["pattern"]
     if not re.match(pattern, drpver or ""):
@@ -99,11 +99,11 @@ def check_drpver(drpver: str) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import simulate_survey
+    from linecube.simulate import simulate_survey
 
     check_simulate_args(args)
     if args.cubes_h5:
-        from .simulate import simulate_cubes_h5
+        from linecube.simulate import simulate_cubes_h5
 
         n = simulate_cubes_h5(args.out, args.n_galaxies, args.seed, anomaly_fraction=args.anomaly_fraction, threads=args.threads)
         print(f"wrote {n} emission-line cubes to {args.out}")
@@ -158,7 +158,7 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
             f"{out}: exists and is not a cubes.h5 file written by linecube (no {PRODUCT_ATTR}='cubes' attribute); "
             "refusing to replace it"
         )
-    from .extract import rejects_path
+    from linecube.data.extract import rejects_path
 
     for side in (
         rejects_path(out),
@@ -221,10 +221,10 @@ def _is_our_rejects(path: Path) -> bool:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from .atomic import Busy
-    from .extract import ExtractOptions, NothingExtracted, TooManyRejects, extract_to_h5
-    from .formats import CubeLayout, load_lines
-    from .manga import DuplicateCubes, requests_from_drpall
+    from linecube.data.extract import ExtractOptions, NothingExtracted, TooManyRejects, extract_to_h5
+    from linecube.io.atomic import Busy
+    from linecube.io.formats import CubeLayout, load_lines
+    from linecube.io.manga import DuplicateCubes, requests_from_drpall
 
     check_regular_input(args.drpall, "--drpall")
     check_regular_input(args.lines, "--lines")
@@ -277,7 +277,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_neighbors(args: argparse.Namespace) -> int:
-    from .neighbors import BadResultsFile, UnknownGalaxy, format_table, neighbors_table
+    from linecube.analysis.neighbors import BadResultsFile, UnknownGalaxy, format_table, neighbors_table
 
     try:
         table = neighbors_table(args.plateifu, k=args.k, model=args.model, space=args.space, results=args.results)
@@ -289,7 +289,7 @@ def _cmd_neighbors(args: argparse.Namespace) -> int:
 
 
 def _cmd_rerank(args: argparse.Namespace) -> int:
-    from .rerank import BadLabels, rerank_files
+    from linecube.analysis.rerank import BadLabels, rerank_files
 
     check_regular_input(args.labels, "--labels")
     try:
@@ -309,8 +309,8 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from .newcubes import CannotScore, score_cubes, write_scores
-    from .run import Run, RunError
+    from linecube.analysis.newcubes import CannotScore, score_cubes, write_scores
+    from linecube.run import Run, RunError
 
     check_regular_input(args.drpall, "--drpall")
     if not str(args.out).endswith(".csv"):
@@ -334,7 +334,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from linecube import __version__
 
     p = argparse.ArgumentParser(prog="linecube", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"linecube {__version__}")

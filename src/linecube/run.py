@@ -2,7 +2,7 @@
 
 ``path`` is the folder the workflow ran in (it holds ``results/``). Everything is
 read-only: nothing here writes into the run. The CLI and the explorer use the same
-functions (:func:`linecube.neighbors.neighbors_table`, :func:`marvin_url`,
+functions (:func:`linecube.analysis.neighbors.neighbors_table`, :func:`marvin_url`,
 :func:`skyserver_url`).
 
 Example::
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .manga import marvin_url, skyserver_url
+from linecube.io.manga import marvin_url, skyserver_url
 
 
 class RunError(ValueError):
@@ -77,7 +77,7 @@ class Galaxy:
         """Continuum-subtracted maps of a few lines (and the reconstruction's, when kept): a matplotlib Figure."""
         import matplotlib.pyplot as plt
 
-        from .figures import plain
+        from linecube.report.figures import plain
 
         lines = [ln for ln in lines if ln in self.line_names]
         rows = 2 if self.recon is not None else 1
@@ -101,7 +101,7 @@ class Galaxy:
         """The central spectrum (the 19 windows side by side) and the reconstruction's: a matplotlib Figure."""
         import matplotlib.pyplot as plt
 
-        from .figures import FLUX_LABEL, plain
+        from linecube.report.figures import FLUX_LABEL, plain
 
         ny, nx = self.flux.shape[1:]
         cy, cx = ny // 2, nx // 2
@@ -161,7 +161,7 @@ class Run:
     def scores(self, model: str = "ae") -> pd.DataFrame:
         """scores.csv of ``model``: one row per galaxy, by rank (1 = most anomalous),
         every score column (docs/scores.md) and ``marvin`` / ``skyserver`` links."""
-        from .neighbors import read_results_table
+        from linecube.analysis.neighbors import read_results_table
 
         df = read_results_table(self._model(model) / "scores.csv")
         if "marvin" not in df:  # a run scored with figures.links: false, or before links existed
@@ -174,7 +174,7 @@ class Run:
         """The per-galaxy values of cubes.h5 (z, objra, objdec, ebvgal, ...) by plate-IFU."""
         import h5py
 
-        from .formats import META_DATASETS, read_meta, read_strings
+        from linecube.io.formats import META_DATASETS, read_meta, read_strings
 
         with h5py.File(self.results / "cubes.h5", "r") as h5:
             cols = {n: read_meta(h5, n) for n in META_DATASETS if n not in ("plateifu", "mangaid")}
@@ -185,7 +185,7 @@ class Run:
         """The latent vectors (AE: z; VAE: mu) by plate-IFU, columns z0..z{d-1}."""
         import h5py
 
-        from .formats import read_strings
+        from linecube.io.formats import read_strings
 
         with h5py.File(self._model(model) / "latents.h5", "r") as h5:
             z = h5["latent"][()]
@@ -194,14 +194,14 @@ class Run:
 
     def embedding(self, model: str = "ae") -> pd.DataFrame:
         """embedding.csv: PCA (pc1..) and UMAP (umap1..) coordinates by plate-IFU."""
-        from .neighbors import read_results_table
+        from linecube.analysis.neighbors import read_results_table
 
         return read_results_table(self._model(model) / "embedding.csv").set_index("plateifu")
 
     def neighbors(self, plateifu: str, k: int = 5, model: str = "ae", space: str = "umap") -> pd.DataFrame:
         """The galaxy and its ``k`` nearest neighbours in ``space`` (``umap`` or
         ``pca``), with their scores: exactly what ``linecube neighbors`` prints."""
-        from .neighbors import neighbors_table
+        from linecube.analysis.neighbors import neighbors_table
 
         self._model(model)
         return neighbors_table(plateifu, k=k, model=model, space=space, results=self.results)
@@ -211,7 +211,7 @@ class Run:
         it, its scores and links (:class:`Galaxy`)."""
         import h5py
 
-        from .formats import read_layout, read_strings
+        from linecube.io.formats import read_layout, read_strings
 
         scores = self.scores(model).set_index("plateifu")
         pifu = str(plateifu).strip()

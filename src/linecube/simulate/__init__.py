@@ -26,10 +26,10 @@ The same model renders on any wavelength grid (``render_model``), so the scale m
 can evaluate only the 190 channels that extraction keeps.
 """
 
-from ..manga import NWAVE
-from .cubes import emission_line_cube, simulate_cubes_h5
-from .drpall import DRPALL_COLUMNS, drpall_row, write_drpall
-from .galaxy import (
+from linecube.io.manga import NWAVE
+from linecube.simulate.cubes import emission_line_cube, simulate_cubes_h5
+from linecube.simulate.drpall import DRPALL_COLUMNS, drpall_row, write_drpall
+from linecube.simulate.galaxy import (
     ANOMALY_TYPES,
     CLASS_PROBS,
     CLASSES,
@@ -46,10 +46,10 @@ from .galaxy import (
     sky_sigma,
     with_anomaly,
 )
-from .logcube import build_logcube, galaxy_pixel_offsets, spectral_resolution, write_fits_gz
-from .ratios import CASE_B, Ratios, draw_ratios, line_strengths
-from .render import continuum_shape, hexagon_mask, quantize_mantissa, quantize_step, realise_noise, render_model
-from .survey import plan_survey, simulate_survey
+from linecube.simulate.logcube import build_logcube, galaxy_pixel_offsets, spectral_resolution, write_fits_gz
+from linecube.simulate.ratios import CASE_B, Ratios, draw_ratios, line_strengths
+from linecube.simulate.render import continuum_shape, hexagon_mask, quantize_mantissa, quantize_step, realise_noise, render_model
+from linecube.simulate.survey import plan_survey, simulate_survey
 
 __all__ = [
     "NWAVE",

@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, write_csv_atomic
-from ..extract import window_centres, window_indices
-from ..formats import CubeLayout, VoxelFlag, clean_masked, create_cube_file, load_lines, write_cube_row
-from ..manga import DR17_DRPVER, IFU_CUBE_SIZE, IFU_DIAMETER_ARCSEC, SPAXEL_ARCSEC, log_wave_grid
-from ..noise import CORREL_SIGMA_SPAXELS
-from .galaxy import sky_sigma
-from .logcube import galaxy_pixel_offsets
-from .render import hexagon_mask, instrument_defects, observed_model, realise_noise, render_model
-from .survey import plan_survey, worker_context
-from .truth import truth_table
+from linecube.data.extract import window_centres, window_indices
+from linecube.io.atomic import atomic_path, write_csv_atomic
+from linecube.io.formats import CubeLayout, VoxelFlag, clean_masked, create_cube_file, load_lines, write_cube_row
+from linecube.io.manga import DR17_DRPVER, IFU_CUBE_SIZE, IFU_DIAMETER_ARCSEC, SPAXEL_ARCSEC, log_wave_grid
+from linecube.physics.noise import CORREL_SIGMA_SPAXELS
+from linecube.simulate.galaxy import sky_sigma
+from linecube.simulate.logcube import galaxy_pixel_offsets
+from linecube.simulate.render import hexagon_mask, instrument_defects, observed_model, realise_noise, render_model
+from linecube.simulate.survey import plan_survey, worker_context
+from linecube.simulate.truth import truth_table
 
 PAD = 8  # spaxels rendered beyond the crop on each side (PSF smoothing edge)
 
@@ -89,7 +89,7 @@ def emission_line_cube(
     # what extraction does next (its default options): flagged voxels zeroed, Galactic extinction corrected
     clean_masked(flux, ivar, mask)
     if g.ebvgal > 0:
-        from ..extinction import deredden
+        from linecube.physics.extinction import deredden
 
         flux, ivar = deredden(flux, ivar, wave, g.ebvgal)
     return {

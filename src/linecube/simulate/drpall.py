@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path
-from ..manga import DR17_DRPVER
-from .galaxy import GalaxyParams
+from linecube.io.atomic import atomic_path
+from linecube.io.manga import DR17_DRPVER
+from linecube.simulate.galaxy import GalaxyParams
 
 #: DR17 drpall MANGA columns (sdss/datamodel mangaDRPall.yaml): name, FITS format.
 DRPALL_COLUMNS: tuple[tuple[str, str], ...] = (

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..bpt import kauffmann03
-from ..manga import IFU_DIAMETER_ARCSEC
-from .ratios import Ratios, draw_ratios
+from linecube.io.manga import IFU_DIAMETER_ARCSEC
+from linecube.physics.bpt import kauffmann03
+from linecube.simulate.ratios import Ratios, draw_ratios
 
 #: excitation classes; ``quiescent``: an absorption-line (red-sequence) galaxy
 #: with only faint diffuse LINER-like emission, a third of MaNGA's galaxies

@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
-from ..atomic import atomic_path
-from ..formats import LineList
-from ..manga import (
+from linecube.io.atomic import atomic_path
+from linecube.io.formats import LineList
+from linecube.io.manga import (
     BUNIT,
     CD3_3,
     CRVAL3,
@@ -22,8 +22,16 @@ from ..manga import (
     DRP3PixMask,
     log_wave_grid,
 )
-from .galaxy import GalaxyParams, sky_sigma
-from .render import hexagon_mask, instrument_defects, observed_model, quantize_step, realise_noise, render_model, spike_values
+from linecube.simulate.galaxy import GalaxyParams, sky_sigma
+from linecube.simulate.render import (
+    hexagon_mask,
+    instrument_defects,
+    observed_model,
+    quantize_step,
+    realise_noise,
+    render_model,
+    spike_values,
+)
 
 
 def _obs_keys(g: GalaxyParams, rng: np.random.Generator) -> list[tuple[str, object, str]]:

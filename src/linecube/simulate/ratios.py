@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bpt import kauffmann03, kewley01, kewley06_seyfert_liner
-from ..formats import (
+from linecube.io.formats import (
     LineList,
 )
+from linecube.physics.bpt import kauffmann03, kewley01, kewley06_seyfert_liner
 
 CASE_B = {"Halpha": 2.86, "Hgamma": 0.47, "Hdelta": 0.26}
 

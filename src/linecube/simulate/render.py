@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formats import LineList
-from ..manga import C_KMS, SPAXEL_ARCSEC
-from .galaxy import PSF_FWHM_ARCSEC, SIGMA_INST_KMS, Component, GalaxyParams, _disc_geometry
-from .ratios import Ratios, line_strengths
+from linecube.io.formats import LineList
+from linecube.io.manga import C_KMS, SPAXEL_ARCSEC
+from linecube.simulate.galaxy import PSF_FWHM_ARCSEC, SIGMA_INST_KMS, Component, GalaxyParams, _disc_geometry
+from linecube.simulate.ratios import Ratios, line_strengths
 
 
 def _psf_smooth(img: np.ndarray) -> np.ndarray:
@@ -142,7 +142,7 @@ def realise_noise(
 
     var = sky(lambda)^2 / coverage(y, x) + max(model, 0) / gain. ``correlated``:
     the deviates are spatially correlated as MaNGA cube noise is
-    (:func:`linecube.noise.correlate_field`; the variance per voxel is the same).
+    (:func:`linecube.physics.noise.correlate_field`; the variance per voxel is the same).
     IVAR is kept to 8 significant bits (:func:`quantize_mantissa`), ample for an
     inverse variance.
     """
@@ -152,7 +152,7 @@ def realise_noise(
     var += (sky.astype(np.float32) ** 2)[:, None, None] / cov[None]
     noise = rng.standard_normal(model.shape, dtype=np.float32)
     if correlated:
-        from ..noise import correlate_field
+        from linecube.physics.noise import correlate_field
 
         noise = correlate_field(noise)
     noise *= np.sqrt(var, dtype=np.float32)
@@ -163,9 +163,9 @@ def realise_noise(
 
 def observed_model(model: np.ndarray, wave: np.ndarray, g: GalaxyParams) -> np.ndarray:
     """The model cube (n_wave, y, x) as it arrives through the Milky Way: dimmed by
-    the galaxy's Galactic E(B-V) (CCM89, R_V 3.1; :mod:`linecube.extinction`)."""
+    the galaxy's Galactic E(B-V) (CCM89, R_V 3.1; :mod:`linecube.physics.extinction`)."""
     if g.ebvgal > 0:
-        from ..extinction import redden
+        from linecube.physics.extinction import redden
 
         return redden(model, wave, g.ebvgal)
     return model
@@ -179,7 +179,7 @@ def instrument_defects(
     ``px``, ``py`` are the cube pixels of the map's spaxels, ``n`` the cube side.
     Returns the two maps and the generator to draw their values from (its own
     stream: the noise draws are unchanged)."""
-    from .galaxy import DEAD_FIBRE_RADIUS
+    from linecube.simulate.galaxy import DEAD_FIBRE_RADIUS
 
     rng = np.random.default_rng([g.seed, 29])
     dead = np.zeros(inside.shape, bool)

@@ -12,13 +12,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
-from ..formats import load_lines
-from ..manga import DR17_DRPVER, DRP3QUAL_CRITICAL, SIMULATION_MARKER, drpall_path, foreign_survey, logcube_path
-from .drpall import drpall_row, write_drpall
-from .galaxy import ANOMALY_TYPES, CLASSES, IFU_SIZES, SURVEY_STYLES, GalaxyParams, SurveyStyle, draw_dr17_effects, draw_galaxy
-from .logcube import build_logcube, write_fits_gz
-from .truth import truth_table
+from linecube.io.atomic import atomic_path
+from linecube.io.formats import load_lines
+from linecube.io.manga import DR17_DRPVER, DRP3QUAL_CRITICAL, SIMULATION_MARKER, drpall_path, foreign_survey, logcube_path
+from linecube.simulate.drpall import drpall_row, write_drpall
+from linecube.simulate.galaxy import (
+    ANOMALY_TYPES,
+    CLASSES,
+    IFU_SIZES,
+    SURVEY_STYLES,
+    GalaxyParams,
+    SurveyStyle,
+    draw_dr17_effects,
+    draw_galaxy,
+)
+from linecube.simulate.logcube import build_logcube, write_fits_gz
+from linecube.simulate.truth import truth_table
 
 THREADED_LIBRARIES = ("tensorflow", "torch", "jax")
 
@@ -195,7 +204,7 @@ def simulate_survey(
         columns=["mangaid", "plateifu", "wise_agn", "bat_agn", "radio_agn", "broad_agn"],
     )
     truth = truth_table(galaxies)
-    from ..atomic import write_csv_atomic
+    from linecube.io.atomic import write_csv_atomic
 
     write_csv_atomic(agn, out / "agn.csv")
     write_csv_atomic(truth, out / "truth.csv")

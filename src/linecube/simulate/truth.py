@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .galaxy import GalaxyParams
-from .ratios import CASE_B
+from linecube.simulate.galaxy import GalaxyParams
+from linecube.simulate.ratios import CASE_B
 
 #: the continuous parameters every representation probe reports (truth.csv columns)
 PROBE_PARAMETERS: tuple[str, ...] = (

@@ -24,10 +24,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .agn import METHOD_LABELS, METHODS  # noqa: E402
-from .atomic import atomic_path
-from .bpt import bpt_ratios, kauffmann03, kewley01, kewley01_s2, kewley06_seyfert_liner, window_flux  # noqa: E402
-from .manga import BUNIT
+from linecube.io.agn import METHOD_LABELS, METHODS  # noqa: E402
+from linecube.io.atomic import atomic_path
+from linecube.io.manga import BUNIT
+from linecube.physics.bpt import bpt_ratios, kauffmann03, kewley01, kewley01_s2, kewley06_seyfert_liner, window_flux  # noqa: E402
 
 
 def plain(text) -> str:
@@ -179,7 +179,7 @@ def gallery_pick(recon_h5, scores: pd.DataFrame, n: int) -> tuple[list[str], str
     anomalous AGN with a stored reconstruction, or galaxies without a catalogue."""
     import h5py
 
-    from .formats import read_strings
+    from linecube.io.formats import read_strings
 
     with h5py.File(recon_h5, "r") as h5:
         have = read_strings(h5["plateifu"])
@@ -194,7 +194,7 @@ def plot_gallery(recon_h5, scores: pd.DataFrame, out_base, n: int = 6, formats=(
     catalogue) that have a stored reconstruction."""
     import h5py
 
-    from .formats import read_strings
+    from linecube.io.formats import read_strings
 
     pick, title = gallery_pick(recon_h5, scores, n)
     with h5py.File(recon_h5, "r") as h5:
@@ -251,7 +251,7 @@ def plot_bpt(recon_h5, plateifus: Sequence[str], out_base, formats=("png", "pdf"
     with stored cubes (window-integrated fluxes, S/N >= 3 in every line)."""
     import h5py
 
-    from .formats import read_strings
+    from linecube.io.formats import read_strings
 
     n = max(len(plateifus), 1)
     fig, axes = plt.subplots(n, 2, figsize=(9, 3.6 * n), squeeze=False)
@@ -310,7 +310,7 @@ def plot_neighbors(
     neighbours as H-alpha maps with their [OIII]/Hb-coloured central spectra."""
     import h5py
 
-    from .formats import read_strings
+    from linecube.io.formats import read_strings
 
     queries = list(dict.fromkeys(neighbors["query"]))[:n_queries]
     k = int(neighbors["rank"].max()) if len(neighbors) else 0
@@ -397,7 +397,7 @@ def plot_validation(scores: pd.DataFrame, truth: pd.DataFrame, metrics: dict, ou
     """ROC curves (overall, per type), score by anomaly type, AGN vs non-AGN."""
     from sklearn.metrics import roc_curve
 
-    from .validate import truth_flags
+    from linecube.analysis.validate import truth_flags
 
     df = scores.merge(truth, on="plateifu")
     anom = truth_flags(df["is_anomaly"])

@@ -1,7 +1,7 @@
 """Training data: galaxy-level split, seeded online augmentation, HDF5 streaming.
 
 Cubes are (wavelength, y, x) float32 in the cube's flux units throughout; the
-model layout (see :mod:`linecube.models`) is applied last, per batch.
+model layout (see :mod:`linecube.model.models`) is applied last, per batch.
 
 Augmentation (paper: 3 copies per cube from a random combination of horizontal
 flip, 90-degree rotation, Gaussian noise and translation by up to 5 spaxels):
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .formats import VoxelFlag, clean_masked, sigma_from_ivar
+from linecube.io.formats import VoxelFlag, clean_masked, sigma_from_ivar
 
 # --------------------------------------------------------------------------
 # Split
@@ -67,12 +67,12 @@ class AugmentConfig:
     noise_sigma: float  #: in units of each voxel's noise (1/sqrt(ivar)) if from_ivar, else flux units
     noise_from_ivar: bool
     max_shift: int
-    noise_correlated: bool  #: spatially correlated as MaNGA cube noise is (linecube.noise)
+    noise_correlated: bool  #: spatially correlated as MaNGA cube noise is (linecube.physics.noise)
 
     @classmethod
     def from_config(cls, train: dict | None = None) -> AugmentConfig:
         """From a ``train:`` section, partial or whole (the schema fills the rest)."""
-        from .config import with_defaults
+        from linecube.config import with_defaults
 
         t = with_defaults("train", train)
         return cls(int(t["augment_copies"]), float(t["noise_sigma"]), bool(t["noise_from_ivar"]), int(t["max_shift"]),
@@ -115,14 +115,14 @@ def shift_zero_fill(a: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
 
 class NoiseBank:
     """A few cubes of standard-normal deviates drawn once from a seed, spatially
-    correlated as MaNGA cube noise is (:func:`linecube.noise.correlated_normal`);
+    correlated as MaNGA cube noise is (:func:`linecube.physics.noise.correlated_normal`);
     a draw is one of them circularly shifted by a random offset (a shift of the
     flattened cube moves it along x and y, so the spatial correlation is kept).
     ~10x cheaper than fresh deviates per copy, which keeps the input pipeline off
     the training step's critical path; every draw is still N(0, 1) in every voxel."""
 
     def __init__(self, seed: int, shape: tuple[int, ...], n: int = 8, correlated: bool = True):
-        from .noise import correlated_normal
+        from linecube.physics.noise import correlated_normal
 
         rng = np.random.default_rng([seed, 4242])
         if correlated:
@@ -180,7 +180,7 @@ def apply_ops(
         if noise_bank is not None:
             z = noise_bank.draw(rng, f.shape)
         else:
-            from .noise import correlated_normal
+            from linecube.physics.noise import correlated_normal
 
             z = correlated_normal(rng, f.shape) if cfg.noise_correlated else rng.standard_normal(f.shape, dtype=np.float32)
         z *= sigma
@@ -388,7 +388,7 @@ def read_rows(path: str | os.PathLike, rows: Sequence[int]) -> tuple[np.ndarray,
 def median_cubes(cubes_h5: str | os.PathLike, rows, scaler, max_n: int = 200, seed: int = 0):
     """Per-voxel median cube over (at most ``max_n``, seeded) of ``rows``: in flux
     units and in the model's units (each cube scaled by ``scaler``, a
-    :class:`linecube.fluxscale.FluxScaler`); (wavelength, y, x) float32 each."""
+    :class:`linecube.data.fluxscale.FluxScaler`); (wavelength, y, x) float32 each."""
     rows = np.asarray(rows, dtype=int)
     if len(rows) > max_n:
         rows = np.sort(np.random.default_rng([seed, 11]).choice(rows, max_n, replace=False))

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_paths, write_csv_atomic
-from .formats import CubeLayout, LineList, VoxelFlag, clean_masked, create_cube_file, shown, write_cube_row
-from .manga import (
+from linecube.io.atomic import atomic_paths, write_csv_atomic
+from linecube.io.formats import CubeLayout, LineList, VoxelFlag, clean_masked, create_cube_file, shown, write_cube_row
+from linecube.io.manga import (
     BITPIX_DTYPES,
     BUNIT,
     DRP_UNUSABLE,
@@ -176,7 +176,7 @@ class ExtractOptions:
     """What extraction does beyond cutting windows (the ``extract:`` config;
     :meth:`from_config` fills it from the schema).
 
-    ``galactic_extinction``: ``none`` or a law of :data:`linecube.extinction.LAWS`
+    ``galactic_extinction``: ``none`` or a law of :data:`linecube.physics.extinction.LAWS`
     (R_V ``rv``), applied with E(B-V) from the LOGCUBE's EBVGAL, else the drpall's
     ``ebvgal``. ``full_read``: read the file to its end (the spatial correlation
     tables and the gzip CRC); False stops after MASK (faster, no CRC check)."""
@@ -187,7 +187,7 @@ class ExtractOptions:
 
     @classmethod
     def from_config(cls, extract: dict | None = None) -> ExtractOptions:
-        from .config import with_defaults
+        from linecube.config import with_defaults
 
         e = with_defaults("extract", extract)
         return cls(str(e["galactic_extinction"]), float(e["extinction_rv"]), bool(e["verify_full_file"]))
@@ -208,7 +208,7 @@ def _correl_sigma(st: LogcubeStream, h, nbytes: int) -> float:
     """Read a DRP correlation table HDU from the stream and fit its Gaussian sigma."""
     from astropy.io import fits
 
-    from .noise import fit_correlation_sigma
+    from linecube.physics.noise import fit_correlation_sigma
 
     buf = bytearray(nbytes)
     st.readinto(buf)
@@ -235,7 +235,7 @@ def ifu_fibres(plateifu: str) -> int:
     """The IFU bundle size (19, 37, 61, 91 or 127 fibres) from a plate-IFU: MaNGA's
     IFU design numbers are the bundle size x 100 plus a counter (``8485-1901``: 19);
     0 for anything else."""
-    from .manga import IFU_CUBE_SIZE, parse_plateifu
+    from linecube.io.manga import IFU_CUBE_SIZE, parse_plateifu
 
     try:
         fib = parse_plateifu(plateifu)[1] // 100
@@ -335,7 +335,7 @@ def extract_cube(
     cube = _finish(found, plan, req, where)
     ebv = _read_ebv(primary, req)
     if options.galactic_extinction != "none":
-        from .extinction import deredden
+        from linecube.physics.extinction import deredden
 
         applied = ebv if np.isfinite(ebv) else 0.0
         cube["flux"], cube["ivar"] = deredden(
@@ -351,7 +351,7 @@ def extract_cube(
 
 def _finish(found: dict, plan: dict, req: CubeRequest, where: str) -> dict:
     """Gather windows from the unique slices, turn DRP bits into VoxelFlag, and
-    zero flux and ivar of every flagged voxel (:func:`linecube.formats.clean_masked`)."""
+    zero flux and ivar of every flagged voxel (:func:`linecube.io.formats.clean_masked`)."""
     sel = plan["index"]
     flux = found["FLUX"][sel]
     ivar = found["IVAR"][sel]
@@ -445,9 +445,9 @@ def extract_to_h5(
     (default: the schema's). ``allow_empty`` (the workflow's
     per-plate files): with nothing extracted and no earlier output, write a 0-row
     file (else :class:`NothingExtracted`, and no file). A second process writing the
-    same ``out`` is refused (:class:`linecube.atomic.Busy`).
+    same ``out`` is refused (:class:`linecube.io.atomic.Busy`).
     """
-    from .atomic import exclusive
+    from linecube.io.atomic import exclusive
 
     with exclusive(out), _disk_errors(out):
         return _extract_to_h5(requests, out, lines, layout, drpver, config, compression, threads,
@@ -523,7 +523,7 @@ def _file_size_limit() -> int | None:
 
 def _reject_row(plateifu, path, reason) -> dict:
     """One rejects row whose every field prints and writes as UTF-8 whatever bytes a
-    file name held (:func:`linecube.formats.shown`): one bad name never loses the good cubes."""
+    file name held (:func:`linecube.io.formats.shown`): one bad name never loses the good cubes."""
     return {"plateifu": shown(plateifu or ""), "path": shown(path or ""), "reason": shown(reason or "")}
 
 

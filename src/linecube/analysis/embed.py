@@ -137,8 +137,8 @@ def embed(
 def embed_file(latents_h5: str | os.PathLike, out_csv, out_variance, **kw) -> dict:
     import h5py
 
-    from .atomic import write_csv_atomic
-    from .formats import read_strings
+    from linecube.io.atomic import write_csv_atomic
+    from linecube.io.formats import read_strings
 
     with h5py.File(latents_h5, "r") as h5:
         z = h5["latent"][()]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
 
-from .manga import NWAVE, CubeError, LogcubeStream, data_nbytes, decompress_errors, logcube_name
+from linecube.io.manga import NWAVE, CubeError, LogcubeStream, data_nbytes, decompress_errors, logcube_name
 
 log = logging.getLogger("linecube")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -74,7 +74,7 @@ def download_cube(
     chunk: int = 1 << 20,
 ) -> Path:
     """Fetch ``url`` to ``dest`` (atomically, verified); retry transient failures."""
-    from .atomic import atomic_path
+    from linecube.io.atomic import atomic_path
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def read_labels(path: str | os.PathLike) -> pd.DataFrame:
 
 def whitened_space(embedding: pd.DataFrame) -> np.ndarray:
     """(N, k) float64: embedding.csv's pc1..pck, each divided by its standard deviation."""
-    from .neighbors import space_columns
+    from linecube.analysis.neighbors import space_columns
 
     try:
         cols = space_columns(embedding, "pca")
@@ -90,7 +90,7 @@ def rerank(
     from scipy.spatial.distance import cdist
     from scipy.stats import norm
 
-    from .neighbors import knn
+    from linecube.analysis.neighbors import knn
 
     df = scores.merge(embedding, on="plateifu", how="left", suffixes=("", "_emb"))
     n = len(df)
@@ -153,7 +153,7 @@ def rerank_files(
                 f"{labels_csv}: labels were made on model(s) {', '.join(sorted(set(labels['model']) - {''}))}, not {model}"
             )
         labels = labels[labels["model"].isin([model, ""])]  # another model's labels judge another ranking
-    from .neighbors import BadResultsFile, read_results_table
+    from linecube.analysis.neighbors import BadResultsFile, read_results_table
 
     if not (np.isfinite(weight) and weight >= 0):
         raise BadLabels(f"--weight: must be a finite number >= 0, got {weight}")
@@ -164,7 +164,7 @@ def rerank_files(
         emb = read_results_table(d / "embedding.csv")
     except BadResultsFile as e:
         raise BadLabels(str(e)) from None
-    from .atomic import Busy, exclusive
+    from linecube.io.atomic import Busy, exclusive
 
     path = d / "scores_ranked.csv"
     try:
@@ -175,7 +175,7 @@ def rerank_files(
 
 
 def _rerank_into(path: Path, scores, emb, labels, weight: float, k: int) -> tuple[Path, pd.DataFrame]:
-    from .atomic import write_csv_atomic
+    from linecube.io.atomic import write_csv_atomic
 
     if path.exists() or path.is_symlink():
         if not _written_by_rerank(path):

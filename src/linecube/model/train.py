@@ -5,7 +5,7 @@ Outputs (``out_dir``): ``model.keras``, ``history.csv`` (epoch, loss, test_loss,
 ... one row per epoch, with ``discarded_batches`` and ``lr_factor``),
 ``split.csv``, ``divergence.csv`` (every batch the guard threw away: epoch,
 batch, its loss, why, the learning-rate factor; header only when none) and
-``model_card.json`` (:mod:`linecube.card`); the workflow's rule draws ``loss.png``
+``model_card.json`` (:mod:`linecube.model.card`); the workflow's rule draws ``loss.png``
 from the history. A Keras
 ``BackupAndRestore`` directory keyed by a hash of the configuration and the
 input file sits next to ``out_dir``: a killed or preempted job, rerun with the
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_csv_atomic
-from .dataset import AugmentConfig, CubeSource, median_cubes, split_galaxies, split_table
-from .fluxscale import FluxScaler
-from .formats import read_layout, read_strings
+from linecube.data.dataset import AugmentConfig, CubeSource, median_cubes, split_galaxies, split_table
+from linecube.data.fluxscale import FluxScaler
+from linecube.io.atomic import write_csv_atomic
+from linecube.io.formats import read_layout, read_strings
 
 log = logging.getLogger("linecube")
 
@@ -70,7 +70,7 @@ def ivar_weights(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, sys_floor
     loss, so the noise weighting acts within a galaxy (spender, Melchior et al. 2023,
     weights by inverse variance; the floor keeps bright voxels with tiny formal
     errors from dominating)."""
-    from .formats import sigma_from_ivar
+    from linecube.io.formats import sigma_from_ivar
 
     usable = (mask == 0) & (ivar > 0)
     sigma = sigma_from_ivar(ivar)
@@ -82,7 +82,7 @@ def ivar_weights(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, sys_floor
 def assemble_batch(source: CubeSource, mcfg, scaler: FluxScaler, samples, epoch: int, with_weights: bool) -> dict:
     """One batch as the model reads it: ``{"x": cubes}`` (and ``"w"``, the voxel
     weights, when ``with_weights``) in the model layout and units, float32."""
-    from .models import model_layout_view
+    from linecube.model.models import model_layout_view
 
     shape = mcfg.input_shape
     xs = np.empty((len(samples), *shape), np.float32)
@@ -231,8 +231,8 @@ def epochs_for(epochs: int, min_steps: int, steps_per_epoch: int) -> int:
 
 
 def one_cycle(lr_max: float, total_steps: int, warmup: float = 0.3, div: float = 25.0, final_div: float = 1e3):
-    """One-cycle learning-rate schedule (:class:`linecube.models.OneCycle`)."""
-    from .models import OneCycle
+    """One-cycle learning-rate schedule (:class:`linecube.model.models.OneCycle`)."""
+    from linecube.model.models import OneCycle
 
     return OneCycle(float(lr_max), int(total_steps), float(warmup), float(div), float(final_div))
 
@@ -506,12 +506,12 @@ def train(cubes_h5: str | os.PathLike, out_dir: str | os.PathLike, kind: str, mo
           **kw) -> dict:  # fmt: skip
     """:func:`train_run` holding the run's lock (``.model.keras.lock`` in ``out_dir``,
     or beside the ``model`` output), then the model card (``model_card.json`` beside
-    the model, or the ``card`` output: :mod:`linecube.card`): a second process training the same run (a
+    the model, or the ``card`` output: :mod:`linecube.model.card`): a second process training the same run (a
     rerun beside an orphan left by a killed Snakemake) stops at once with
-    :class:`linecube.atomic.Busy` instead of sharing its history and backups. The
+    :class:`linecube.io.atomic.Busy` instead of sharing its history and backups. The
     lock goes with the process that holds it, also when it is killed."""
-    from .atomic import exclusive
-    from .formats import check_cubes_file
+    from linecube.io.atomic import exclusive
+    from linecube.io.formats import check_cubes_file
 
     outputs = dict(kw.get("outputs") or {})
     model_path = Path(outputs.get("model") or Path(out_dir) / "model.keras")
@@ -519,7 +519,7 @@ def train(cubes_h5: str | os.PathLike, out_dir: str | os.PathLike, kind: str, mo
         check_cubes_file(cubes_h5)
         kw["outputs"] = {k: v for k, v in outputs.items() if k != "card"}
         summary = train_run(cubes_h5, out_dir, kind, model_cfg, train_cfg, **kw)
-        from .card import CARD_NAME, build_card, write_card
+        from linecube.model.card import CARD_NAME, build_card, write_card
 
         split = outputs.get("split") or Path(out_dir) / "split.csv"
         write_card(
@@ -554,12 +554,12 @@ def train_run(
     ``min_steps`` says).
     ``backend``: the Keras backend (None: ``$KERAS_BACKEND``, else TensorFlow);
     ``bitwise``: bit-identical weights for one configuration
-    (:func:`linecube.backend.select`).
+    (:func:`linecube.model.backend.select`).
     """
     import h5py
 
-    from . import backend as kb
-    from .config import with_defaults
+    from linecube.config import with_defaults
+    from linecube.model import backend as kb
 
     kb.select(backend, bitwise=bitwise)
     model_cfg, train_cfg = with_defaults("model", model_cfg), with_defaults("train", train_cfg)
@@ -570,7 +570,7 @@ def train_run(
     bname = kb.configure(seed, threads=threads)
     import keras
 
-    from .models import ModelConfig, build_model, line_weights, to_model_layout
+    from linecube.model.models import ModelConfig, build_model, line_weights, to_model_layout
 
     with h5py.File(cubes_h5, "r") as h5:
         layout, lines = read_layout(h5)
@@ -626,7 +626,7 @@ def train_run(
         )  # fmt: skip
     lr = float(train_cfg["learning_rate"])
     steps = per_epoch * epochs
-    from .models import ConstantRate
+    from linecube.model.models import ConstantRate
 
     schedule = one_cycle(lr, steps) if train_cfg["schedule"] == "onecycle" else ConstantRate(lr)
     mean, lweights = None, None

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path, write_csv_atomic, write_json_atomic
-from .dataset import median_cubes
-from .diagnostics import eq1_numpy
-from .fluxscale import FluxScaler
-from .formats import check_cubes_file, clean_masked, read_layout, read_meta, read_strings
+from linecube.analysis.diagnostics import eq1_numpy
+from linecube.data.dataset import median_cubes
+from linecube.data.fluxscale import FluxScaler
+from linecube.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
+from linecube.io.formats import check_cubes_file, clean_masked, read_layout, read_meta, read_strings
 
 log = logging.getLogger("linecube")
 
@@ -66,7 +66,7 @@ class Reconstructor:
     def __init__(self, model_path: str | os.PathLike, model_cfg: dict, layout, line_names=None):
         import keras
 
-        from .models import ModelConfig, load_model
+        from linecube.model.models import ModelConfig, load_model
 
         self.model = load_model(model_path)
         self.mcfg = ModelConfig.from_config(model_cfg, layout.n_lines, layout.window_bins, layout.crop)
@@ -79,7 +79,7 @@ class Reconstructor:
 
     def __call__(self, flux: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(latent (N, d), reconstruction (N, 190, y, x) in flux units)."""
-        from .models import from_model_layout, to_model_layout
+        from linecube.model.models import from_model_layout, to_model_layout
 
         s = self.scaler.galaxy_scale(flux, mask)
         x = to_model_layout(self.scaler.forward(flux, s), self.mcfg)
@@ -118,7 +118,7 @@ def iter_batches(path: str | os.PathLike, batch: int):
 
 
 def load_agn_flags(cat_path, plateifus, mangaids):
-    from .agn import match_agn
+    from linecube.io.agn import match_agn
 
     return match_agn(cat_path, plateifus, mangaids) if cat_path else None
 
@@ -130,12 +130,12 @@ class RawStats:
     latents (N, d); paper (N,) the paper's MAE score; usable, chi (N,) its two
     companions; mean_abs_flux (N,); shares (N, L) of the absolute error per line;
     halpha (N,) the galaxy flux scale; line_resid (N, L) the localised residual
-    per line (:func:`linecube.anomaly.line_residual_stats`); features (N, F) the
-    baseline's (:func:`linecube.anomaly.galaxy_features`) and feature_snr (N, F)
+    per line (:func:`linecube.analysis.anomaly.line_residual_stats`); features (N, F) the
+    baseline's (:func:`linecube.analysis.anomaly.galaxy_features`) and feature_snr (N, F)
     the S/N each rests on; ha_snr (N,) the
     Halpha window's S/N against the correlated noise; ifu_fibres (N,) the bundle;
     line_signif (N, L) the residual's chi^2 excess per line
-    (:func:`linecube.anomaly.line_significance_stats`); resid_peak (N,) the flat
+    (:func:`linecube.analysis.anomaly.line_significance_stats`); resid_peak (N,) the flat
     (y, x) index of the spaxel with the largest localised residual."""
 
     latents: np.ndarray
@@ -171,7 +171,13 @@ def collect_stats(
     per-galaxy quantities of :class:`RawStats`."""
     from tqdm.auto import tqdm
 
-    from .anomaly import FEATURE_NAMES, galaxy_features, halpha_scale, line_residual_stats, line_significance_stats
+    from linecube.analysis.anomaly import (
+        FEATURE_NAMES,
+        galaxy_features,
+        halpha_scale,
+        line_residual_stats,
+        line_significance_stats,
+    )
 
     ha_col = FEATURE_NAMES.index("nii_ha")  # a ratio to Halpha: the S/N it rests on is Halpha's
 
@@ -249,11 +255,19 @@ def derive_scores(
 
     ``peers``: the combined scores rank each component against the reference
     galaxies observed alike (same IFU bundle class, Halpha detected or not:
-    :func:`linecube.anomaly.peer_groups`), so neither the footprint nor a quiet
+    :func:`linecube.analysis.anomaly.peer_groups`), so neither the footprint nor a quiet
     galaxy's noise reads as an anomaly; False ranks against all of them.
     ``min_feature_snr``: features resting on weaker lines are not measured
-    (:func:`linecube.anomaly.measured`; default :data:`linecube.anomaly.MIN_FEATURE_SNR`)."""
-    from .anomaly import MIN_FEATURE_SNR, FeatureScorer, LatentDensity, measured, peer_gauss_ranks, peer_groups, residual_score
+    (:func:`linecube.analysis.anomaly.measured`; default :data:`linecube.analysis.anomaly.MIN_FEATURE_SNR`)."""
+    from linecube.analysis.anomaly import (
+        MIN_FEATURE_SNR,
+        FeatureScorer,
+        LatentDensity,
+        measured,
+        peer_gauss_ranks,
+        peer_groups,
+        residual_score,
+    )
 
     feats = measured(raw.features, raw.feature_snr, MIN_FEATURE_SNR if min_feature_snr is None else min_feature_snr)
 
@@ -299,8 +313,8 @@ def loss_ratios(cubes_h5: str | os.PathLike, rec, rows, med_model: np.ndarray, b
     what a perfect reconstruction would score: Eq. 1 of E|noise| =
     sqrt(2/pi) sigma per voxel (sigma from the ivar, carried through the model's
     flux scaling; masked voxels count zero), so a lower bound."""
-    from .dataset import read_rows
-    from .formats import sigma_from_ivar
+    from linecube.data.dataset import read_rows
+    from linecube.io.formats import sigma_from_ivar
 
     rows = np.asarray(rows, dtype=int)
     if not len(rows):
@@ -344,7 +358,7 @@ def join_stats(a: RawStats, b: RawStats) -> RawStats:
 def save_raw_stats(path, raw: RawStats, plateifus: list[str], ref_rows: np.ndarray, line_names: list[str], seed: int) -> None:
     """Every galaxy's :class:`RawStats`, the reference rows and the plate-IFUs (an
     .npz, written atomically): what scoring a new cube against the run needs
-    (:func:`linecube.newcubes.score_cubes`), without a second pass over cubes.h5."""
+    (:func:`linecube.analysis.newcubes.score_cubes`), without a second pass over cubes.h5."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, plateifu=np.array(plateifus, dtype=str), ref=np.asarray(ref_rows, dtype=int),
@@ -384,18 +398,18 @@ def score_galaxies(
     """Score every galaxy; write scores.csv, latents.h5, reconstructions.h5 and
     diagnostics.json (or the paths ``outputs`` gives by name: ``scores``,
     ``latents``, ``reconstructions``, ``diagnostics``; the workflow passes its
-    declared outputs) (:mod:`linecube.diagnostics`; ``history_csv`` and
+    declared outputs) (:mod:`linecube.analysis.diagnostics`; ``history_csv`` and
     ``divergence_csv`` of the training run give the KL and the divergence
     events, ``truth_csv`` the probes).
 
     ``score`` (and ``rank``, ``percentile``) is ``default_score``; every score of
     :data:`SCORE_COLUMNS` is a column too, fitted on the training galaxies of
     ``split_csv``. ``bitwise``: bit-identical model outputs for one configuration
-    (:func:`linecube.backend.select`)."""
+    (:func:`linecube.model.backend.select`)."""
     import h5py
     import pandas as pd
 
-    from . import backend as kb
+    from linecube.model import backend as kb
 
     if default_score not in DEFAULT_CHOICES:
         raise ValueError(f"score.default must be one of {DEFAULT_CHOICES}, got {default_score!r}")
@@ -438,7 +452,7 @@ def score_galaxies(
     df["halpha_flux"] = raw.halpha
     df["reference"] = np.isin(np.arange(n), ref)
     if links:  # the galaxy's Marvin (DR17) page and SkyServer's navigate view (figures.links)
-        from .manga import marvin_url, skyserver_url
+        from linecube.io.manga import marvin_url, skyserver_url
 
         with h5py.File(cubes_h5, "r") as h5:
             ra, dec = h5["objra"][()], h5["objdec"][()]
@@ -511,11 +525,10 @@ def model_diagnostics(
     cubes_h5, rec, ref, test_rows, med_model, ratio, noise_ratio, plateifus, latents, *,
     history_csv=None, divergence_csv=None, truth_csv=None, seed: int = 0,
 ) -> dict:  # fmt: skip
-    """diagnostics.json's content (:mod:`linecube.diagnostics`)."""
+    """diagnostics.json's content (:mod:`linecube.analysis.diagnostics`)."""
     import pandas as pd
 
-    from . import backend as kb
-    from .diagnostics import (
+    from linecube.analysis.diagnostics import (
         fit_pixel_pca,
         history_kl,
         learned_fraction,
@@ -525,6 +538,7 @@ def model_diagnostics(
         probe_warnings,
         representation_probes,
     )
+    from linecube.model import backend as kb
 
     k = int(latents.shape[1])
     pca = fit_pixel_pca(cubes_h5, ref, rec.scaler, k, seed=seed) if len(ref) > 2 else None
@@ -605,7 +619,7 @@ def brightness_check(scores: np.ndarray, mean_abs_flux: np.ndarray) -> dict:
     """How much of the score is brightness: the median of score / mean|flux| (the
     MAE of an all-zero reconstruction; < 1 means the model beats zeros) and the
     Spearman rank correlation of score with mean|flux| (both per galaxy, flux units)."""
-    from .validate import spearman
+    from linecube.analysis.validate import spearman
 
     scores = np.asarray(scores, dtype=float)
     maf = np.asarray(mean_abs_flux, dtype=float)
@@ -620,7 +634,7 @@ def write_reconstructions(cubes_h5, rec: Reconstructor, keep: list[str], plateif
     """Inputs, reconstructions and residual maps of the chosen galaxies."""
     import h5py
 
-    from .dataset import read_rows
+    from linecube.data.dataset import read_rows
 
     index = {p: i for i, p in enumerate(plateifus)}
     rows = np.array([index[p] for p in keep], dtype=int)

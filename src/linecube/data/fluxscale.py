@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .formats import CubeLayout, sigma_from_ivar
+from linecube.io.formats import CubeLayout, sigma_from_ivar
 
 KINDS = ("none", "asinh", "per_galaxy", "halpha")
 PER_GALAXY = ("per_galaxy", "halpha")
@@ -44,7 +44,7 @@ class FluxScaler:
     @classmethod
     def from_config(cls, model_cfg: dict, line_names=None, window_bins: int = CubeLayout.window_bins) -> FluxScaler:
         """The scaler of a validated ``model:`` config; ``line_names`` locate Halpha."""
-        from .config import with_defaults
+        from linecube.config import with_defaults
 
         model_cfg = with_defaults("model", model_cfg)
         names = list(line_names) if line_names is not None else []
@@ -116,7 +116,7 @@ def halpha_scale(
     the mean window's total |flux| (a galaxy without Halpha keeps a scale set by
     its other lines and continuum), at ``floor_sigma`` times the noise of the
     sum when ``ivar`` is given (spatially correlated as MaNGA's noise is:
-    ``correl_sigma`` per galaxy, spaxels, :mod:`linecube.noise`), and at 1e-6."""
+    ``correl_sigma`` per galaxy, spaxels, :mod:`linecube.physics.noise`), and at 1e-6."""
     n = flux.shape[0]
     sl = slice(line_index * window_bins, (line_index + 1) * window_bins)
     use_all = mask == 0
@@ -126,7 +126,7 @@ def halpha_scale(
     n_lines = flux.shape[1] // window_bins
     floor = 0.05 * (np.abs(flux) * use_all).reshape(n, -1).sum(axis=1, dtype=np.float64) / max(n_lines, 1)
     if ivar is not None:
-        from .noise import correlation_sigma_or_default, sum_variance
+        from linecube.physics.noise import correlation_sigma_or_default, sum_variance
 
         sig = np.where(use, sigma_from_ivar(ivar[:, sl]), 0.0).astype(np.float64)  # (N, B, y, x)
         cs = np.broadcast_to(np.asarray([np.nan] if correl_sigma is None else correl_sigma, dtype=np.float64), (n,))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats import CubeLayout
+from linecube.io.formats import CubeLayout
 
 
 def kauffmann03(n2):

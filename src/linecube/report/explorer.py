@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
-from .formats import read_strings
+from linecube.io.atomic import atomic_path
+from linecube.io.formats import read_strings
 
 
 def _round(a: np.ndarray, sig: int = 4) -> list:
@@ -40,7 +40,7 @@ def _round(a: np.ndarray, sig: int = 4) -> list:
 def _panels(cubes_h5, recon_h5s: dict, keep: list[str]) -> tuple[dict, list[str], int]:
     import h5py
 
-    from .bpt import bpt_ratios
+    from linecube.physics.bpt import bpt_ratios
 
     panels: dict = {}
     rng = np.random.default_rng(0)
@@ -87,7 +87,7 @@ MAX_BPT_SPAXELS = 300
 
 def _bpt_curves() -> dict:
     """Kauffmann et al. (2003) and Kewley et al. (2001) lines, log N2 -> log O3."""
-    from .bpt import kauffmann03, kewley01
+    from linecube.physics.bpt import kauffmann03, kewley01
 
     ka = np.linspace(-1.6, -0.01, 60)
     ke = np.linspace(-1.6, 0.4, 60)
@@ -112,8 +112,8 @@ def build_explorer(
     from plotly.io.json import to_json_plotly
     from plotly.offline import get_plotlyjs
 
-    from .neighbors import knn, space_columns
-    from .validate import truth_flags
+    from linecube.analysis.neighbors import knn, space_columns
+    from linecube.analysis.validate import truth_flags
 
     models = list(embeddings)
     data: dict = {"models": {}, "lines": None}
@@ -133,9 +133,9 @@ def build_explorer(
         classes = dict(zip(t["plateifu"], label))
     import h5py
 
-    from .figures import score_colour
-    from .formats import read_strings
-    from .manga import marvin_url, skyserver_url
+    from linecube.io.formats import read_strings
+    from linecube.io.manga import marvin_url, skyserver_url
+    from linecube.report.figures import score_colour
 
     with h5py.File(cubes_h5, "r") as h5:
         pos = dict(zip(read_strings(h5["plateifu"]), zip(h5["objra"][()], h5["objdec"][()])))

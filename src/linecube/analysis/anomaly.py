@@ -6,7 +6,7 @@ This module holds the scores that replace it as the default ranking, all
 computed per galaxy from cubes (N, lines * window_bins, y, x) in flux units
 (1e-17 erg/s/cm^2/A/spaxel), their ivar and mask (0 = usable):
 
-* :func:`linecube.fluxscale.halpha_scale` (used here): a galaxy-level flux scale, the total Halpha window flux
+* :func:`linecube.data.fluxscale.halpha_scale` (used here): a galaxy-level flux scale, the total Halpha window flux
   over usable voxels (flux x bins), floored at 5 times its own noise. Never per
   line: line ratios are what define most anomalies. Spectra normalised to one
   galaxy-level scale and weighted by their noise follow spender (Melchior et
@@ -34,7 +34,7 @@ computed per galaxy from cubes (N, lines * window_bins, y, x) in flux units
 * :func:`gauss_ranks`: each component turned into a Gaussianised rank against
   the training galaxies' values of the same score (ECDF -> probit, extrapolated
   linearly in robust-z beyond the reference's range); the combined scores of
-  :mod:`linecube.score` are their mean and maximum.
+  :mod:`linecube.analysis.score` are their mean and maximum.
 
 Every function here is numpy/scikit-learn only (no TensorFlow).
 """
@@ -47,8 +47,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .fluxscale import NORM_PER, halpha_scale
-from .formats import load_lines, sigma_from_ivar
+from linecube.data.fluxscale import NORM_PER, halpha_scale
+from linecube.io.formats import load_lines, sigma_from_ivar
 
 
 def _windows(a: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
@@ -328,8 +328,8 @@ def nuclear_pedestal_snr(d: np.ndarray, var: np.ndarray, ref: np.ndarray, correl
     would put in the centre), over its noise from ``var``. A broad-line region is
     a point source: it raises the centre only. The noise of the two sums is
     that of spatially correlated spaxels (``correl_sigma`` per galaxy, spaxels;
-    :func:`linecube.noise.sum_variance`)."""
-    from .noise import correlation_sigma_or_default, sum_variance
+    :func:`linecube.physics.noise.sum_variance`)."""
+    from linecube.physics.noise import correlation_sigma_or_default, sum_variance
 
     rr = _radius(*d.shape[-2:])
     inner, ring = rr < NUCLEUS_RADIUS, (rr >= RING_RADII[0]) & (rr < RING_RADII[1])
@@ -366,7 +366,7 @@ def _centroid(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (p * yy).sum(axis=(1, 2)) / safe, (p * xx).sum(axis=(1, 2)) / safe, tot
 
 
-#: S/N (MaNGA's correlated noise, :mod:`linecube.noise`) below which a line's
+#: S/N (MaNGA's correlated noise, :mod:`linecube.physics.noise`) below which a line's
 #: integrated flux does not define a ratio, width or position (:func:`measured`:
 #: "not measured", neutral in :class:`FeatureScorer`); 0: every feature is used
 MIN_FEATURE_SNR = 0.0
@@ -377,9 +377,9 @@ def line_flux_snr(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Window-integrated, continuum-subtracted line flux (N, L) summed over the crop
     and its S/N, with the noise of the sum from each voxel's sigma and MaNGA's
-    spatial correlation (:func:`linecube.noise.sum_variance`; ``correl_sigma`` per
+    spatial correlation (:func:`linecube.physics.noise.sum_variance`; ``correl_sigma`` per
     galaxy in spaxels, default the published 1.92). ``lines``: (N, L, B, y, x)."""
-    from .noise import correlation_sigma_or_default, sum_variance
+    from linecube.physics.noise import correlation_sigma_or_default, sum_variance
 
     n = lines.shape[0]
     tot = lines.sum(axis=(2, 3, 4), dtype=np.float64)

@@ -62,7 +62,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .formats import CubeLayout
+from linecube.io.formats import CubeLayout
 
 LAYOUTS = ("lines", "wavelength")
 #: index of H-alpha in the packaged 19-line list (the summaries' reference line)
@@ -121,7 +121,7 @@ class ModelConfig:
         and the data's shape (``n_lines``, ``window_bins``, ``crop``: read from
         cubes.h5 by the callers; the values here are the DR17 defaults' shape).
         ``stack`` strides default to 2 per filter block when not given."""
-        from .config import with_defaults
+        from linecube.config import with_defaults
 
         model = dict(model or {})
         m = with_defaults("model", model)
@@ -342,7 +342,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     """One-cycle learning rate (Smith & Topin 2019): cosine rise from lr_max/div to
     lr_max over the first ``warmup`` of ``total_steps``, cosine decay to
     lr_max/final_div afterwards; everything times ``factor`` (lowered by the
-    divergence guard of :mod:`linecube.train`)."""
+    divergence guard of :mod:`linecube.model.train`)."""
 
     def __init__(self, lr_max, total_steps, warmup=0.3, div=25.0, final_div=1e3, factor=1.0):
         self.lr_max, self.total, self.warmup, self.div, self.final_div = lr_max, total_steps, warmup, div, final_div
@@ -504,7 +504,7 @@ def eq1_per_galaxy(x, xr, weights=None, step_weights=None):
     voxel's absolute error, and each mean becomes one over the voxels of nonzero
     weight (an all-masked spaxel or channel contributes 0): with 0/1 weights
     (``loss_mask``) a mean over usable voxels, with ivar weights
-    (:func:`linecube.train.ivar_weights`, mean 1 per galaxy) a noise-weighted one.
+    (:func:`linecube.model.train.ivar_weights`, mean 1 per galaxy) a noise-weighted one.
     ``step_weights`` (broadcastable to (1, T, 1, 1, 1), > 0; the line weights of
     :func:`line_weights` per step) multiply each step's absolute errors, the means
     staying over the same voxels.
@@ -726,7 +726,7 @@ def per_replica(loss):
 
 class LastValue(keras.metrics.Metric):
     """The value of the last update (not a mean): the batch's own loss, which the
-    divergence guard of :mod:`linecube.train` reads after each step."""
+    divergence guard of :mod:`linecube.model.train` reads after each step."""
 
     def __init__(self, name="batch_loss", **kwargs):
         super().__init__(name=name, **kwargs)

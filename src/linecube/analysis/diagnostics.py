@@ -5,14 +5,14 @@
   than a mean galaxy), the same for PCA of the training galaxies' cubes at the
   latent's dimension (``pca_loss_ratio``: the linear baseline a nonlinear model
   should beat) and for the noise alone (``noise_loss_ratio``: what a perfect
-  reconstruction scores, :func:`linecube.score.loss_ratios`), and the
+  reconstruction scores, :func:`linecube.analysis.score.loss_ratios`), and the
   **learned fraction** (1 - loss_ratio) / (1 - noise_loss_ratio): 0 a mean
   galaxy, 1 a perfect model. The science and representation benchmarks use the
   same definition.
 * Training: the VAE's KL per galaxy (nats, last epoch, held-out), the divergence
   guard's thrown-away batches.
 * Where a truth table gives properties (simulated surveys): the representation
-  probes of :mod:`linecube.probes` on the normal galaxies, for the latent and for
+  probes of :mod:`linecube.analysis.probes` on the normal galaxies, for the latent and for
   the pixel baseline (PCA of the flux-normalised cubes at the latent's dimension).
 
 numpy / scikit-learn only, except what the caller's reconstructor runs.
@@ -29,7 +29,7 @@ import numpy as np
 def eq1_numpy(x: np.ndarray, xr: np.ndarray) -> np.ndarray:
     """The paper's Eq. 1 per galaxy (N,) for (N, wavelength, y, x) arrays: per spaxel
     the MAE along wavelength summed over spaxels, plus per channel the MAE over
-    the image summed over channels (numpy twin of :func:`linecube.models.eq1_loss`)."""
+    the image summed over channels (numpy twin of :func:`linecube.model.models.eq1_loss`)."""
     d = np.abs(x.astype(np.float64) - xr)
     return d.mean(axis=1).sum(axis=(1, 2)) + d.mean(axis=(2, 3)).sum(axis=1)
 
@@ -50,7 +50,7 @@ def learned_fraction(ratio: float, noise_ratio: float) -> float:
 
 def _scaled(cubes_h5, rows, scaler) -> tuple[np.ndarray, np.ndarray]:
     """(cubes in the model's units flattened (N, V), masks (N, 190, y, x)) of ``rows``."""
-    from .dataset import read_rows
+    from linecube.data.dataset import read_rows
 
     flux, _iv, mask = read_rows(cubes_h5, rows)
     x = scaler.forward(flux, scaler.galaxy_scale(flux, mask))
@@ -99,7 +99,7 @@ def probe_rows(plateifus, truth_csv) -> tuple[np.ndarray, dict]:
     and the truth columns for those rows (numpy arrays by column name)."""
     import pandas as pd
 
-    from .validate import truth_flags
+    from linecube.analysis.validate import truth_flags
 
     t = pd.read_csv(truth_csv, dtype={"plateifu": str}, keep_default_na=False)
     t = t.drop_duplicates("plateifu").set_index("plateifu")
@@ -115,15 +115,15 @@ def probe_rows(plateifus, truth_csv) -> tuple[np.ndarray, dict]:
 
 
 def representation_probes(latents: np.ndarray, pixels: np.ndarray, truth: dict, seed: int = 0) -> dict:
-    """Probes (:func:`linecube.probes.probe_space`) of the latent and of the pixel
+    """Probes (:func:`linecube.analysis.probes.probe_space`) of the latent and of the pixel
     baseline on the same galaxies, and the class probe's ceiling (the kNN and
     linear probes of the class on the true parameters themselves,
-    :func:`linecube.probes.oracle_spaces`): {"latent": ..., "pixels_pca": ...,
+    :func:`linecube.analysis.probes.oracle_spaces`): {"latent": ..., "pixels_pca": ...,
     "ceiling": {"knn": x, "linear": x, "knn_bpt_ratios": x} or None, "n": N}.
     On a few dozen galaxies a learned space can pass the kNN figure: it is the
     probe on the true numbers equally weighted, not a bound."""
-    from .probes import knn_probe, linear_probe, oracle_spaces, probe_space
-    from .simulate.truth import PROBE_PARAMETERS
+    from linecube.analysis.probes import knn_probe, linear_probe, oracle_spaces, probe_space
+    from linecube.simulate.truth import PROBE_PARAMETERS
 
     params = [p for p in PROBE_PARAMETERS if p in truth and np.issubdtype(np.asarray(truth[p]).dtype, np.number)]
     oracles = oracle_spaces(truth, params)

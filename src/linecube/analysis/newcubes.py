@@ -3,7 +3,7 @@
 Each new LOGCUBE is extracted with the run's exact settings (line list, window,
 crop, Galactic extinction: the model card's), passed through the trained model,
 and scored with every score of the run fitted on the run's own training galaxies
-(the stored :class:`linecube.score.RawStats`, ``raw_stats.npz``): the run's
+(the stored :class:`linecube.analysis.score.RawStats`, ``raw_stats.npz``): the run's
 galaxies keep exactly their scores, the new galaxy is placed among them. Its
 neighbours are the ``k`` nearest survey galaxies in the PCA space of the latents
 (embedding.csv's ``pc`` columns, what ``linecube neighbors --space pca`` searches).
@@ -53,12 +53,12 @@ def score_cubes(run: str | os.PathLike, cubes, *, model: str = "ae", drpall=None
     import h5py
     import pandas as pd
 
-    from .card import check_card, read_card
-    from .embed import fit_pca
-    from .extract import ExtractOptions, extract_to_h5
-    from .formats import CubeLayout, LineList, read_strings
-    from .manga import requests_from_drpall
-    from .score import SCORE_COLUMNS, Reconstructor, collect_stats, derive_scores, join_stats, load_raw_stats
+    from linecube.analysis.embed import fit_pca
+    from linecube.analysis.score import SCORE_COLUMNS, Reconstructor, collect_stats, derive_scores, join_stats, load_raw_stats
+    from linecube.data.extract import ExtractOptions, extract_to_h5
+    from linecube.io.formats import CubeLayout, LineList, read_strings
+    from linecube.io.manga import requests_from_drpall
+    from linecube.model.card import check_card, read_card
 
     root = Path(run)
     results = root if (root / "cubes.h5").exists() else root / "results"
@@ -84,7 +84,7 @@ def score_cubes(run: str | os.PathLike, cubes, *, model: str = "ae", drpall=None
             new_ids = read_strings(h5["plateifu"])
         if not new_ids:
             return pd.DataFrame(columns=["plateifu", "score"]), np.zeros((0, 0), np.float32), rejects
-        from . import backend as kb
+        from linecube.model import backend as kb
 
         kb.select(None)
         kb.configure(0)
@@ -137,7 +137,7 @@ def write_scores(table, latents, out: str | os.PathLike, run: str | os.PathLike)
     never inside the run's ``results/``."""
     import h5py
 
-    from .atomic import atomic_path, write_csv_atomic
+    from linecube.io.atomic import atomic_path, write_csv_atomic
 
     out = Path(out)
     root = Path(run).resolve()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
-from .formats import CUBE_DATASETS, META_DATASETS, META_FALLBACK, create_cube_file, read_layout, read_strings
+from linecube.io.atomic import atomic_path
+from linecube.io.formats import CUBE_DATASETS, META_DATASETS, META_FALLBACK, create_cube_file, read_layout, read_strings
 
 
 def assemble(
@@ -85,11 +85,11 @@ def check_reject_fraction(plate_files: Sequence[str | os.PathLike], reject_files
     """Apply ``extract.max_reject_fraction`` to the whole survey (what the per-plate
     jobs extracted and everything rejected on the way), so the threshold means the
     same for one plate of two cubes and for the survey: raises
-    :class:`linecube.extract.TooManyRejects` listing the reasons. Returns (kept, rejected)."""
+    :class:`linecube.data.extract.TooManyRejects` listing the reasons. Returns (kept, rejected)."""
     import h5py
     import pandas as pd
 
-    from .extract import TooManyRejects
+    from linecube.data.extract import TooManyRejects
 
     kept = 0
     for p in plate_files:
@@ -110,7 +110,7 @@ def merge_rejects(paths: Sequence[str | os.PathLike], out: str | os.PathLike) ->
     """Concatenate reject tables (plateifu, path, reason [, stage]) into one CSV."""
     import pandas as pd
 
-    from .atomic import write_csv_atomic
+    from linecube.io.atomic import write_csv_atomic
 
     frames = []
     for p in paths:

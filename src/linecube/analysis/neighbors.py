@@ -113,7 +113,7 @@ def neighbors_table(
     plateifu: str, *, k: int = 5, model: str = "ae", space: str = "umap", results: str | os.PathLike = "results"
 ) -> pd.DataFrame:
     """The neighbours of one galaxy with their scores and AGN flags (the CLI's table)."""
-    from .manga import parse_plateifu
+    from linecube.io.manga import parse_plateifu
 
     plateifu = str(plateifu).strip()
     res = Path(results)

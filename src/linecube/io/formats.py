@@ -3,7 +3,7 @@ after extraction reads: datasets, attributes, voxel flags, chunking).
 
 Everything here is plain numpy/h5py: the data layer builds on it and never
 imports TensorFlow, Keras or umap. MaNGA's own files (LOGCUBE, drpall, DRP
-constants) are in :mod:`linecube.manga`; atomic writes in :mod:`linecube.atomic`.
+constants) are in :mod:`linecube.io.manga`; atomic writes in :mod:`linecube.io.atomic`.
 
 Conventions used throughout linecube:
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .manga import BUNIT
+from linecube.io.manga import BUNIT
 
 # --------------------------------------------------------------------------
 # The MaNGA DRP LOGCUBE (sdss/datamodel: mangaCube, DR17)
@@ -66,7 +66,7 @@ class LineList:
 
 def default_lines_path() -> Path:
     """The packaged copy of ``resources/emission_lines.csv``."""
-    return Path(str(resources.files("linecube") / "data" / "emission_lines.csv"))
+    return Path(str(resources.files("linecube") / "io" / "emission_lines.csv"))
 
 
 def load_lines(path: str | os.PathLike | None = None) -> LineList:
@@ -101,7 +101,7 @@ CUBE_DATASETS = ("flux", "ivar", "mask")
 #: Per-galaxy 1-D datasets of cubes.h5: drpall values, then what extraction
 #: measured or applied: ``ebvgal`` the Galactic E(B-V) the flux was corrected
 #: for (mag; 0 when no correction was applied), ``correl_sigma`` the Gaussian
-#: correlation length of the cube's noise (spaxels, :mod:`linecube.noise`),
+#: correlation length of the cube's noise (spaxels, :mod:`linecube.physics.noise`),
 #: ``ifu_fibres`` the IFU bundle (19 ... 127 fibres; 0 unknown)
 META_DATASETS = ("plateifu", "mangaid", "z", "objra", "objdec", "ebvgal", "correl_sigma", "ifu_fibres")
 #: their values in a file written before they existed (read by :func:`read_meta`)

@@ -60,12 +60,12 @@ def code_version() -> dict:
 
 
 def build_card(cubes_h5, kind: str, model_cfg: dict, train_cfg: dict, summary: dict, split_csv) -> dict:
-    """The card of a model trained on ``cubes_h5`` (``summary``: what :func:`linecube.train.train` returned)."""
+    """The card of a model trained on ``cubes_h5`` (``summary``: what :func:`linecube.model.train.train` returned)."""
     import h5py
     import pandas as pd
 
-    from .config import with_defaults
-    from .formats import read_layout, read_strings
+    from linecube.config import with_defaults
+    from linecube.io.formats import read_layout, read_strings
 
     with h5py.File(cubes_h5, "r") as h5:
         ids = read_strings(h5["plateifu"])
@@ -110,7 +110,7 @@ def build_card(cubes_h5, kind: str, model_cfg: dict, train_cfg: dict, summary: d
 
 
 def write_card(path, card: dict) -> None:
-    from .atomic import write_json_atomic
+    from linecube.io.atomic import write_json_atomic
 
     write_json_atomic(card, path)
 
@@ -125,7 +125,7 @@ def check_card(card: dict, cubes_h5, model_cfg: dict | None = None) -> list[str]
     another sample, another line list or grid, another flux scaling. Empty: it can."""
     import h5py
 
-    from .formats import read_layout, read_strings
+    from linecube.io.formats import read_layout, read_strings
 
     why = []
     with h5py.File(cubes_h5, "r") as h5:

@@ -1,0 +1,2 @@
+"""Astrophysics the pipeline rests on: MaNGA's spatial covariance (``noise``),
+Galactic extinction (``extinction``), BPT demarcations (``bpt``)."""
