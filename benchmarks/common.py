@@ -60,8 +60,8 @@ def feed_samples_per_s(cubes: Path, batch: int, n_batches: int, max_workers: int
     from linecube.data.dataset import AugmentConfig, CubeSource
     from linecube.data.fluxscale import FluxScaler
     from linecube.io.formats import load_lines
-    from linecube.model.models import ModelConfig
-    from linecube.model.train import make_dataset
+    from linecube.model.batches import make_dataset
+    from linecube.model.spec import ModelConfig
 
     cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "config" / "config.yaml").read_text())
     keys = with_defaults("model", cfg.get("model"))

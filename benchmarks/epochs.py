@@ -40,8 +40,11 @@ def run(args) -> dict:
     from linecube.data.dataset import AugmentConfig, split_galaxies
     from linecube.data.fluxscale import FluxScaler
     from linecube.io.formats import load_lines
-    from linecube.model.models import ModelConfig, build_model
-    from linecube.model.train import _callbacks, _optimizer, make_dataset, one_cycle, training_sources
+    from linecube.model.autoencoder import build_model
+    from linecube.model.batches import make_dataset
+    from linecube.model.callbacks import make_callbacks
+    from linecube.model.spec import ModelConfig
+    from linecube.model.train import one_cycle, optimizer, training_sources
 
     cfg = validate_config({"data": {}})
     bs = int(cfg["train"]["batch_size"])
@@ -81,7 +84,7 @@ def run(args) -> dict:
                 train_src, test_src = training_sources(cubes, tr, te, 0, aug, mcfg, scaler)
                 n = train_src.n_batches(bs)
                 model = build_model(mcfg, "ae", seed=0)
-                model.compile(optimizer=_optimizer("adam", one_cycle(1e-3, n * args.epochs), 1.0))
+                model.compile(optimizer=optimizer("adam", one_cycle(1e-3, n * args.epochs), 1.0))
                 clock = Clock()
                 if loop == "keras":
                     train_ds = make_dataset(train_src, mcfg, scaler, bs, False)
@@ -98,7 +101,7 @@ def run(args) -> dict:
                     test_ds = make_dataset(test_src, mcfg, scaler, bs, False)
                     work = td / f"run-{r}"
                     work.mkdir(exist_ok=True)
-                    cbs = _callbacks(
+                    cbs = make_callbacks(
                         train_src, work / "h.csv", work / "d.csv", work / "backup", cfg["train"], bs,
                         one_cycle(1e-3, n * args.epochs), train_ds, n, test_ds,
                     )  # fmt: skip

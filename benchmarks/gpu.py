@@ -56,15 +56,16 @@ def model_config(name: str, crop: int) -> dict:
 def build(name: str, crop: int, batch: int, mixed: bool, steps_total: int):
     import keras
 
-    from linecube.model.models import ModelConfig, build_model
-    from linecube.model.train import _optimizer, one_cycle
+    from linecube.model.autoencoder import build_model
+    from linecube.model.spec import ModelConfig
+    from linecube.model.train import one_cycle, optimizer
 
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keys, shape = model_config(name, crop)
     mcfg = ModelConfig.from_config(keys, crop=shape["crop"])
     model = build_model(mcfg, "ae")
     opt = "adagrad" if name == "paper" else "adam"
-    model.compile(optimizer=_optimizer(opt, one_cycle(1e-3, steps_total), 1.0 if name != "paper" else None))
+    model.compile(optimizer=optimizer(opt, one_cycle(1e-3, steps_total), 1.0 if name != "paper" else None))
     return model, mcfg
 
 

@@ -174,7 +174,7 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     """(baseline spaces {name: (N, d)}, their copies, PCA object) on the held-out galaxies.
 
     Beside pixels-PCA, the features and a random projection: the summary head's own
-    targets (``summary_targets``: :func:`linecube.model.models.cube_summaries` of each cube,
+    targets (``summary_targets``: :func:`linecube.model.summaries.cube_summaries` of each cube,
     robustly standardised on the training survey) and their nuclear line ratios alone
     (``nuclear_ratios``): what the latent is trained to predict, probed the same way."""
     import h5py
@@ -203,7 +203,7 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     def feats(flux, ivar, mask):
         return np.nan_to_num(np.clip(rz(galaxy_features(flux, ivar, mask, names, window_bins)), -50, 50), nan=0.0)
 
-    from linecube.model.models import cube_summaries
+    from linecube.model.summaries import cube_summaries
 
     n_lines, ha = len(names), list(names).index("Halpha")
     radius = float(nucleus_radius) if nucleus_radius and nucleus_radius > 0 else 3.0

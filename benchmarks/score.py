@@ -33,7 +33,8 @@ def main() -> None:
 
     from linecube.analysis.score import Reconstructor, iter_batches
     from linecube.io.formats import read_layout
-    from linecube.model.models import ModelConfig, build_model
+    from linecube.model.autoencoder import build_model
+    from linecube.model.spec import ModelConfig
     from linecube.simulate import simulate_cubes_h5
 
     defaults = tensorflow_and_defaults()

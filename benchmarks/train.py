@@ -55,8 +55,10 @@ def measure(args) -> dict:
     from linecube.data.dataset import AugmentConfig, CubeSource
     from linecube.data.fluxscale import FluxScaler
     from linecube.io.formats import load_lines
-    from linecube.model.models import ModelConfig, build_model
-    from linecube.model.train import _optimizer, assemble_batch, make_dataset
+    from linecube.model.autoencoder import build_model
+    from linecube.model.batches import assemble_batch, make_dataset
+    from linecube.model.spec import ModelConfig
+    from linecube.model.train import optimizer
 
     defaults = validate_config({"data": {}})
     bs = int(defaults["train"]["batch_size"])
@@ -69,7 +71,7 @@ def measure(args) -> dict:
                 continue
             mcfg = ModelConfig.from_config({**defaults["model"], **keys})
             model = build_model(mcfg, "ae")
-            model.compile(optimizer=_optimizer("adam", 1e-3, 1.0))
+            model.compile(optimizer=optimizer("adam", 1e-3, 1.0))
             scaler = FluxScaler.from_config({**defaults["model"], **keys}, names, 10)
             src = CubeSource(
                 cubes, np.arange(args.galaxies), 0, AugmentConfig.from_config(defaults["train"]),

@@ -255,8 +255,10 @@ def evaluate_test_split(cubes, model_path, model_keys: dict, train_keys: dict) -
     from linecube.data.dataset import AugmentConfig, split_galaxies
     from linecube.data.fluxscale import FluxScaler
     from linecube.io.formats import read_layout, read_strings
-    from linecube.model.models import ModelConfig, load_model
-    from linecube.model.train import make_dataset, training_sources
+    from linecube.model.autoencoder import load_model
+    from linecube.model.batches import make_dataset
+    from linecube.model.spec import ModelConfig
+    from linecube.model.train import training_sources
 
     mk, tk = with_defaults("model", model_keys), with_defaults("train", train_keys)
     with h5py.File(cubes) as f:

@@ -16,8 +16,9 @@ def mini_run(tmp_path_factory):
     from linecube.data.sample import build_sample
     from linecube.io.formats import load_lines
     from linecube.io.manga import cube_requests, drpall_path
+    from linecube.model.autoencoder import build_model
     from linecube.model.card import build_card, write_card
-    from linecube.model.models import ModelConfig, build_model
+    from linecube.model.spec import ModelConfig
     from linecube.simulate import simulate_survey
 
     root = tmp_path_factory.mktemp("run")

@@ -177,7 +177,7 @@ def test_code_defaults_are_the_schemas():
     from linecube.data.dataset import AugmentConfig
     from linecube.data.fluxscale import FluxScaler
     from linecube.io.formats import CubeLayout, load_lines
-    from linecube.model.models import ModelConfig
+    from linecube.model.spec import ModelConfig
 
     ext = defaults("extract")
     assert (CubeLayout.window_bins, CubeLayout.crop) == (ext["window_bins"], ext["crop"])

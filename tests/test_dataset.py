@@ -155,8 +155,8 @@ def test_assembled_batch_equals_scaled_cubes_in_the_model_layout(tmp_path, scali
 
     from linecube.data.fluxscale import FluxScaler
     from linecube.io.formats import load_lines
-    from linecube.model.models import ModelConfig, to_model_layout
-    from linecube.model.train import assemble_batch
+    from linecube.model.batches import assemble_batch
+    from linecube.model.spec import ModelConfig, to_model_layout
 
     path = tmp_path / "c.h5"
     write_cubes_h5(path, 4)
@@ -182,8 +182,9 @@ def test_feed_threads_give_the_same_batches_as_one(tmp_path):
 
     from linecube.data.fluxscale import FluxScaler
     from linecube.io.formats import load_lines
-    from linecube.model.models import ModelConfig
-    from linecube.model.train import feed_workers, make_dataset
+    from linecube.model.batches import make_dataset
+    from linecube.model.spec import ModelConfig
+    from linecube.model.train import feed_workers
 
     path = tmp_path / "c.h5"
     write_cubes_h5(path, 6)
@@ -216,8 +217,8 @@ def test_endless_batches_run_on_across_epochs_from_their_first_step(tmp_path):
 
     from linecube.data.fluxscale import FluxScaler
     from linecube.io.formats import load_lines
-    from linecube.model.models import ModelConfig
-    from linecube.model.train import make_dataset
+    from linecube.model.batches import make_dataset
+    from linecube.model.spec import ModelConfig
 
     path = tmp_path / "c.h5"
     write_cubes_h5(path, 6)

@@ -173,7 +173,8 @@ def test_scores_and_latents_ignore_what_flagged_voxels_hold(tmp_path, value):
     from fixtures import write_cubes_h5
 
     from linecube.analysis.score import score_galaxies
-    from linecube.model.models import ModelConfig, build_model
+    from linecube.model.autoencoder import build_model
+    from linecube.model.spec import ModelConfig
 
     mcfg = {"filters": [4], "stem_filters": 4, "latent_dim": 8, "flux_scaling": "halpha"}
     build_model(ModelConfig.from_config(mcfg), "ae", seed=1).save(tmp_path / "m.keras")

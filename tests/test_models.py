@@ -5,15 +5,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from linecube.model.models import (  # noqa: E402
-    ModelConfig,
-    build_model,
-    eq1_loss,
-    from_model_layout,
-    kl_divergence,
-    load_model,
-    to_model_layout,
-)
+from linecube.model.autoencoder import build_model, load_model  # noqa: E402
+from linecube.model.losses import eq1_loss, kl_divergence  # noqa: E402
+from linecube.model.spec import ModelConfig, from_model_layout, to_model_layout  # noqa: E402
 
 TINY = {"filters": [4], "stem_filters": 4, "latent_dim": 16, "pose_dim": 2}
 TINY_STACK = {"architecture": "stack", "filters": [4, 8], "latent_dim": 16, "pose_dim": 0, "mean_cube": False}
@@ -99,7 +93,7 @@ def test_encoder_layernorm_option():
 
 
 def test_consistency_term():
-    from linecube.model.models import consistency
+    from linecube.model.losses import consistency
 
     rng = np.random.default_rng(3)
     z = rng.normal(size=(400, 5)).astype(np.float32)
@@ -142,7 +136,7 @@ def test_eq1_matches_numpy_reference():
 
 def test_ivar_weights():
     """loss_weighting: ivar: 1 / sqrt(sigma^2 + (floor |flux|)^2), mean 1 over usable voxels, 0 where masked."""
-    from linecube.model.train import ivar_weights
+    from linecube.model.batches import ivar_weights
 
     rng = np.random.default_rng(4)
     flux = rng.normal(0, 1, size=(190, 8, 8)).astype(np.float32)
@@ -197,7 +191,7 @@ def test_same_seed_same_initial_weights():
 
 
 def test_line_weights_favour_faint_lines():
-    from linecube.model.models import line_weights
+    from linecube.model.losses import line_weights
 
     med = np.ones((3 * 10, 4, 4), np.float32)
     med[10:20] *= 4.0  # line 1 four times brighter
@@ -222,7 +216,7 @@ def test_line_weights_weigh_eq1_and_survive_save_load(tmp_path, layout, crop):
     assert got == pytest.approx(numpy_eq1(x, np.asarray(out["recon"]), w), rel=1e-4)
     assert got != pytest.approx(numpy_eq1(x, np.asarray(out["recon"])), rel=1e-3)
     m.save(tmp_path / "m.keras")
-    assert load_model(tmp_path / "m.keras").line_weights == pytest.approx(lw)
+    assert load_model(tmp_path / "m.keras").loss_settings.line_weights == pytest.approx(lw)
 
 
 def numpy_moment(x, xr, n_lines, bins, layout):
@@ -239,7 +233,7 @@ def numpy_moment(x, xr, n_lines, bins, layout):
 
 @pytest.mark.parametrize("layout", ["lines", "wavelength"])
 def test_moment_term_matches_numpy_and_sees_a_one_bin_shift(layout):
-    from linecube.model.models import moment_per_galaxy
+    from linecube.model.losses import moment_per_galaxy
 
     cfg = ModelConfig.from_config({"layout": layout, **TINY}, crop=4)
     rng = np.random.default_rng(0)
@@ -264,7 +258,7 @@ def test_moment_term_in_the_loss_and_survives_save_load(tmp_path):
     assert got == pytest.approx(numpy_eq1(x, xr) + 0.5 * numpy_moment(x, xr, 19, 10, "lines"), rel=1e-4)
     m.save(tmp_path / "m.keras")
     back = load_model(tmp_path / "m.keras")
-    assert back.moment_weight == 0.5 and back.moment_shape == (19, 10)
+    assert back.loss_settings.moment_weight == 0.5 and back.loss_settings.moment_shape == (19, 10)
 
 
 def _disc(vrot: float, q: float = 1.0, n: int = 19, bins: int = 10, size: int = 16) -> np.ndarray:
@@ -281,7 +275,7 @@ def _disc(vrot: float, q: float = 1.0, n: int = 19, bins: int = 10, size: int = 
 
 @pytest.mark.parametrize("layout", ["lines", "wavelength"])
 def test_cube_summaries_see_ratios_rotation_and_shape_and_ignore_the_augmentation(layout):
-    from linecube.model.models import SUMMARY_TAIL, cube_summaries
+    from linecube.model.summaries import SUMMARY_TAIL, cube_summaries
 
     cfg = ModelConfig.from_config({**TINY, "layout": layout}, crop=16)
 
@@ -307,7 +301,7 @@ def test_cube_summaries_nuclear_ratios_follow_the_nucleus_and_ignore_the_augment
     H-alpha's centre: the disc's ratios where the nucleus has no line of its own, the
     nucleus's where it does (an AGN-like [OIII] core), whatever the flips, rotations and shifts."""
     from linecube.data.dataset import shift_zero_fill
-    from linecube.model.models import SUMMARY_TAIL, cube_summaries, n_summaries
+    from linecube.model.summaries import SUMMARY_TAIL, cube_summaries, n_summaries
 
     cfg = ModelConfig.from_config({**TINY, "layout": "lines"}, crop=16)
 
@@ -343,11 +337,11 @@ def test_a_model_file_from_before_the_nuclear_ratios_loads_as_it_was_trained():
     conf.pop("summary_nucleus_radius")
     back = type(m).from_config(conf)
     back.build()
-    assert back.summary_nucleus_radius == 0.0 and back.summary_head.kernel.shape[-1] == 24
+    assert back.loss_settings.summary_nucleus_radius == 0.0 and back.summary_head.kernel.shape[-1] == 24
 
 
 def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
-    from linecube.model.models import cube_summaries, summary_loss
+    from linecube.model.summaries import cube_summaries, summary_loss
 
     cfg = ModelConfig.from_config({**TINY, "summary_weight": 0.5, "consistency_weight": 0.0}, crop=8)
     m = build_model(cfg, "ae", ref_line=15)
@@ -362,7 +356,7 @@ def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
     assert float(m.compute_loss(x, None, out, training=False)) == pytest.approx(want, rel=1e-4)
     m.save(tmp_path / "m.keras")
     back = load_model(tmp_path / "m.keras")
-    assert back.summary_weight == 0.5 and back.summary_shape == (19, 10, 15)
-    assert back.summary_nucleus_radius == cfg.summary_nucleus_radius == 3.0
+    assert back.loss_settings.summary_weight == 0.5 and back.loss_settings.summary_shape == (19, 10, 15)
+    assert back.loss_settings.summary_nucleus_radius == cfg.summary_nucleus_radius == 3.0
     np.testing.assert_allclose(np.asarray(back.summary_head.kernel), np.asarray(m.summary_head.kernel))
     assert float(back.compute_loss(x, None, back(x, training=False), training=False)) == pytest.approx(want, rel=1e-4)

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_a_model_with_arbitrary_code_is_refused(tmp_path):
     keras = pytest.importorskip("keras")
-    from linecube.model.models import load_model
+    from linecube.model.autoencoder import load_model
 
     inp = keras.Input((4,))
     out = keras.layers.Lambda(lambda x: x * 2)(inp)  # code inside the file

@@ -25,7 +25,8 @@ def test_line_shares_sum_to_one():
 def test_score_is_mae_in_flux_units(tmp_path):
     pytest.importorskip("keras")
     from linecube.analysis.score import score_galaxies
-    from linecube.model.models import ModelConfig, build_model, from_model_layout, to_model_layout
+    from linecube.model.autoencoder import build_model
+    from linecube.model.spec import ModelConfig, from_model_layout, to_model_layout
 
     cubes = tmp_path / "cubes.h5"
     pifus = write_cubes_h5(cubes, n=6)

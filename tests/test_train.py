@@ -47,12 +47,12 @@ def tiny_cubes(tiny_survey, tmp_path_factory, lines):
 BITWISE = """
 import sys
 import numpy as np
-from linecube.model.train import train  # no Keras yet: train() selects the backend first
+from linecube.model.train import train
 cubes, out = sys.argv[1], sys.argv[2]
 for name in ("a", "b"):
     train(cubes, f"{out}/{name}", "ae", MODEL, {"epochs": 1, "min_steps": 0, "seed": 5, "test_fraction": 0.34}, verbose=0, bitwise=True)
 import os
-from linecube.model.models import load_model
+from linecube.model.autoencoder import load_model
 assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
 wa, wb = load_model(f"{out}/a/model.keras").get_weights(), load_model(f"{out}/b/model.keras").get_weights()
 assert all(np.array_equal(x, y) for x, y in zip(wa, wb)), "weights differ"
@@ -111,7 +111,7 @@ def test_two_epochs_on_simulated_sample_and_deterministic(tiny_cubes, tmp_path):
     with h5py.File(tiny_cubes) as f:
         assert sorted(split["plateifu"]) == sorted(s.decode() for s in f["plateifu"][()])
     pd.testing.assert_frame_equal(split, pd.read_csv(b / "split.csv"))
-    from linecube.model.models import load_model
+    from linecube.model.autoencoder import load_model
 
     wa, wb = load_model(a / "model.keras").get_weights(), load_model(b / "model.keras").get_weights()
     # same config and seed -> the same weights, to float rounding: oneDNN's kernels
@@ -146,7 +146,7 @@ def test_validation_logs_are_keras_evaluate_and_no_epoch_waits(tiny_cubes, tmp_p
 VALIDATE = """
 import sys, json
 import pandas as pd
-from linecube.model.train import train  # selects the backend first
+from linecube.model.train import train
 cubes, out, backend, tests = sys.argv[1:5]
 sys.path.insert(0, tests)
 from fixtures import evaluate_test_split
@@ -200,8 +200,10 @@ def test_divergence_guard_throws_away_a_spike_restores_and_lowers_the_rate(tmp_p
     written to the events file; the epoch's training loss counts only kept batches."""
     import keras
 
-    from linecube.model.models import ModelConfig, OneCycle, build_model
-    from linecube.model.train import DivergenceGuard
+    from linecube.model.autoencoder import build_model
+    from linecube.model.callbacks import DivergenceGuard
+    from linecube.model.layers import OneCycle
+    from linecube.model.spec import ModelConfig
 
     cfg = ModelConfig.from_config({**TINY_MODEL, "consistency_weight": 0.0}, crop=8)
     keras.utils.set_random_seed(1)

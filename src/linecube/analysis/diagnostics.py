@@ -29,7 +29,7 @@ import numpy as np
 def eq1_numpy(x: np.ndarray, xr: np.ndarray) -> np.ndarray:
     """The paper's Eq. 1 per galaxy (N,) for (N, wavelength, y, x) arrays: per spaxel
     the MAE along wavelength summed over spaxels, plus per channel the MAE over
-    the image summed over channels (numpy twin of :func:`linecube.model.models.eq1_loss`)."""
+    the image summed over channels (numpy twin of :func:`linecube.model.losses.eq1_loss`)."""
     d = np.abs(x.astype(np.float64) - xr)
     return d.mean(axis=1).sum(axis=(1, 2)) + d.mean(axis=(2, 3)).sum(axis=1)
 

@@ -66,7 +66,8 @@ class Reconstructor:
     def __init__(self, model_path: str | os.PathLike, model_cfg: dict, layout, line_names=None):
         import keras
 
-        from linecube.model.models import ModelConfig, load_model
+        from linecube.model.autoencoder import load_model
+        from linecube.model.spec import ModelConfig
 
         self.model = load_model(model_path)
         self.mcfg = ModelConfig.from_config(model_cfg, layout.n_lines, layout.window_bins, layout.crop)
@@ -79,7 +80,7 @@ class Reconstructor:
 
     def __call__(self, flux: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(latent (N, d), reconstruction (N, 190, y, x) in flux units)."""
-        from linecube.model.models import from_model_layout, to_model_layout
+        from linecube.model.spec import from_model_layout, to_model_layout
 
         s = self.scaler.galaxy_scale(flux, mask)
         x = to_model_layout(self.scaler.forward(flux, s), self.mcfg)

@@ -1,7 +1,7 @@
 """Training data: galaxy-level split, seeded online augmentation, HDF5 streaming.
 
 Cubes are (wavelength, y, x) float32 in the cube's flux units throughout; the
-model layout (see :mod:`linecube.model.models`) is applied last, per batch.
+model layout (see :mod:`linecube.model.spec`) is applied last, per batch.
 
 Augmentation (paper: 3 copies per cube from a random combination of horizontal
 flip, 90-degree rotation, Gaussian noise and translation by up to 5 spaxels):

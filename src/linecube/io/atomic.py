@@ -177,3 +177,18 @@ def write_json_atomic(obj, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(clean(obj), indent=1, allow_nan=False))
+
+
+def save_model_atomic(model, path: str | os.PathLike) -> None:
+    """A Keras model's ``save`` to a temporary ``.keras`` next to ``path``, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.stem}.*.tmp.keras"):  # left by a killed save
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
