@@ -10,10 +10,10 @@ from pathlib import Path
 
 def simulated_cubes(tmp: Path, n: int, seed: int = 1) -> Path:
     """n galaxies: LOGCUBEs in the DR17 format, extracted into tmp/cubes.h5."""
-    from linecube.data.extract import extract_to_h5
+    from linecube.data.extract_survey import extract_to_h5
     from linecube.data.sample import build_sample
+    from linecube.io.drpall import cube_requests
     from linecube.io.formats import load_lines
-    from linecube.io.manga import cube_requests
     from linecube.simulate import simulate_survey
 
     redux = tmp / "redux"

@@ -75,9 +75,12 @@ def main() -> None:
 
     from astropy.io import fits
 
-    from linecube.data.extract import extract_cube, extract_to_h5, window_centres, window_indices
+    from linecube.data.extract import extract_cube
+    from linecube.data.extract_survey import extract_to_h5
+    from linecube.data.windows import window_centres, window_indices
+    from linecube.io.drpall import CubeRequest
     from linecube.io.formats import load_lines
-    from linecube.io.manga import CubeRequest, centre_pixel, header_wavelengths
+    from linecube.io.logcube import centre_pixel, header_wavelengths
 
     lines = load_lines()
     rows = []

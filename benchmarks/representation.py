@@ -124,7 +124,7 @@ def encode_arrays(rec, flux, mask, batch: int = 32):
 def encode_file(rec, path: Path, batch: int = 32):
     import numpy as np
 
-    from linecube.analysis.score import iter_batches
+    from linecube.analysis.stats import iter_batches
 
     return np.concatenate([rec(f, m)[0] for _s, f, _iv, m in iter_batches(path, batch)])
 
@@ -180,8 +180,9 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     import h5py
     import numpy as np
 
-    from linecube.analysis.anomaly import RobustZ, galaxy_features
     from linecube.analysis.diagnostics import fit_pixel_pca, pixel_pca_scores
+    from linecube.analysis.features import galaxy_features
+    from linecube.analysis.residual import RobustZ
     from linecube.data.dataset import read_rows
 
     with h5py.File(train_h5) as h5:
@@ -311,7 +312,8 @@ def train_and_measure(
     import pandas as pd
 
     from linecube.analysis.diagnostics import learned_fraction, pca_loss_ratio
-    from linecube.analysis.score import Reconstructor, loss_ratios, reference_rows
+    from linecube.analysis.score import loss_ratios, reference_rows
+    from linecube.analysis.stats import Reconstructor
     from linecube.data.dataset import AugmentConfig, median_cubes
     from linecube.io.formats import read_layout, read_strings
     from linecube.model.train import train

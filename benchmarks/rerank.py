@@ -49,7 +49,8 @@ def simulated_run(n: int, seed: int, epochs: int, threads: int, work: Path):
     import numpy as np
     from sklearn.decomposition import PCA
 
-    from linecube.analysis.score import Reconstructor, collect_stats, derive_scores, reference_rows
+    from linecube.analysis.score import derive_scores, reference_rows
+    from linecube.analysis.stats import Reconstructor, collect_stats
     from linecube.config import load_config
     from linecube.io.formats import read_layout, read_strings
     from linecube.model.train import train

@@ -170,7 +170,8 @@ def collect_run(style: str, seed: int, args, cfg: dict, work: Path) -> dict:
     (``base``) and anomaly type (``kind``, "" = clean), the test-loss ratio."""
     import numpy as np
 
-    from linecube.analysis.score import Reconstructor, collect_stats, loss_ratios, reference_rows
+    from linecube.analysis.score import loss_ratios, reference_rows
+    from linecube.analysis.stats import Reconstructor, collect_stats
     from linecube.data.dataset import median_cubes
     from linecube.io.formats import read_layout
     from linecube.model.train import train
@@ -248,13 +249,13 @@ def save_stats(path: Path, stats: dict) -> None:
 
 def instrument_bias(score, ifu_fibres, ha_snr, kind) -> dict:
     """Mean percentile (0-100, among the clean galaxies) of the clean galaxies of each
-    IFU bundle class and of quiet (Halpha S/N < linecube.analysis.anomaly.QUIET_HA_SNR) vs
+    IFU bundle class and of quiet (Halpha S/N < linecube.analysis.ranks.QUIET_HA_SNR) vs
     line-emitting ones: 50 everywhere when a score does not read the footprint or
     a quiet galaxy's noise as an anomaly."""
     import numpy as np
     from scipy.stats import rankdata
 
-    from linecube.analysis.anomaly import QUIET_HA_SNR
+    from linecube.analysis.ranks import QUIET_HA_SNR
 
     clean = kind == ""
     pct = 100.0 * (rankdata(np.asarray(score, float)[clean]) - 0.5) / clean.sum()
@@ -311,7 +312,7 @@ def load_stats(path: Path) -> dict:
     """Inverse of :func:`save_stats`."""
     import numpy as np
 
-    from linecube.analysis.score import RawStats
+    from linecube.analysis.stats import RawStats
 
     with np.load(path) as z:
         out = json.loads(str(z["meta"]))
@@ -323,7 +324,7 @@ def load_stats(path: Path) -> dict:
 
 def joined(a, b):
     """Two RawStats (a run's training and evaluation rows) as one, ``a``'s rows first."""
-    from linecube.analysis.score import join_stats
+    from linecube.analysis.stats import join_stats
 
     return join_stats(a, b)
 

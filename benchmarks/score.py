@@ -31,7 +31,7 @@ def main() -> None:
     import h5py
     from common import tensorflow_and_defaults
 
-    from linecube.analysis.score import Reconstructor, iter_batches
+    from linecube.analysis.stats import Reconstructor, iter_batches
     from linecube.io.formats import read_layout
     from linecube.model.autoencoder import build_model
     from linecube.model.spec import ModelConfig

@@ -1,8 +1,9 @@
 """Rule extract_plate: one plate's LOGCUBEs -> results/extract/{plate}.h5 (thin wrapper)."""
 
-from linecube.data.extract import ExtractOptions, extract_to_h5
+from linecube.data.extract import ExtractOptions
+from linecube.data.extract_survey import extract_to_h5
+from linecube.io.drpall import CubeRequest
 from linecube.io.formats import CubeLayout, load_lines
-from linecube.io.manga import CubeRequest
 from linecube.runlog import rule_log
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)

@@ -17,8 +17,10 @@ import pytest
 import yaml
 
 from linecube.data.extract import ExtractOptions, extract_cube
+from linecube.io.drpall import CubeRequest
 from linecube.io.formats import CubeLayout, create_cube_file, load_lines
-from linecube.io.manga import CubeError, CubeRequest, logcube_path
+from linecube.io.logcube import CubeError
+from linecube.io.manga import logcube_path
 from linecube.simulate import build_logcube, drpall_row, write_drpall, write_fits_gz
 
 # --------------------------------------------------------------------------

@@ -1,23 +1,15 @@
-"""Brightness-free anomaly scores (linecube.analysis.anomaly) and the twin simulator."""
+"""Brightness-free anomaly scores (linecube.analysis: features, residual, latent, ranks) and the twin simulator."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from linecube.analysis.anomaly import (
-    FEATURE_NAMES,
-    NORM_PER,
-    FeatureScorer,
-    LatentDensity,
-    RobustZ,
-    galaxy_features,
-    gauss_rank,
-    gauss_ranks,
-    halpha_scale,
-    line_residual_stats,
-    residual_score,
-)
+from linecube.analysis.features import FEATURE_NAMES, FeatureScorer, galaxy_features
+from linecube.analysis.latent import LatentDensity
+from linecube.analysis.ranks import gauss_rank, gauss_ranks
+from linecube.analysis.residual import RobustZ, line_residual_stats, residual_score
+from linecube.data.fluxscale import NORM_PER, halpha_scale
 from linecube.io.formats import load_lines
 
 L, B, S = 19, 10, 32
@@ -230,7 +222,7 @@ def test_balmer_pedestal_sees_a_broad_line_its_reference_does_not_cancel(tmp_pat
     ~950 km/s away, rose with it: twins won only 76 % of pairs)."""
     import h5py
 
-    from linecube.analysis.anomaly import FEATURE_NAMES, PEDESTAL_REFERENCES, galaxy_features
+    from linecube.analysis.features import FEATURE_NAMES, PEDESTAL_REFERENCES, galaxy_features
     from linecube.io.formats import load_lines
     from linecube.simulate import plan_survey, simulate_cubes_h5, with_anomaly
 
@@ -275,7 +267,7 @@ def test_feature_scorer_leaves_a_reference_galaxy_out_of_its_own_lof():
 def test_line_significance_finds_a_local_departure_in_noise_units():
     """A reconstruction that misses a compact excess in one line's window: that line's
     chi^2 excess stands out; residuals that are only the noise give ~0 everywhere."""
-    from linecube.analysis.anomaly import line_significance_stats
+    from linecube.analysis.residual import line_significance_stats
 
     rng = np.random.default_rng(0)
     n_lines, bins = 19, 10

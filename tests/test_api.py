@@ -12,10 +12,11 @@ def mini_run(tmp_path_factory):
     pytest.importorskip("keras")
     from linecube.analysis.embed import pca_reduce
     from linecube.analysis.score import score_galaxies
-    from linecube.data.extract import extract_to_h5
+    from linecube.data.extract_survey import extract_to_h5
     from linecube.data.sample import build_sample
+    from linecube.io.drpall import cube_requests
     from linecube.io.formats import load_lines
-    from linecube.io.manga import cube_requests, drpall_path
+    from linecube.io.manga import drpall_path
     from linecube.model.autoencoder import build_model
     from linecube.model.card import build_card, write_card
     from linecube.model.spec import ModelConfig

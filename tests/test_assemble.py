@@ -9,8 +9,8 @@ from linecube.data.sample import build_sample
 
 def test_extract_and_assemble_layout(tiny_survey, tmp_path, lines):
     from linecube.data.assemble import assemble
-    from linecube.data.extract import extract_to_h5
-    from linecube.io.manga import cube_requests
+    from linecube.data.extract_survey import extract_to_h5
+    from linecube.io.drpall import cube_requests
 
     out, gals = tiny_survey
     sample, _, _ = build_sample(out / "v3_1_1" / "drpall-v3_1_1.fits", out, "v3_1_1")

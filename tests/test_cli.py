@@ -251,7 +251,7 @@ def test_cli_paths_limits_and_the_last_line(tmp_path, good, lines, capsys, monke
     from fixtures import write_drpall_for
 
     from linecube.cli import main
-    from linecube.data import extract
+    from linecube.data import extract_survey as extract
 
     for bad in ("../../x", "/tmp/x", "v3_1_1/.."):
         assert main(["simulate", "--out", str(tmp_path / "s"), "--n-galaxies", "2", "--drpver", bad]) == 2
@@ -291,7 +291,7 @@ def test_duplicates_are_an_error_naming_the_rows_or_files(tmp_path, good, lines,
     from fixtures import drpall_row
 
     from linecube.cli import main
-    from linecube.io.manga import read_drpall
+    from linecube.io.drpall import read_drpall
     from linecube.simulate.drpall import write_drpall
 
     g, path = good

@@ -9,7 +9,7 @@ import pytest
 from fixtures import make_galaxy, write_cube
 
 from linecube.data.download import DownloadError, cube_url, download_cube, verify_logcube
-from linecube.io.manga import CubeError
+from linecube.io.logcube import CubeError
 
 
 class FaultyHandler(http.server.BaseHTTPRequestHandler):

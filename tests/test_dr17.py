@@ -8,7 +8,8 @@ import pytest
 from fixtures import RAW, make_galaxy, req, write_cube
 
 from linecube.data.extract import ExtractOptions, extract_cube, ifu_fibres
-from linecube.io.manga import CubeError, DRP3PixMask
+from linecube.io.logcube import CubeError
+from linecube.io.manga import DRP3PixMask
 from linecube.physics.extinction import a_lambda_over_ebv, correction_factor
 from linecube.physics.noise import (
     CORREL_SIGMA_SPAXELS,
@@ -229,7 +230,7 @@ def test_peer_ranks_do_not_sort_galaxies_by_bundle_or_by_quietness():
     """A component that reads the footprint (small bundles higher) or a quiet
     galaxy's noise ranks every peer group alike once each galaxy is ranked against
     the reference galaxies observed alike; an outlier within its group stays on top."""
-    from linecube.analysis.anomaly import gauss_ranks, peer_gauss_ranks, peer_groups
+    from linecube.analysis.ranks import gauss_ranks, peer_gauss_ranks, peer_groups
 
     rng = np.random.default_rng(1)
     n = 600

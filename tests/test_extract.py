@@ -8,9 +8,13 @@ import pytest
 from astropy.io import fits
 from fixtures import RAW, REAL_SPECTRA, check, make_galaxy, req, write_cube
 
-from linecube.data.extract import TooManyRejects, crop_bounds, extract_cube, extract_to_h5, window_centres, window_indices
+from linecube.data.extract import extract_cube
+from linecube.data.extract_survey import TooManyRejects, extract_to_h5
+from linecube.data.windows import crop_bounds, window_centres, window_indices
+from linecube.io.drpall import CubeRequest
 from linecube.io.formats import VoxelFlag
-from linecube.io.manga import CubeError, CubeRequest, header_wavelengths, log_wave_grid, logcube_path
+from linecube.io.logcube import CubeError, header_wavelengths
+from linecube.io.manga import log_wave_grid, logcube_path
 
 
 def req_for(g, path, **kw):
@@ -50,7 +54,7 @@ def test_extraction_equals_astropy_slicing(tmp_path, lines):
         idx = window_indices(window_centres(wave, lines.rest, g.z))
         np.testing.assert_allclose(cube["wave"], wave[idx])
         np.testing.assert_allclose(wave, hl["WAVE"].data, rtol=1e-7)  # header WCS == WAVE HDU (CD3_3 is rounded)
-        from linecube.io.manga import centre_pixel
+        from linecube.io.logcube import centre_pixel
 
         x, y = centre_pixel(hl["FLUX"].header, g.objra, g.objdec)
         cx, cy = int(round(x)), int(round(y))

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from linecube.report import figures
+from linecube.report import figures, maps
 
 
 def _check(paths):
@@ -18,11 +18,11 @@ def test_all_figures_written(fake_run, tmp_path):
     _check(figures.plot_umap_scores(emb, sc, tmp_path / "umap_scores"))
     _check(figures.plot_umap_agn(emb, sc, tmp_path / "umap_agn"))
     _check(figures.plot_score_distributions(sc, tmp_path / "dist"))
-    paths, pick = figures.plot_gallery(d / "ae" / "reconstructions.h5", sc["ae"], tmp_path / "gallery", n=3, model="ae")
+    paths, pick = maps.plot_gallery(d / "ae" / "reconstructions.h5", sc["ae"], tmp_path / "gallery", n=3, model="ae")
     _check(paths)
     assert len(pick) == 3 and all(sc["ae"].set_index("plateifu").loc[pick, "agn"])  # AGN first
     _check(figures.plot_bpt(d / "ae" / "reconstructions.h5", pick[:2], tmp_path / "bpt", model="ae"))
-    _check(figures.plot_neighbors(d / "cubes.h5", pd.read_csv(d / "ae" / "neighbors.csv"), sc["ae"], tmp_path / "nb", model="ae"))
+    _check(maps.plot_neighbors(d / "cubes.h5", pd.read_csv(d / "ae" / "neighbors.csv"), sc["ae"], tmp_path / "nb", model="ae"))
     _check(figures.plot_line_heatmap(sc["ae"], tmp_path / "heat", model="ae"))
     var = {
         m: pd.DataFrame({"component": [1, 2, 3], "explained_variance_ratio": [0.5, 0.3, 0.1], "cumulative": [0.5, 0.8, 0.9]})

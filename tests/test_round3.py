@@ -69,7 +69,7 @@ def test_a_second_training_of_the_same_run_is_refused(tmp_path):
 
 
 def test_line_list_without_what_the_scores_read_is_named():
-    from linecube.analysis.anomaly import missing_lines, required_lines
+    from linecube.analysis.features import missing_lines, required_lines
 
     assert "[OIII]5008" in required_lines() and "Halpha" in required_lines()
     names = [n for n in required_lines() if n != "[OIII]5008"]
@@ -102,7 +102,7 @@ def test_the_reject_threshold_is_the_surveys_not_a_plates(tmp_path):
     from fixtures import write_cubes_h5
 
     from linecube.data.assemble import check_reject_fraction
-    from linecube.data.extract import TooManyRejects
+    from linecube.data.extract_survey import TooManyRejects
 
     plates = []
     for k, n in enumerate((1, 12)):
@@ -119,7 +119,7 @@ def test_the_reject_threshold_is_the_surveys_not_a_plates(tmp_path):
 
 
 def test_non_ascii_drpall_text_names_file_column_and_row(tmp_path):
-    from linecube.io.manga import read_drpall
+    from linecube.io.drpall import read_drpall
 
     p = write_drpall_for(tmp_path, [make_galaxy()])
     b = p.read_bytes()

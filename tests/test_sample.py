@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from linecube.data.sample import apply_cuts, build_sample
-from linecube.io.manga import read_drpall
+from linecube.io.drpall import read_drpall
 
 
 def test_selection_drops_nongalaxies_critical_noz_and_repeats(tiny_survey):

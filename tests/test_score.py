@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from fixtures import write_cubes_h5
 
-from linecube.analysis.score import SCORE_COLUMNS, brightness_check, line_shares
+from linecube.analysis.score import SCORE_COLUMNS, brightness_check
+from linecube.analysis.stats import line_shares
 
 
 def test_line_shares_sum_to_one():

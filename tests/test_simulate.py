@@ -137,7 +137,7 @@ def test_scale_mode_renders_what_extraction_gets(tmp_path, lines):
     from fixtures import write_cube
 
     from linecube.data.extract import extract_cube
-    from linecube.io.manga import CubeRequest
+    from linecube.io.drpall import CubeRequest
     from linecube.simulate import emission_line_cube, plan_survey
 
     g = next(g for g in plan_survey(40, seed=2) if g.ifusize == 37 and not g.anomaly)

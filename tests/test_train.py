@@ -32,9 +32,9 @@ def _backends():
 
 @pytest.fixture(scope="module")
 def tiny_cubes(tiny_survey, tmp_path_factory, lines):
-    from linecube.data.extract import extract_to_h5
+    from linecube.data.extract_survey import extract_to_h5
     from linecube.data.sample import build_sample
-    from linecube.io.manga import cube_requests
+    from linecube.io.drpall import cube_requests
 
     out, gals = tiny_survey
     sample, _, _ = build_sample(out / "v3_1_1" / "drpall-v3_1_1.fits", out, "v3_1_1")
@@ -253,7 +253,7 @@ import h5py, numpy as np
 from linecube.model import backend
 backend.select(sys.argv[3])
 from linecube.io.formats import read_layout
-from linecube.analysis.score import Reconstructor
+from linecube.analysis.stats import Reconstructor
 from linecube.data.dataset import read_rows
 with h5py.File(sys.argv[1]) as h5:
     layout, lines = read_layout(h5)

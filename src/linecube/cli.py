@@ -158,7 +158,7 @@ def check_extract_out(out: str | os.PathLike, inputs: list[str | os.PathLike]) -
             f"{out}: exists and is not a cubes.h5 file written by linecube (no {PRODUCT_ATTR}='cubes' attribute); "
             "refusing to replace it"
         )
-    from linecube.data.extract import rejects_path
+    from linecube.data.extract_survey import rejects_path
 
     for side in (
         rejects_path(out),
@@ -221,10 +221,11 @@ def _is_our_rejects(path: Path) -> bool:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from linecube.data.extract import ExtractOptions, NothingExtracted, TooManyRejects, extract_to_h5
+    from linecube.data.extract import ExtractOptions
+    from linecube.data.extract_survey import NothingExtracted, TooManyRejects, extract_to_h5
     from linecube.io.atomic import Busy
+    from linecube.io.drpall import DuplicateCubes, requests_from_drpall
     from linecube.io.formats import CubeLayout, load_lines
-    from linecube.io.manga import DuplicateCubes, requests_from_drpall
 
     check_regular_input(args.drpall, "--drpall")
     check_regular_input(args.lines, "--lines")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from linecube.io.manga import cube_requests, request_params
+from linecube.io.drpall import cube_requests, request_params
 from linecube.config import (
     ConfigError,
     check_inputs,
@@ -34,7 +34,7 @@ from linecube.config import duplicate_keys
 
 _problems += [m for m in (duplicate_keys(f) for f in workflow.configfiles) if m]
 try:  # the lines the scores read by name (derived from the code, not a list kept by hand)
-    from linecube.analysis.anomaly import missing_lines
+    from linecube.analysis.features import missing_lines
     from linecube.io.formats import load_lines
 
     _missing = missing_lines(load_lines(config["data"]["lines"]).names)

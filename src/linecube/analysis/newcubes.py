@@ -3,7 +3,7 @@
 Each new LOGCUBE is extracted with the run's exact settings (line list, window,
 crop, Galactic extinction: the model card's), passed through the trained model,
 and scored with every score of the run fitted on the run's own training galaxies
-(the stored :class:`linecube.analysis.score.RawStats`, ``raw_stats.npz``): the run's
+(the stored :class:`linecube.analysis.stats.RawStats`, ``raw_stats.npz``): the run's
 galaxies keep exactly their scores, the new galaxy is placed among them. Its
 neighbours are the ``k`` nearest survey galaxies in the PCA space of the latents
 (embedding.csv's ``pc`` columns, what ``linecube neighbors --space pca`` searches).
@@ -54,10 +54,12 @@ def score_cubes(run: str | os.PathLike, cubes, *, model: str = "ae", drpall=None
     import pandas as pd
 
     from linecube.analysis.embed import fit_pca
-    from linecube.analysis.score import SCORE_COLUMNS, Reconstructor, collect_stats, derive_scores, join_stats, load_raw_stats
-    from linecube.data.extract import ExtractOptions, extract_to_h5
+    from linecube.analysis.score import SCORE_COLUMNS, derive_scores
+    from linecube.analysis.stats import Reconstructor, collect_stats, join_stats, load_raw_stats
+    from linecube.data.extract import ExtractOptions
+    from linecube.data.extract_survey import extract_to_h5
+    from linecube.io.drpall import requests_from_drpall
     from linecube.io.formats import CubeLayout, LineList, read_strings
-    from linecube.io.manga import requests_from_drpall
     from linecube.model.card import check_card, read_card
 
     root = Path(run)

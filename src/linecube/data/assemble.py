@@ -85,11 +85,11 @@ def check_reject_fraction(plate_files: Sequence[str | os.PathLike], reject_files
     """Apply ``extract.max_reject_fraction`` to the whole survey (what the per-plate
     jobs extracted and everything rejected on the way), so the threshold means the
     same for one plate of two cubes and for the survey: raises
-    :class:`linecube.data.extract.TooManyRejects` listing the reasons. Returns (kept, rejected)."""
+    :class:`linecube.data.extract_survey.TooManyRejects` listing the reasons. Returns (kept, rejected)."""
     import h5py
     import pandas as pd
 
-    from linecube.data.extract import TooManyRejects
+    from linecube.data.extract_survey import TooManyRejects
 
     kept = 0
     for p in plate_files:

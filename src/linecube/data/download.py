@@ -21,7 +21,8 @@ from collections.abc import Callable
 from http.client import HTTPException
 from pathlib import Path
 
-from linecube.io.manga import NWAVE, CubeError, LogcubeStream, data_nbytes, decompress_errors, logcube_name
+from linecube.io.logcube import CubeError, LogcubeStream, data_nbytes, decompress_errors
+from linecube.io.manga import NWAVE, logcube_name
 
 log = logging.getLogger("linecube")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from linecube.io.manga import DRP3QUAL_CRITICAL, logcube_path, parse_plateifu, read_drpall
+from linecube.io.drpall import read_drpall
+from linecube.io.manga import DRP3QUAL_CRITICAL, logcube_path, parse_plateifu
 
 SAMPLE_COLUMNS = ("plateifu", "plate", "ifudsgn", "mangaid", "z", "objra", "objdec", "ifudesignsize", "path")
 

@@ -285,3 +285,9 @@ def sigma_from_ivar(iv: np.ndarray) -> np.ndarray:
         np.divide(np.float32(1.0), s, out=s)
     s[~(iv > 0)] = 0.0
     return s
+
+
+def line_windows(a: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
+    """The emission-line windows of cubes: (N, L*B, y, x) -> (N, L, B, y, x), a view
+    (L lines of B wavelength bins each, the cubes.h5 layout)."""
+    return a.reshape(a.shape[0], n_lines, window_bins, *a.shape[-2:])

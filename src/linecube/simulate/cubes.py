@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from linecube.data.extract import window_centres, window_indices
+from linecube.data.windows import window_centres, window_indices
 from linecube.io.atomic import atomic_path, write_csv_atomic
 from linecube.io.formats import CubeLayout, VoxelFlag, clean_masked, create_cube_file, load_lines, write_cube_row
 from linecube.io.manga import DR17_DRPVER, IFU_CUBE_SIZE, IFU_DIAMETER_ARCSEC, SPAXEL_ARCSEC, log_wave_grid

@@ -1,204 +1,38 @@
-"""Anomaly scores that measure shape, line ratios and kinematics, not brightness.
+"""Anomaly scores without a model: hand-made features that measure shape, line
+ratios and kinematics, not brightness (``score_features``, the non-deep baseline).
 
 The paper's score (the mean absolute error of a reconstruction, in flux units)
-grows with how much line flux a galaxy has, so it ranks bright galaxies first.
-This module holds the scores that replace it as the default ranking, all
-computed per galaxy from cubes (N, lines * window_bins, y, x) in flux units
-(1e-17 erg/s/cm^2/A/spaxel), their ivar and mask (0 = usable):
+grows with how much line flux a galaxy has, so it ranks bright galaxies first; the
+scores that replace it as the default ranking live in :mod:`linecube.analysis.residual`
+(the model's residual), :mod:`linecube.analysis.latent` (the latent's density), here
+(the features) and :mod:`linecube.analysis.ranks` (their combination). All take cubes
+(N, lines * window_bins, y, x) in flux units (1e-17 erg/s/cm^2/A/spaxel), their
+ivar and mask (0 = usable).
 
-* :func:`linecube.data.fluxscale.halpha_scale` (used here): a galaxy-level flux scale, the total Halpha window flux
-  over usable voxels (flux x bins), floored at 5 times its own noise. Never per
-  line: line ratios are what define most anomalies. Spectra normalised to one
-  galaxy-level scale and weighted by their noise follow spender (Melchior et
-  al. 2023, AJ 166, 74) and Liang et al. (2023, AJ 166, 75).
-* :func:`line_residual_stats`: the localised, noise-aware reconstruction
-  residual: per voxel max(|I - I'| - k sigma, 0) / scale (only what the noise
-  does not explain, in units of the galaxy's Halpha flux), summed over each
-  line's window bins per spaxel, then per line a high percentile over usable
-  spaxels. :class:`RobustZ` turns each line into a robust z-score against the
-  training galaxies (median, 1.4826 x MAD) and the maximum over lines is
-  ``score_residual``; the line that wins is the explanation.
-* :class:`LatentDensity`: whitened PCA of the latent vectors, then the mean
-  distance to the k nearest training galaxies (``score_latent``) and an
-  IsolationForest (``score_latent_if``), fitted on the training galaxies only.
-  This is Astronomaly's approach (Lochner & Bassett 2021, A&C 36, 100481):
-  features -> density-based outlier scores.
-* :func:`galaxy_features` + :class:`FeatureScorer`: a non-deep baseline that needs
-  no model: window-integrated line ratios to Halpha, line widths (integrated and
-  per spaxel), Balmer pedestals (a broad component raises the continuum of the
-  Balmer windows above the stellar continuum interpolated from windows outside
-  its profile; in the nucleus as a signal-to-noise), Halpha centroid offset and
-  concentration, continuum/Halpha offsets -> robust standardisation ->
-  IsolationForest (Liu, Ting & Zhou 2008) and LOF (Breunig et al. 2000), their
-  Gaussianised ranks averaged, fitted on training galaxies.
-* :func:`gauss_ranks`: each component turned into a Gaussianised rank against
-  the training galaxies' values of the same score (ECDF -> probit, extrapolated
-  linearly in robust-z beyond the reference's range); the combined scores of
-  :mod:`linecube.analysis.score` are their mean and maximum.
+:func:`galaxy_features` + :class:`FeatureScorer`: window-integrated line ratios to
+Halpha, line widths (integrated and per spaxel), Balmer pedestals (a broad
+component raises the continuum of the Balmer windows above the stellar continuum
+interpolated from windows outside its profile; in the nucleus as a
+signal-to-noise), Halpha centroid offset and concentration, continuum/Halpha
+offsets -> robust standardisation -> IsolationForest (Liu, Ting & Zhou 2008) and
+LOF (Breunig et al. 2000), their Gaussianised ranks averaged, fitted on training
+galaxies. Fluxes are normalised by one galaxy-level scale
+(:func:`linecube.data.fluxscale.halpha_scale`), never per line: line ratios are
+what define most anomalies (spender, Melchior et al. 2023, AJ 166, 74).
 
-Every function here is numpy/scikit-learn only (no TensorFlow).
+numpy/scikit-learn only (no TensorFlow).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from linecube.data.fluxscale import NORM_PER, halpha_scale
-from linecube.io.formats import load_lines, sigma_from_ivar
-
-
-def _windows(a: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
-    """(N, L*B, y, x) -> (N, L, B, y, x) view."""
-    return a.reshape(a.shape[0], n_lines, window_bins, *a.shape[-2:])
-
-
-def line_residual_stats(
-    flux: np.ndarray,
-    recon: np.ndarray,
-    ivar: np.ndarray,
-    mask: np.ndarray,
-    scale: np.ndarray,
-    n_lines: int,
-    window_bins: int,
-    *,
-    q: float = 95.0,
-    noise_k: float = 2.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Localised, noise-aware residual of a reconstruction.
-
-    Per voxel e = max(|I - I'| - noise_k * sigma, 0) / (scale / NORM_PER) over
-    usable voxels (noise_k = 0: the plain normalised residual); per spaxel and
-    line the sum of e over the window bins; per line the ``q``-th percentile over
-    the spaxels whose window is mostly usable.
-
-    Returns (stats (N, n_lines), per-spaxel map (N, y, x): e summed over all
-    channels), float64.
-    """
-    n = flux.shape[0]
-    d = np.abs(flux.astype(np.float32) - recon.astype(np.float32))
-    if noise_k > 0:
-        d -= np.float32(noise_k) * sigma_from_ivar(ivar)
-        np.maximum(d, 0.0, out=d)
-    use = mask == 0
-    d *= use
-    d /= (np.asarray(scale, dtype=np.float32) / np.float32(NORM_PER))[:, None, None, None]
-    per = _windows(d, n_lines, window_bins).sum(axis=2, dtype=np.float64)  # (N, L, y, x)
-    ok = _windows(use, n_lines, window_bins).mean(axis=2) > 0.5
-    vals = np.where(ok, per, np.nan).reshape(n, n_lines, -1)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            stats = np.nanpercentile(vals, q, axis=2)
-    stats = np.nan_to_num(stats, nan=0.0)
-    return stats, per.sum(axis=1)
-
-
-def line_significance_stats(
-    flux: np.ndarray, recon: np.ndarray, ivar: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: int, box: int = 5
-) -> np.ndarray:
-    """Where the reconstruction departs from the cube beyond the noise, in noise units:
-    per voxel z = (I - I') sqrt(ivar) over usable voxels; per spaxel and line the
-    chi^2 excess sum_b z^2 - (usable bins) over the window; averaged over a
-    ``box`` x ``box`` neighbourhood (MaNGA's PSF, 2.5" = 5 spaxels); per line the
-    largest over the spaxels (N, n_lines), float64. Not normalised by brightness:
-    it asks whether the model explains the galaxy to its noise, line by line."""
-    from scipy.ndimage import uniform_filter
-
-    use = (mask == 0) & (ivar > 0)
-    z2 = np.where(use, (flux.astype(np.float32) - recon.astype(np.float32)) ** 2 * np.maximum(ivar, 0), 0.0)
-    chi = _windows(z2, n_lines, window_bins).sum(axis=2, dtype=np.float64) - _windows(use, n_lines, window_bins).sum(axis=2)
-    ok = _windows(use, n_lines, window_bins).mean(axis=2) > 0.5
-    sm = uniform_filter(np.where(ok, chi, 0.0), size=(1, 1, box, box), mode="constant")
-    frac = uniform_filter(ok.astype(np.float64), size=(1, 1, box, box), mode="constant")
-    mean = np.where(frac > 0.5, sm / np.maximum(frac, 1e-9), -np.inf)
-    out = mean.reshape(mean.shape[0], n_lines, -1).max(axis=2)
-    return np.where(np.isfinite(out), out, 0.0)
-
-
-@dataclass
-class RobustZ:
-    """Robust z-score per column: (x - median) / (1.4826 MAD), both fitted on a
-    reference set (the training galaxies); the MAD is floored at 1e-3 of the
-    column's median absolute value (and 1e-12) so a constant column is not
-    divided by zero."""
-
-    center: np.ndarray
-    spread: np.ndarray
-
-    @classmethod
-    def fit(cls, ref: np.ndarray) -> RobustZ:
-        import warnings
-
-        ref = np.asarray(ref, dtype=np.float64)
-        if ref.ndim == 1:
-            ref = ref[:, None]
-        with warnings.catch_warnings():  # a column never measured: NaN centre, its z NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(ref, axis=0)
-            mad = 1.4826 * np.nanmedian(np.abs(ref - med), axis=0)
-        floor = np.maximum(1e-3 * np.abs(med), 1e-12)
-        return cls(med, np.maximum(mad, floor))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        out = (x.reshape(len(x), -1) - self.center) / self.spread
-        return out if x.ndim > 1 else out[:, 0]
-
-
-def residual_score(stats: np.ndarray, ref_rows: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """``score_residual`` (N,): the maximum over lines of each line's robust z
-    (fitted on ``ref_rows``), and the name of the line that gives it."""
-    z = RobustZ.fit(stats[ref_rows])(stats)
-    k = np.argmax(z, axis=1)
-    return z[np.arange(len(z)), k], [names[i] for i in k]
-
-
-class LatentDensity:
-    """Whitened PCA of latent vectors -> kNN distance and IsolationForest, fitted on
-    reference (training) galaxies (Astronomaly: Lochner & Bassett 2021)."""
-
-    def __init__(self, n_components: int = 16, k: int = 10, seed: int = 0):
-        self.n_components = int(n_components)
-        self.k = int(k)
-        self.seed = int(seed)
-
-    def fit(self, ref: np.ndarray) -> LatentDensity:
-        from sklearn.decomposition import PCA
-        from sklearn.ensemble import IsolationForest
-        from sklearn.neighbors import NearestNeighbors
-
-        ref = np.asarray(ref, dtype=np.float64)
-        nc = max(1, min(self.n_components, ref.shape[1], ref.shape[0] - 1))
-        self.pca = PCA(nc, whiten=True, random_state=self.seed).fit(ref)
-        w = self.pca.transform(ref)
-        self.k_eff = max(1, min(self.k, len(ref) - 1))
-        self.nn = NearestNeighbors(n_neighbors=self.k_eff + 1).fit(w)
-        self.forest = IsolationForest(n_estimators=200, random_state=self.seed).fit(w)
-        return self
-
-    def knn(self, z: np.ndarray, is_ref: np.ndarray | None = None) -> np.ndarray:
-        """Mean distance to the k nearest reference galaxies (whitened units); a
-        reference galaxy does not count itself."""
-        w = self.pca.transform(np.asarray(z, dtype=np.float64))
-        dist, _ = self.nn.kneighbors(w)
-        is_ref = np.zeros(len(w), bool) if is_ref is None else np.asarray(is_ref, bool)
-        own = np.where(is_ref[:, None], dist[:, 1:], dist[:, :-1])
-        return own.mean(axis=1)
-
-    def iforest(self, z: np.ndarray) -> np.ndarray:
-        """IsolationForest anomaly score (higher = more anomalous)."""
-        return -self.forest.score_samples(self.pca.transform(np.asarray(z, dtype=np.float64)))
-
-
-# --------------------------------------------------------------------------
-# The non-deep feature baseline
-# --------------------------------------------------------------------------
+from linecube.analysis.ranks import gauss_rank
+from linecube.analysis.residual import RobustZ
+from linecube.io.formats import line_windows, load_lines, sigma_from_ivar
 
 #: (feature name, numerator lines) of the window-integrated ratios to Halpha
 RATIO_FEATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -209,7 +43,11 @@ RATIO_FEATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("nii_ha", ("[NII]6585",)),
     ("sii_ha", ("[SII]6718", "[SII]6733")),
 )
+
+
 WIDTH_LINES: tuple[str, ...] = ("Halpha", "[NII]6585", "[OIII]5008", "Hbeta")
+
+
 #: continuum references of the Balmer pedestals: one window on each side of the
 #: line, both outside the broad-line profile; the stellar continuum under the
 #: line is their linear interpolation in wavelength. A broad Balmer line (FWHM
@@ -220,6 +58,8 @@ PEDESTAL_REFERENCES: dict[str, tuple[str, str]] = {
     "Halpha": ("[OI]6366", "[SII]6733"),
     "Hbeta": ("[OIII]4364", "[OIII]4960"),
 }
+
+
 #: the windows a broad Balmer line raises, whose continua the pedestal averages:
 #: for Halpha the [NII] pair beside it too (three samples of the broad profile
 #: within ~1,000 km/s instead of one)
@@ -227,10 +67,16 @@ PEDESTAL_WINDOWS: dict[str, tuple[str, ...]] = {
     "Halpha": ("[NII]6550", "Halpha", "[NII]6585"),
     "Hbeta": ("Hbeta",),
 }
+
+
 #: nuclear aperture (spaxels from the crop centre; MaNGA's PSF FWHM, 2.5", is 5
 #: spaxels) and the ring a disc's own excess is measured in
 NUCLEUS_RADIUS = 3.0
+
+
 RING_RADII = (3.0, 8.0)
+
+
 FEATURE_NAMES: tuple[str, ...] = (
     *(n for n, _ in RATIO_FEATURES),
     *(f"width_{ln}" for ln in WIDTH_LINES),
@@ -269,7 +115,7 @@ def missing_lines(names: Sequence[str]) -> list[str]:
 def _line_maps(flux: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: int):
     """Continuum-subtracted windows (N, L, B, y, x) and continuum maps (N, L, y, x):
     the continuum of each spaxel's window is the median of its four outermost bins."""
-    f = _windows(np.where(mask == 0, flux, 0.0).astype(np.float32), n_lines, window_bins)
+    f = line_windows(np.where(mask == 0, flux, 0.0).astype(np.float32), n_lines, window_bins)
     cont = np.median(_edge_bins(f), axis=2)
     return f - cont[:, :, None], cont
 
@@ -295,7 +141,7 @@ def _packaged_rest() -> dict[str, float]:
 def _continuum_variance(ivar: np.ndarray, mask: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
     """Variance (N, L, y, x) of :func:`_line_maps`' continuum: the median of four
     edge bins, (1.2533 sigma)^2 / 4 for Gaussian noise (0 where all are masked)."""
-    sig = _windows(np.where(mask == 0, sigma_from_ivar(ivar), 0.0), n_lines, window_bins).astype(np.float64)
+    sig = line_windows(np.where(mask == 0, sigma_from_ivar(ivar), 0.0), n_lines, window_bins).astype(np.float64)
     return 1.2533**2 * (_edge_bins(sig) ** 2).mean(axis=2) / 4.0
 
 
@@ -383,7 +229,7 @@ def line_flux_snr(
 
     n = lines.shape[0]
     tot = lines.sum(axis=(2, 3, 4), dtype=np.float64)
-    sig = _windows(np.where(mask == 0, sigma_from_ivar(ivar), 0.0), n_lines, window_bins).astype(np.float64)
+    sig = line_windows(np.where(mask == 0, sigma_from_ivar(ivar), 0.0), n_lines, window_bins).astype(np.float64)
     # per spaxel: sum over the window's bins minus B x its continuum (median of four edge bins)
     var_sp = (sig**2).sum(axis=2) + window_bins**2 * 1.2533**2 * (_edge_bins(sig) ** 2).mean(axis=2) / 4.0
     cs = np.broadcast_to(np.asarray([np.nan] if correl_sigma is None else correl_sigma, dtype=np.float64), (n,))
@@ -529,119 +375,3 @@ class FeatureScorer:
         if ref_rows is not None:
             own[np.asarray(ref_rows, dtype=int)] = True
         return np.mean([gauss_rank(r, v, own) for r, v in zip(self.ref_scores, d)], axis=0)
-
-
-# --------------------------------------------------------------------------
-# Combination by rank
-# --------------------------------------------------------------------------
-
-
-def gauss_rank(ref: np.ndarray, x: np.ndarray, self_in_ref: np.ndarray | None = None) -> np.ndarray:
-    """A score as a Gaussianised rank against reference values: probit of the
-    mid-rank ECDF of the reference, extended beyond the reference's range by
-    the value's robust z past the extreme (so the largest anomalies stay ordered).
-
-    ``self_in_ref`` (bool per value of ``x``): the value is itself one of the
-    reference values and is ranked against the others (leave-one-out), so a
-    training galaxy at the top of the reference is not tied with the rest."""
-    from scipy.stats import norm
-
-    ref = np.sort(np.asarray(ref, dtype=np.float64))
-    x = np.asarray(x, dtype=np.float64)
-    own = np.zeros(len(x), bool) if self_in_ref is None else np.asarray(self_in_ref, bool)
-    n = len(ref)
-    m = np.where(own, n - 1, n).astype(np.float64)  # reference size without the value itself
-    lo_n = np.searchsorted(ref, x, side="left").astype(np.float64)
-    hi_n = np.searchsorted(ref, x, side="right") - own.astype(np.float64)
-    p = (0.5 * (lo_n + hi_n) + 0.5) / (m + 1)
-    g = norm.ppf(np.clip(p, 1e-12, 1 - 1e-12))
-    spread = float(RobustZ.fit(ref).spread[0])
-    # the extremes of the reference without the value itself
-    top = np.where(own & (x >= ref[-1]) & (n > 1), ref[-2] if n > 1 else ref[-1], ref[-1])
-    bot = np.where(own & (x <= ref[0]) & (n > 1), ref[1] if n > 1 else ref[0], ref[0])
-    g_top, g_bot = norm.ppf((m + 0.5) / (m + 1)), norm.ppf(0.5 / (m + 1))
-    g = np.where(x > top, g_top + (x - top) / spread, g)
-    g = np.where(x < bot, g_bot - (bot - x) / spread, g)
-    return g
-
-
-def gauss_ranks(components: Mapping[str, np.ndarray], ref_rows: np.ndarray) -> np.ndarray:
-    """(n_components, N): each component's Gaussianised rank against its own
-    ``ref_rows`` values (reference rows ranked leave-one-out)."""
-    own = np.zeros(len(next(iter(components.values()))), bool)
-    own[np.asarray(ref_rows, dtype=int)] = True
-    return np.stack([gauss_rank(v[ref_rows], v, own) for v in components.values()])
-
-
-#: Halpha S/N (correlated noise) that separates "quiet" (absorption-line) galaxies
-#: from line emitters in :func:`peer_groups`
-QUIET_HA_SNR = 5.0
-#: fewest reference galaxies a peer group needs to be ranked against on its own
-MIN_PEERS = 12
-
-
-def peer_groups(ifu_fibres: np.ndarray, ha_snr: np.ndarray) -> np.ndarray:
-    """Each galaxy's peer group (N,) int: its IFU bundle class (19; 37; 61 fibres or
-    more) x whether its Halpha is detected (S/N >= :data:`QUIET_HA_SNR`). The
-    bundle is how the instrument framed the galaxy (a footprint read as
-    structure is not an anomaly); a quiet galaxy's windows are mostly noise and
-    continuum, unlike an emitter's. Unknown bundles (0) form their own class."""
-    f = np.asarray(ifu_fibres)
-    bundle = np.select([f == 19, f == 37, f >= 61], [1, 2, 3], 0)
-    return bundle * 2 + (np.asarray(ha_snr) >= QUIET_HA_SNR).astype(int)
-
-
-def peer_gauss_ranks(
-    components: Mapping[str, np.ndarray], ref_rows: np.ndarray, groups: np.ndarray | None, min_peers: int = MIN_PEERS
-) -> np.ndarray:
-    """Like :func:`gauss_ranks`, but each galaxy ranked against the reference
-    galaxies of its own peer group (:func:`peer_groups`): against those of its
-    emission class alone when its group has fewer than ``min_peers``, against all
-    when that class has too few too. ``groups`` None: :func:`gauss_ranks`."""
-    if groups is None:
-        return gauss_ranks(components, ref_rows)
-    ref_rows = np.asarray(ref_rows, dtype=int)
-    groups = np.asarray(groups)
-    n = len(groups)
-    own = np.zeros(n, bool)
-    own[ref_rows] = True
-    ref_groups = groups[ref_rows]
-    emit = groups % 2
-    # the reference set each galaxy is ranked against: its group's, else its emission
-    # class's, else all (counts per group once; a reference galaxy does not count itself)
-    n_group = {g: int((ref_groups == g).sum()) for g in np.unique(groups)}
-    n_emit = {e: int((ref_groups % 2 == e).sum()) for e in (0, 1)}
-    need = min_peers + own.astype(int)
-    by_group = np.array([n_group[g] for g in groups]) >= need
-    by_emit = ~by_group & (np.array([n_emit[e] for e in emit]) >= need)
-    out = np.empty((len(components), n))
-    sets = [(("group", int(g)), by_group & (groups == g), ref_rows[ref_groups == g]) for g in n_group]
-    sets += [(("emission", e), by_emit & (emit == e), ref_rows[ref_groups % 2 == e]) for e in (0, 1)]
-    sets.append((("all", 0), ~by_group & ~by_emit, ref_rows))
-    for _, sel, refs in sets:
-        rows = np.flatnonzero(sel)
-        if not len(rows):
-            continue
-        for c, v in enumerate(components.values()):
-            out[c, rows] = gauss_rank(v[refs], v[rows], own[rows] & np.isin(rows, refs))
-    return out
-
-
-__all__ = [
-    "FEATURE_NAMES",
-    "NORM_PER",
-    "FeatureScorer",
-    "LatentDensity",
-    "RobustZ",
-    "galaxy_features",
-    "gauss_rank",
-    "gauss_ranks",
-    "halpha_scale",
-    "line_residual_stats",
-    "line_significance_stats",
-    "measured",
-    "missing_lines",
-    "peer_gauss_ranks",
-    "peer_groups",
-    "residual_score",
-]
