@@ -189,3 +189,25 @@ def test_code_defaults_are_the_schemas():
     for k, v in defaults("model").items():
         if hasattr(m, k) and k not in ("filters", "strides"):
             assert getattr(m, k) == v, k
+
+
+def test_bundled_config_holds_only_what_the_bundled_sample_changes():
+    """config/config.yaml repeats no schema default (the schema is the one place
+    defaults live): every key it sets differs from the default, and the layered
+    configs name only keys the schema knows."""
+    from pathlib import Path
+
+    import yaml
+
+    from linecube.config import validate_config
+
+    repo = Path(__file__).resolve().parents[1]
+    defaults = validate_config({"data": {}})
+    for name in ("config.yaml", "paper.yaml", "manga-dr17.yaml"):
+        cfg = yaml.safe_load((repo / "config" / name).read_text()) or {}
+        for sec, vals in cfg.items():
+            assert sec in defaults, f"{name}: unknown section {sec}"
+            if name != "config.yaml" or not isinstance(vals, dict):
+                continue
+            for k, v in vals.items():
+                assert defaults[sec][k] != v, f"config/config.yaml repeats the default of {sec}.{k} ({v!r})"

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from linecube.config import schema_bounds
 from linecube.io.formats import PRODUCT_ATTR, REJECTS_HEADER, shown
 
 #: disk per simulated galaxy (bytes), measured on the bundled sample's IFU mix:
@@ -26,10 +27,13 @@ def check_simulate_args(args: argparse.Namespace) -> Path:
 
     if not 1 <= args.n_galaxies <= 100_000:
         raise UsageError(f"--n-galaxies: must be between 1 and 100000, got {args.n_galaxies}")
-    if args.seed < 0:
-        raise UsageError(f"--seed: must be >= 0, got {args.seed}")
-    if not 0 <= args.anomaly_fraction <= 1:
-        raise UsageError(f"--anomaly-fraction: must be between 0 and 1, got {args.anomaly_fraction}")
+    for opt, value, (lo, hi) in (
+        ("--seed", args.seed, schema_bounds("simulate", "seed")),
+        ("--anomaly-fraction", args.anomaly_fraction, schema_bounds("simulate", "anomaly_fraction")),
+    ):
+        if not lo <= value <= hi:
+            want = f">= {lo:g}" if hi == float("inf") else f"between {lo:g} and {hi:g}"
+            raise UsageError(f"{opt}: must be {want}, got {value}")
     if args.threads < 1:
         raise UsageError(f"--threads: must be at least 1, got {args.threads}")
     check_drpver(args.drpver)
@@ -66,13 +70,6 @@ def _size(n: float) -> str:
         if n >= f:
             return f"{n / f:.1f} {unit}"
     return f"{int(n)} bytes"
-
-
-def _schema_bounds(section: str, key: str) -> tuple[float, float]:
-    from linecube.config import _schema
-
-    spec = _schema()["properties"][section]["properties"][key]
-    return spec.get("minimum", float("-inf")), spec.get("maximum", float("inf"))
 
 
 def _schema_default(section: str, key: str):
@@ -232,8 +229,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     out = check_extract_out(args.out, [args.drpall, *args.cubes])
     check_drpver(args.drpver)
     for name, v, (lo, hi) in (
-        ("--window-bins", args.window_bins, _schema_bounds("extract", "window_bins")),
-        ("--crop", args.crop, _schema_bounds("extract", "crop")),
+        ("--window-bins", args.window_bins, schema_bounds("extract", "window_bins")),
+        ("--crop", args.crop, schema_bounds("extract", "crop")),
         ("--threads", args.threads, (1, 256)),
     ):
         if not lo <= v <= hi:

@@ -30,6 +30,17 @@ def _schema() -> dict:
     return yaml.safe_load(schema_path().read_text())
 
 
+def schema_enum(section: str, key: str) -> tuple[str, ...]:
+    """The values the schema allows for ``section.key`` (its ``enum``)."""
+    return tuple(_schema()["properties"][section]["properties"][key]["enum"])
+
+
+def schema_bounds(section: str, key: str) -> tuple[float, float]:
+    """(minimum, maximum) the schema allows for ``section.key`` (+-inf when open)."""
+    spec = _schema()["properties"][section]["properties"][key]
+    return spec.get("minimum", float("-inf")), spec.get("maximum", float("inf"))
+
+
 def defaults(section: str) -> dict:
     """The schema's default of every key of one config section: the one source
     of defaults (code never repeats them)."""

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linecube.config import schema_enum
 from linecube.io.formats import CubeLayout, sigma_from_ivar
 
-KINDS = ("none", "asinh", "per_galaxy", "halpha")
+KINDS = schema_enum("model", "flux_scaling")
 PER_GALAXY = ("per_galaxy", "halpha")
 
 

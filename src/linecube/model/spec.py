@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from linecube.config import schema_enum
 from linecube.io.formats import CubeLayout
 
-LAYOUTS = ("lines", "wavelength")
+LAYOUTS = schema_enum("model", "layout")
 #: index of H-alpha in the packaged 19-line list (the summaries' reference line)
 DEFAULT_REF_LINE = 15
-ARCHITECTURES = ("bottleneck", "stack")
+ARCHITECTURES = schema_enum("model", "architecture")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import pandas as pd  # noqa: E402
 from linecube.io.agn import METHOD_LABELS, METHODS  # noqa: E402
 from linecube.io.atomic import atomic_path
 from linecube.physics.bpt import bpt_ratios, kauffmann03, kewley01, kewley01_s2, kewley06_seyfert_liner  # noqa: E402
-from linecube.report.maps import _edge_ivar
 
 
 def plain(text) -> str:
@@ -164,6 +163,16 @@ def plot_umap_agn(embeddings: dict, scores: dict, out_base, formats=("png", "pdf
             ax.set_zlabel("UMAP 3")
         ax.legend(loc="upper left", fontsize=7)
     return save_figure(fig, out_base, formats)
+
+
+def _edge_ivar(flux: np.ndarray, wb: int) -> np.ndarray:
+    """A per-window, per-spaxel noise estimate from the scatter of the window's
+    outer bins, as inverse variance, broadcast over the window."""
+    n = flux.shape[0] // wb
+    f = flux.reshape(n, wb, *flux.shape[1:])
+    edges = np.concatenate([f[:, :2], f[:, -2:]], axis=1)
+    var = np.maximum(np.var(edges, axis=1), 1e-6)
+    return np.repeat(1.0 / var, wb, axis=0).astype(np.float32)
 
 
 def plot_bpt(recon_h5, plateifus: Sequence[str], out_base, formats=("png", "pdf"), model: str = ""):

@@ -97,16 +97,6 @@ def plot_gallery(recon_h5, scores: pd.DataFrame, out_base, n: int = 6, formats=(
     return save_figure(fig, out_base, formats), pick
 
 
-def _edge_ivar(flux: np.ndarray, wb: int) -> np.ndarray:
-    """A per-window, per-spaxel noise estimate from the scatter of the window's
-    outer bins, as inverse variance, broadcast over the window."""
-    n = flux.shape[0] // wb
-    f = flux.reshape(n, wb, *flux.shape[1:])
-    edges = np.concatenate([f[:, :2], f[:, -2:]], axis=1)
-    var = np.maximum(np.var(edges, axis=1), 1e-6)
-    return np.repeat(1.0 / var, wb, axis=0).astype(np.float32)
-
-
 def plot_neighbors(
     cubes_h5, neighbors: pd.DataFrame, scores: pd.DataFrame, out_base, n_queries: int = 2, formats=("png", "pdf"), model: str = ""
 ):
