@@ -17,7 +17,7 @@ import numpy as np
 
 from linecube.data.fluxscale import FluxScaler
 from linecube.io.atomic import atomic_path
-from linecube.io.formats import clean_masked, read_meta
+from linecube.io.formats import clean_masked, halpha_index, read_meta
 
 
 def line_shares(abs_err: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
@@ -160,7 +160,7 @@ def collect_stats(
     ha_col = FEATURE_NAMES.index("nii_ha")  # a ratio to Halpha: the S/N it rests on is Halpha's
 
     n_lines = len(line_names)
-    ha = list(line_names).index("Halpha")
+    ha = halpha_index(line_names)
     import h5py
 
     parts: dict[str, list] = {k: [] for k in RawStats.__dataclass_fields__}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linecube.config import schema_enum
-from linecube.io.formats import CubeLayout, sigma_from_ivar
+from linecube.io.formats import HALPHA, CubeLayout, halpha_index, load_lines, sigma_from_ivar
 
 KINDS = schema_enum("model", "flux_scaling")
 PER_GALAXY = ("per_galaxy", "halpha")
@@ -50,12 +50,12 @@ class FluxScaler:
         model_cfg = with_defaults("model", model_cfg)
         names = list(line_names) if line_names is not None else []
         kind = model_cfg["flux_scaling"]
-        if kind == "halpha" and "Halpha" not in names:
+        if kind == "halpha" and HALPHA not in names:
             raise ValueError("flux_scaling: halpha needs Halpha in the line list")
         return cls(
             kind,
             float(model_cfg["asinh_softening"]),
-            names.index("Halpha") if "Halpha" in names else 15,
+            halpha_index(names) if HALPHA in names else load_lines().halpha,
             int(window_bins),
         )
 

@@ -63,6 +63,24 @@ class LineList:
         except ValueError:
             raise KeyError(f"unknown emission line {name!r}; lines are {', '.join(self.names)}") from None
 
+    @property
+    def halpha(self) -> int:
+        """H-alpha's position in the list: the reference line of the flux scale, the
+        summaries and the features (:func:`halpha_index`)."""
+        return halpha_index(self.names)
+
+
+#: the name H-alpha has in every line list linecube reads
+HALPHA = "Halpha"
+
+
+def halpha_index(names) -> int:
+    """H-alpha's position among line ``names`` (the one place it is looked up)."""
+    names = list(names)
+    if HALPHA not in names:
+        raise KeyError(f"the line list has no {HALPHA}; lines are {', '.join(names)}")
+    return names.index(HALPHA)
+
 
 def default_lines_path() -> Path:
     """The packaged copy of ``resources/emission_lines.csv``."""

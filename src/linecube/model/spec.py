@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from linecube.config import schema_enum
-from linecube.io.formats import CubeLayout
+from linecube.io.formats import CubeLayout, load_lines
 
 LAYOUTS = schema_enum("model", "layout")
 #: index of H-alpha in the packaged 19-line list (the summaries' reference line)
-DEFAULT_REF_LINE = 15
+DEFAULT_REF_LINE = load_lines().halpha
 ARCHITECTURES = schema_enum("model", "architecture")
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from linecube.io.atomic import atomic_path
-from linecube.io.formats import read_strings
+from linecube.io.formats import halpha_index, read_strings
 
 
 def _round(a: np.ndarray, sig: int = 4) -> list:
@@ -48,7 +48,7 @@ def _panels(cubes_h5, recon_h5s: dict, keep: list[str]) -> tuple[dict, list[str]
         pos = {p: i for i, p in enumerate(read_strings(h5["plateifu"]))}
         names = [s.decode() if isinstance(s, bytes) else str(s) for s in h5.attrs["line_names"]]
         wb = int(h5.attrs["window_bins"])
-        ha = names.index("Halpha")
+        ha = halpha_index(names)
         for p in keep:
             i = pos[p]
             flux, ivar, mask, wave = h5["flux"][i], h5["ivar"][i], h5["mask"][i], h5["wave"][i]

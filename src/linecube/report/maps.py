@@ -104,7 +104,7 @@ def plot_neighbors(
     neighbours as H-alpha maps with their [OIII]/Hb-coloured central spectra."""
     import h5py
 
-    from linecube.io.formats import read_strings
+    from linecube.io.formats import halpha_index, read_strings
 
     queries = list(dict.fromkeys(neighbors["query"]))[:n_queries]
     k = int(neighbors["rank"].max()) if len(neighbors) else 0
@@ -120,7 +120,7 @@ def plot_neighbors(
             for c, (p, d) in enumerate(members):
                 i = pos[p]
                 flux, mask, wave = h5["flux"][i], h5["mask"][i], h5["wave"][i]
-                f, _ = window_flux(flux, np.ones_like(flux), np.zeros_like(mask), wave, names.index("Halpha"), wb)
+                f, _ = window_flux(flux, np.ones_like(flux), np.zeros_like(mask), wave, halpha_index(names), wb)
                 ax = axes[2 * qi, c]
                 _map_panel(ax, f, ("query " if c == 0 else f"#{c} d={d:.2f} ") + p)
                 s = sc.loc[p]
