@@ -315,9 +315,8 @@ def train_and_measure(
     from linecube.analysis.score import loss_ratios, reference_rows
     from linecube.analysis.stats import Reconstructor
     from linecube.data.dataset import AugmentConfig, median_cubes
-    from linecube.io.formats import read_layout, read_strings
+    from linecube.io.formats import PROBE_PARAMETERS, read_layout, read_strings
     from linecube.model.train import train
-    from linecube.simulate.truth import PROBE_PARAMETERS
 
     train_h5, eval_h5, truth_h5 = sets
     train_cfg = {**cfg["train"], "seed": int(cfg["train"]["seed"]) + seed}
@@ -537,7 +536,7 @@ def main() -> None:
     curve = [int(v) for v in args.curve.split(",") if v.strip()]
 
     from linecube.config import load_config
-    from linecube.simulate.truth import PROBE_PARAMETERS
+    from linecube.io.formats import PROBE_PARAMETERS
 
     root = Path(__file__).resolve().parent.parent
     cfg = load_config(root / "config" / "config.yaml", *args.config)

@@ -77,7 +77,8 @@ def test_catalogues(tiny_survey):
     assert list(agn.columns) == ["mangaid", "plateifu", "wise_agn", "bat_agn", "radio_agn", "broad_agn"]
     assert agn[["wise_agn", "bat_agn", "radio_agn", "broad_agn"]].any(axis=1).all()
     truth = pd.read_csv(out / "truth.csv", keep_default_na=False)
-    from linecube.simulate.truth import PROBE_PARAMETERS, TRUTH_COLUMNS
+    from linecube.io.formats import PROBE_PARAMETERS
+    from linecube.simulate.truth import TRUTH_COLUMNS
 
     assert list(truth.columns) == list(TRUTH_COLUMNS) and set(PROBE_PARAMETERS) <= set(TRUTH_COLUMNS)
     assert sorted(truth.plateifu) == sorted(g.plateifu for g in gals)

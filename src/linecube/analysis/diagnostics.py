@@ -123,7 +123,7 @@ def representation_probes(latents: np.ndarray, pixels: np.ndarray, truth: dict, 
     On a few dozen galaxies a learned space can pass the kNN figure: it is the
     probe on the true numbers equally weighted, not a bound."""
     from linecube.analysis.probes import knn_probe, linear_probe, oracle_spaces, probe_space
-    from linecube.simulate.truth import PROBE_PARAMETERS
+    from linecube.io.formats import PROBE_PARAMETERS
 
     params = [p for p in PROBE_PARAMETERS if p in truth and np.issubdtype(np.asarray(truth[p]).dtype, np.number)]
     oracles = oracle_spaces(truth, params)

@@ -309,3 +309,20 @@ def line_windows(a: np.ndarray, n_lines: int, window_bins: int) -> np.ndarray:
     """The emission-line windows of cubes: (N, L*B, y, x) -> (N, L, B, y, x), a view
     (L lines of B wavelength bins each, the cubes.h5 layout)."""
     return a.reshape(a.shape[0], n_lines, window_bins, *a.shape[-2:])
+
+
+#: the continuous parameters every representation probe reports (truth.csv columns: a simulated survey's truth table)
+PROBE_PARAMETERS: tuple[str, ...] = (
+    "log_n2ha",
+    "log_o3hb",
+    "log_s2ha",
+    "gas_sigma_kms",
+    "vsini_kms",
+    "incl_deg",
+    "disc_scale_arcsec",
+    "nuclear_fraction",
+    "log_halpha_sb",
+    "d4000",
+    "av",
+    "z",
+)

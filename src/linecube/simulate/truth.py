@@ -29,22 +29,6 @@ import numpy as np
 from linecube.simulate.galaxy import GalaxyParams
 from linecube.simulate.ratios import CASE_B
 
-#: the continuous parameters every representation probe reports (truth.csv columns)
-PROBE_PARAMETERS: tuple[str, ...] = (
-    "log_n2ha",
-    "log_o3hb",
-    "log_s2ha",
-    "gas_sigma_kms",
-    "vsini_kms",
-    "incl_deg",
-    "disc_scale_arcsec",
-    "nuclear_fraction",
-    "log_halpha_sb",
-    "d4000",
-    "av",
-    "z",
-)
-
 #: orientation parameters: reported, but a representation is meant to ignore them
 NUISANCE_PARAMETERS: tuple[str, ...] = ("pa_deg",)
 
