@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from linecube.io.drpall import cube_requests, request_params
+from linecube.io.manga import LOGCUBE_LAYOUT, drpall_path
 from linecube.config import (
     ConfigError,
     check_inputs,
@@ -60,20 +61,17 @@ ML_ENV = {"cpu": "../../envs/ml.yaml", "gpu": "../../envs/ml-gpu.yaml"}[
 DATA = config["data"]
 REDUX = DATA["redux_dir"]
 DRPVER = DATA["drpver"]
-DRPALL = DATA["drpall"] or f"{REDUX}/{DRPVER}/drpall-{DRPVER}.fits"
+DRPALL = DATA["drpall"] or str(drpall_path(REDUX, DRPVER))
 SIMULATE = config["simulate"]["enabled"]
 DOWNLOAD = config["download"]["enabled"]
 MODELS = config["models"]
 FORMATS = ["png", "pdf"]
-CUBE_PATTERN = (
-    f"{REDUX}/{DRPVER}/{{plate}}/stack/manga-{{plate}}-{{ifudsgn}}-LOGCUBE.fits.gz"
+CUBE_PATTERN = str(
+    Path(REDUX)
+    / LOGCUBE_LAYOUT.format(drpver=DRPVER, plate="{plate}", ifudsgn="{ifudsgn}")
 )
 
-if (
-    SIMULATE
-    and DATA["drpall"]
-    and DATA["drpall"] != f"{REDUX}/{DRPVER}/drpall-{DRPVER}.fits"
-):
+if SIMULATE and DATA["drpall"] and DATA["drpall"] != str(drpall_path(REDUX, DRPVER)):
     raise ValueError(
         "simulate.enabled writes the drpall to {redux_dir}/{drpver}/; leave data.drpall null"
     )

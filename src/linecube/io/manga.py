@@ -139,9 +139,13 @@ def logcube_name(plate: int, ifudsgn: int) -> str:
     return f"manga-{int(plate)}-{int(ifudsgn)}-LOGCUBE.fits.gz"
 
 
+#: where a LOGCUBE sits below the redux root in the SAS layout (also the workflow's pattern)
+LOGCUBE_LAYOUT = "{drpver}/{plate}/stack/manga-{plate}-{ifudsgn}-LOGCUBE.fits.gz"
+
+
 def logcube_path(redux_dir: str | os.PathLike, drpver: str, plate: int, ifudsgn: int) -> Path:
     """SAS path of a LOGCUBE: ``{redux_dir}/{drpver}/{plate}/stack/manga-...``."""
-    return Path(redux_dir) / drpver / str(int(plate)) / "stack" / logcube_name(plate, ifudsgn)
+    return Path(redux_dir) / LOGCUBE_LAYOUT.format(drpver=drpver, plate=int(plate), ifudsgn=int(ifudsgn))
 
 
 def drpall_path(redux_dir: str | os.PathLike, drpver: str) -> Path:
