@@ -30,3 +30,10 @@ def test_the_contract_covers_every_module():
     assert top == placed, top ^ placed
     assert {"io", "physics", "data", "model", "analysis", "report", "simulate"} <= folders
     assert top - folders == {"cli", "run", "config", "runlog"}, "flat modules are only the interfaces and the settings"
+
+
+def test_no_module_over_450_lines():
+    """A maintainer reads one concept per module: none is over 450 lines."""
+    long = {p.relative_to(REPO).as_posix(): n for p in (REPO / "src" / "linecube").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 450}  # fmt: skip
+    assert not long, long

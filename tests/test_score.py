@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from fixtures import write_cubes_h5
 
-from linecube.analysis.score import SCORE_COLUMNS, brightness_check
+from linecube.analysis.diagnostics import brightness_check
+from linecube.analysis.score import SCORE_COLUMNS
 from linecube.analysis.stats import line_shares
 
 

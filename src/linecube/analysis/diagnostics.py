@@ -172,3 +172,18 @@ def history_kl(history_csv: str | os.PathLike | None) -> float | None:
         if c in h and len(h):
             return float(h[c].iloc[-1])
     return None
+
+
+def brightness_check(scores: np.ndarray, mean_abs_flux: np.ndarray) -> dict:
+    """How much of the score is brightness: the median of score / mean|flux| (the
+    MAE of an all-zero reconstruction; < 1 means the model beats zeros) and the
+    Spearman rank correlation of score with mean|flux| (both per galaxy, flux units)."""
+    from linecube.analysis.validate import spearman
+
+    scores = np.asarray(scores, dtype=float)
+    maf = np.asarray(mean_abs_flux, dtype=float)
+    ok = maf > 0
+    ratio = float(np.median(scores[ok] / maf[ok])) if ok.any() else float("nan")
+    rho = spearman(scores, maf)
+    rho = float("nan") if rho is None else rho
+    return {"median_score_over_mean_abs_flux": ratio, "spearman_score_vs_mean_abs_flux": rho}

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from linecube.analysis.diagnostics import eq1_numpy
+from linecube.analysis.diagnostics import brightness_check, eq1_numpy
 from linecube.analysis.stats import RawStats, Reconstructor, collect_stats, load_agn_flags, save_raw_stats
+from linecube.config import schema_enum
 from linecube.data.dataset import median_cubes
 from linecube.io.atomic import atomic_path, write_csv_atomic, write_json_atomic
 from linecube.io.formats import check_cubes_file, read_layout, read_strings
@@ -52,7 +53,8 @@ SCORE_COLUMNS: dict[str, str] = {
 
 
 #: the scores a ``score.default`` may name
-DEFAULT_CHOICES: tuple[str, ...] = tuple(SCORE_COLUMNS)
+#: what `score.default` may name (the schema's enum)
+DEFAULT_CHOICES: tuple[str, ...] = schema_enum("score", "default")
 
 
 def derive_scores(
@@ -398,21 +400,6 @@ def log_diagnostics(diag: dict, n_test: int) -> None:
             "the latent space loses to the pixel baseline by more than 0.05 on %d probe(s) (diagnostics.json has them all): %s",
             len(losing), "; ".join(w.replace(": latent", ":").replace(" < pixels-PCA ", " < ") for w in losing),
         )  # fmt: skip
-
-
-def brightness_check(scores: np.ndarray, mean_abs_flux: np.ndarray) -> dict:
-    """How much of the score is brightness: the median of score / mean|flux| (the
-    MAE of an all-zero reconstruction; < 1 means the model beats zeros) and the
-    Spearman rank correlation of score with mean|flux| (both per galaxy, flux units)."""
-    from linecube.analysis.validate import spearman
-
-    scores = np.asarray(scores, dtype=float)
-    maf = np.asarray(mean_abs_flux, dtype=float)
-    ok = maf > 0
-    ratio = float(np.median(scores[ok] / maf[ok])) if ok.any() else float("nan")
-    rho = spearman(scores, maf)
-    rho = float("nan") if rho is None else rho
-    return {"median_score_over_mean_abs_flux": ratio, "spearman_score_vs_mean_abs_flux": rho}
 
 
 def write_reconstructions(cubes_h5, rec: Reconstructor, keep: list[str], plateifus: list[str], out, batch_size: int) -> None:
