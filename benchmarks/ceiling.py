@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from science import CONFIRM_OFFSET, HELD_OUT, QUALITY_TYPES, SCIENCE_TYPES, TWIN_PLATE_OFFSET  # noqa: E402
+from science import CONFIRM_OFFSET, HELD_OUT, QUALITY_TYPES, SCIENCE_TYPES, with_twins  # noqa: E402
 
 KINDS = SCIENCE_TYPES + HELD_OUT
 
@@ -47,20 +47,10 @@ def render(tmp: Path, style: str, seed: int, n_eval: int, threads: int):
     import h5py
 
     from linecube.io.formats import read_strings
-    from linecube.simulate import ANOMALY_TYPES, HELD_OUT_TYPES, plan_survey, simulate_cubes_h5, with_anomaly
+    from linecube.simulate import plan_survey, simulate_cubes_h5
 
     clean = plan_survey(n_eval, 2000 + seed, anomaly_fraction=0.0, style=style, dr17_effects=True)
-    gals, meta = [], {}
-    for g in clean:
-        gals.append(g)
-        meta[g.plateifu] = (g.plateifu, "")
-        for k, t in enumerate(ANOMALY_TYPES + HELD_OUT_TYPES):
-            if t in QUALITY_TYPES:
-                continue
-            tw = with_anomaly(g, t)
-            tw.plate = g.plate + TWIN_PLATE_OFFSET * (k + 1)
-            gals.append(tw)
-            meta[tw.plateifu] = (g.plateifu, t)
+    gals, meta = with_twins(clean, skip=QUALITY_TYPES)
     out = {}
     for name, free in (("noisy", False), ("truth", True)):
         path = tmp / name / "cubes.h5"

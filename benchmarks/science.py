@@ -61,26 +61,39 @@ BASELINES = ("brightness", "median_cube", "features")
 TWIN_PLATE_OFFSET = 10000
 
 
-def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, threads: int, dr17_effects: bool = True):
-    """Render the training survey and the evaluation set (clean + twins);
-    ``dr17_effects``: with what real DR17 cubes carry (linecube.simulate.plan_survey)."""
-    import numpy as np
+def with_twins(clean: list, skip: tuple[str, ...] = ()) -> tuple[list, dict]:
+    """Each clean galaxy followed by one twin per anomaly kind (designed and held-out;
+    not those in ``skip``): the galaxies, and {plate-IFU: (its clean galaxy's, kind)}
+    ("" for a clean one). A twin's plate is offset by TWIN_PLATE_OFFSET x (k + 1), k
+    the kind's place in ANOMALY_TYPES + HELD_OUT_TYPES."""
+    from linecube.simulate import ANOMALY_TYPES, HELD_OUT_TYPES, with_anomaly
 
-    from linecube.simulate import ANOMALY_TYPES, HELD_OUT_TYPES, plan_survey, simulate_cubes_h5, with_anomaly
-
-    train_h5 = tmp / "train" / "cubes.h5"
-    simulate_cubes_h5(train_h5, n_train, 1000 + seed, anomaly_fraction=0.06, style=style, threads=threads, progress=False,
-                      dr17_effects=dr17_effects)  # fmt: skip
-    clean = plan_survey(n_eval, 2000 + seed, anomaly_fraction=0.0, style=style, dr17_effects=dr17_effects)
     gals, meta = [], {}
     for g in clean:
         gals.append(g)
         meta[g.plateifu] = (g.plateifu, "")
         for k, t in enumerate(ANOMALY_TYPES + HELD_OUT_TYPES):
+            if t in skip:
+                continue
             tw = with_anomaly(g, t)
             tw.plate = g.plate + TWIN_PLATE_OFFSET * (k + 1)
             gals.append(tw)
             meta[tw.plateifu] = (g.plateifu, t)
+    return gals, meta
+
+
+def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, threads: int, dr17_effects: bool = True):
+    """Render the training survey and the evaluation set (clean + twins);
+    ``dr17_effects``: with what real DR17 cubes carry (linecube.simulate.plan_survey)."""
+    import numpy as np
+
+    from linecube.simulate import plan_survey, simulate_cubes_h5
+
+    train_h5 = tmp / "train" / "cubes.h5"
+    simulate_cubes_h5(train_h5, n_train, 1000 + seed, anomaly_fraction=0.06, style=style, threads=threads, progress=False,
+                      dr17_effects=dr17_effects)  # fmt: skip
+    clean = plan_survey(n_eval, 2000 + seed, anomaly_fraction=0.0, style=style, dr17_effects=dr17_effects)
+    gals, meta = with_twins(clean)
     eval_h5 = tmp / "eval" / "cubes.h5"
     simulate_cubes_h5(eval_h5, 0, 0, galaxies=gals, threads=threads, progress=False)
     # the clean galaxies' noise-free cubes: the floor of the test-loss ratio

@@ -66,6 +66,18 @@ def _valid(x: np.ndarray, y: np.ndarray, classify: bool) -> np.ndarray:
     return ok
 
 
+def _usable(x, y, classify: bool):
+    """The galaxies a probe can use, (x, y) as float64 (y as given for a class), or
+    (None, None) when fewer than ``2 * FOLDS`` remain or a class probe has one class."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y) if classify else np.asarray(y, dtype=np.float64)
+    ok = _valid(x, y, classify)
+    x, y = x[ok], y[ok]
+    if len(y) < 2 * FOLDS or (classify and len(np.unique(y)) < 2):
+        return None, None
+    return x, y
+
+
 def knn_probe(x: np.ndarray, y: Sequence, *, classify: bool, k: int = KNN_K, seed: int = 0) -> float:
     """Cross-validated distance-weighted kNN probe of ``y`` from ``x`` (N, d).
 
@@ -74,11 +86,8 @@ def knn_probe(x: np.ndarray, y: Sequence, *, classify: bool, k: int = KNN_K, see
     from sklearn.model_selection import cross_val_predict
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y) if classify else np.asarray(y, dtype=np.float64)
-    ok = _valid(x, y, classify)
-    x, y = x[ok], y[ok]
-    if len(y) < 2 * FOLDS or (classify and len(np.unique(y)) < 2):
+    x, y = _usable(x, y, classify)
+    if x is None:
         return float("nan")
     cv = _folds(y, classify, seed)
     # no more neighbours than the smallest training fold holds (a rare class can force 2 folds)
@@ -98,11 +107,8 @@ def linear_probe(x: np.ndarray, y: Sequence, *, classify: bool, seed: int = 0) -
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y) if classify else np.asarray(y, dtype=np.float64)
-    ok = _valid(x, y, classify)
-    x, y = x[ok], y[ok]
-    if len(y) < 2 * FOLDS or (classify and len(np.unique(y)) < 2):
+    x, y = _usable(x, y, classify)
+    if x is None:
         return float("nan")
     if classify:
         est = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000))
