@@ -53,8 +53,6 @@ SCORE_COLUMNS: dict[str, str] = {
 
 
 #: the scores a ``score.default`` may name
-#: what `score.default` may name (the schema's enum)
-DEFAULT_CHOICES: tuple[str, ...] = schema_enum("score", "default")
 
 
 def derive_scores(
@@ -198,8 +196,8 @@ def score_galaxies(
 
     from linecube.model import backend as kb
 
-    if default_score not in DEFAULT_CHOICES:
-        raise ValueError(f"score.default must be one of {DEFAULT_CHOICES}, got {default_score!r}")
+    if default_score not in (choices := schema_enum("score", "default")):
+        raise ValueError(f"score.default must be one of {choices}, got {default_score!r}")
     check_cubes_file(cubes_h5)
     kb.select(backend, bitwise=bitwise)
     kb.configure(0)

@@ -23,7 +23,6 @@ import numpy as np
 from linecube.config import schema_enum
 from linecube.io.formats import HALPHA, CubeLayout, halpha_index, load_lines, sigma_from_ivar
 
-KINDS = schema_enum("model", "flux_scaling")
 PER_GALAXY = ("per_galaxy", "halpha")
 
 
@@ -39,8 +38,8 @@ class FluxScaler:
     window_bins: int
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"flux_scaling must be one of {KINDS}, got {self.kind!r}")
+        if self.kind not in (kinds := schema_enum("model", "flux_scaling")):
+            raise ValueError(f"flux_scaling must be one of {kinds}, got {self.kind!r}")
 
     @classmethod
     def from_config(cls, model_cfg: dict, line_names=None, window_bins: int = CubeLayout.window_bins) -> FluxScaler:

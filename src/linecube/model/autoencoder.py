@@ -17,10 +17,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from linecube.io.formats import load_lines
 from linecube.model.architectures import build_decoder, build_encoder
 from linecube.model.layers import Sampling
 from linecube.model.losses import LossSettings, consistency, eq1_loss, kl_divergence, moment_per_galaxy, per_replica
-from linecube.model.spec import DEFAULT_REF_LINE, ModelConfig
+from linecube.model.spec import ModelConfig
 from linecube.model.summaries import cube_summaries, n_summaries, summary_loss
 
 # The model
@@ -213,7 +214,7 @@ def build_model(
         moment_weight=cfg.moment_weight,
         moment_shape=(cfg.n_lines, cfg.window_bins),
         summary_weight=cfg.summary_weight,
-        summary_shape=(cfg.n_lines, cfg.window_bins, DEFAULT_REF_LINE if ref_line is None else int(ref_line)),
+        summary_shape=(cfg.n_lines, cfg.window_bins, load_lines().halpha if ref_line is None else int(ref_line)),
         summary_nucleus_radius=cfg.summary_nucleus_radius,
     )
     model = CubeAutoencoder(enc, dec, variational=variational, loss=loss, seed=seed, latent_dim=cfg.latent_dim, name=kind)

@@ -15,12 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from linecube.config import schema_enum
-from linecube.io.formats import CubeLayout, load_lines
-
-LAYOUTS = schema_enum("model", "layout")
-#: index of H-alpha in the packaged 19-line list (the summaries' reference line)
-DEFAULT_REF_LINE = load_lines().halpha
-ARCHITECTURES = schema_enum("model", "architecture")
+from linecube.io.formats import CubeLayout
 
 
 @dataclass(frozen=True)
@@ -80,10 +75,9 @@ class ModelConfig:
         m = with_defaults("model", model)
         filters = tuple(int(f) for f in m["filters"])
         strides = tuple(int(s) for s in model["strides"]) if "strides" in model else (2,) * len(filters)
-        if m["layout"] not in LAYOUTS:
-            raise ValueError(f"model.layout must be one of {LAYOUTS}, got {m['layout']!r}")
-        if m["architecture"] not in ARCHITECTURES:
-            raise ValueError(f"model.architecture must be one of {ARCHITECTURES}, got {m['architecture']!r}")
+        for key in ("layout", "architecture"):  # the schema's enums (a library call skips the workflow's validation)
+            if m[key] not in (allowed := schema_enum("model", key)):
+                raise ValueError(f"model.{key} must be one of {allowed}, got {m[key]!r}")
         if m["architecture"] == "stack" and len(strides) != len(filters):
             raise ValueError(f"model.strides has {len(strides)} entries but model.filters has {len(filters)}")
         return cls(

@@ -28,6 +28,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from linecube.data.dataset import AugmentConfig, CubeSource, median_cubes, split_galaxies, split_table
@@ -166,11 +167,11 @@ def train_run(
     mcfg, lines, train_idx, test_idx = _split(cubes_h5, kind, model_cfg, train_cfg, paths["split"])
     strategy, replicas, gpus = _devices(bname, bool(train_cfg["mixed_precision"]))
     run = _feed(cubes_h5, mcfg, lines, model_cfg, train_cfg, train_idx, test_idx, replicas, threads, bool(gpus), steps_per_epoch)
-    schedule = _schedule(train_cfg, run["steps"])
-    mean, lweights = _priors(cubes_h5, mcfg, run["scaler"], train_idx, seed)
+    schedule = _schedule(train_cfg, run.steps)
+    mean, lweights = _priors(cubes_h5, mcfg, run.scaler, train_idx, seed)
 
     def build():
-        return _build(mcfg, kind, seed, mean, lweights, run["scaler"], train_cfg, schedule, bname)
+        return _build(mcfg, kind, seed, mean, lweights, run.scaler, train_cfg, schedule, bname)
 
     if strategy is not None:
         with strategy.scope():
@@ -180,7 +181,7 @@ def train_run(
     key = run_hash(model_cfg, train_cfg, kind, cubes_h5, bname)
     wall, temp = _fit(model, run, train_cfg, schedule, out_dir, key, verbose)
     rows, events = _write_outputs(model, kind, temp, paths)
-    return _summary(kind, bname, model, rows, events, wall, run["batch_size"])
+    return _summary(kind, bname, model, rows, events, wall, run.batch_size)
 
 
 def _split(cubes_h5, kind: str, model_cfg: dict, train_cfg: dict, split_path: Path):
@@ -229,10 +230,29 @@ def _devices(bname: str, mixed_precision: bool):
     return strategy, replicas, gpus
 
 
+@dataclass
+class _Feed:
+    """What :func:`_feed` sets up for a run."""
+
+    scaler: FluxScaler
+    train_src: CubeSource
+    test_src: CubeSource
+    train_ds: object  #: the endless training CubeBatches
+    test_ds: object  #: the finite test CubeBatches, or None without a test split
+    batch_size: int
+    per_epoch: int
+    epochs: int
+
+    @property
+    def steps(self) -> int:
+        """The run's optimiser steps."""
+        return self.per_epoch * self.epochs
+
+
 def _feed(cubes_h5, mcfg, lines, model_cfg, train_cfg, train_idx, test_idx, replicas: int, threads, on_gpu: bool,
-          steps_per_epoch: int | None) -> dict:  # fmt: skip
+          steps_per_epoch: int | None) -> _Feed:  # fmt: skip
     """The run's data: scaler, sources, the training and test feeds, batch size,
-    steps per epoch, epochs and optimiser steps."""
+    steps per epoch and epochs."""
     from linecube.model.batches import make_dataset
 
     seed = int(train_cfg["seed"])
@@ -256,8 +276,7 @@ def _feed(cubes_h5, mcfg, lines, model_cfg, train_cfg, train_idx, test_idx, repl
             "%d steps per epoch: %d epochs instead of %d, for the %d optimiser steps of train.min_steps",
             per_epoch, epochs, int(train_cfg["epochs"]), int(train_cfg["min_steps"]),
         )  # fmt: skip
-    return {"scaler": scaler, "train_src": train_src, "test_src": test_src, "train_ds": train_ds, "test_ds": test_ds,
-            "batch_size": bs, "per_epoch": per_epoch, "epochs": epochs, "steps": per_epoch * epochs}  # fmt: skip
+    return _Feed(scaler, train_src, test_src, train_ds, test_ds, bs, per_epoch, epochs)
 
 
 def _schedule(train_cfg: dict, steps: int):
@@ -297,7 +316,7 @@ def _build(mcfg, kind: str, seed: int, mean, lweights, scaler: FluxScaler, train
     return model
 
 
-def _fit(model, run: dict, train_cfg: dict, schedule, out_dir: Path, key: str, verbose: int):
+def _fit(model, run: _Feed, train_cfg: dict, schedule, out_dir: Path, key: str, verbose: int):
     """``model.fit`` with the run's callbacks, resumable from the backups keyed by
     ``key`` next to ``out_dir``; the feeds closed. (seconds, the temporary history,
     events and backup paths)."""
@@ -306,34 +325,34 @@ def _fit(model, run: dict, train_cfg: dict, schedule, out_dir: Path, key: str, v
     backup_dir = out_dir.parent / f".backup-{out_dir.name}-{key}"
     history_path = out_dir.parent / f".history-{out_dir.name}-{key}.csv"
     events_path = out_dir.parent / f".divergence-{out_dir.name}-{key}.csv"
-    train_ds, test_ds = run["train_ds"], run["test_ds"]
+    train_ds, test_ds = run.train_ds, run.test_ds
     t0 = time.perf_counter()
     try:
         model.fit(
             train_ds,
-            epochs=run["epochs"],
+            epochs=run.epochs,
             callbacks=make_callbacks(
-                run["train_src"],
+                run.train_src,
                 history_path,
                 events_path,
                 backup_dir,
                 train_cfg,
-                run["batch_size"],
+                run.batch_size,
                 schedule,
                 train_ds,
-                run["per_epoch"],
+                run.per_epoch,
                 test_ds,
             ),  # fmt: skip
             verbose=verbose,
             shuffle=False,  # the source shuffles, seeded per epoch (Keras would reorder a PyDataset's batches)
-            steps_per_epoch=run["per_epoch"],
+            steps_per_epoch=run.per_epoch,
         )
     finally:
         for ds in (train_ds, test_ds):
             if ds is not None:
                 ds.close()
-        run["train_src"].close()
-        run["test_src"].close()
+        run.train_src.close()
+        run.test_src.close()
     return time.perf_counter() - t0, (history_path, events_path, backup_dir)
 
 
