@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from linecube.config import schema_bounds
+from linecube.config import defaults, schema_bounds, schema_enum
 from linecube.io.formats import PRODUCT_ATTR, REJECTS_HEADER, shown
 
 #: disk per simulated galaxy (bytes), measured on the bundled sample's IFU mix:
@@ -70,18 +70,6 @@ def _size(n: float) -> str:
         if n >= f:
             return f"{n / f:.1f} {unit}"
     return f"{int(n)} bytes"
-
-
-def _schema_default(section: str, key: str):
-    from linecube.config import _schema
-
-    return _schema()["properties"][section]["properties"][key].get("default")
-
-
-def _schema_enum(section: str, key: str) -> list:
-    from linecube.config import _schema
-
-    return list(_schema()["properties"][section]["properties"][key]["enum"])
 
 
 def check_drpver(drpver: str) -> None:
@@ -365,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-reject-fraction", type=float, default=1.0)
     e.add_argument(
         "--galactic-extinction",
-        default=_schema_default("extract", "galactic_extinction"),
-        choices=_schema_enum("extract", "galactic_extinction"),
+        default=defaults("extract")["galactic_extinction"],
+        choices=schema_enum("extract", "galactic_extinction"),
         help="Milky Way extinction law applied with each cube's EBVGAL (none: the DRP's uncorrected flux)",
     )
     e.set_defaults(func=_cmd_extract)
