@@ -258,3 +258,29 @@ def test_endless_batches_run_on_across_epochs_from_their_first_step(tmp_path):
     for b in range(n):
         np.testing.assert_array_equal(got[b], got[n + b])
     src.close()
+
+
+def test_feed_threads_reuse_their_source(tmp_path):
+    """Each assembling thread opens its source once and keeps it: over many batches
+    the feed holds at most one source (HDF5 handle) per thread, not one per batch."""
+    from fixtures import write_cubes_h5
+
+    from linecube.data.fluxscale import FluxScaler
+    from linecube.io.formats import load_lines
+    from linecube.model.batches import make_dataset
+    from linecube.model.spec import ModelConfig
+
+    path = tmp_path / "c.h5"
+    write_cubes_h5(path, 6)
+    mcfg = ModelConfig.from_config({})
+    scaler = FluxScaler.from_config({}, list(load_lines().names), 10)
+    for workers in (1, 2):
+        src = CubeSource(path, np.arange(6), 5, aug_cfg(), need_mask=True)
+        ds = make_dataset(src, mcfg, scaler, 2, False, workers=workers)
+        for epoch in range(3):
+            src.epoch = epoch
+            for b in range(ds.num_batches):
+                ds[b]
+        assert 1 <= len(ds._sources) <= workers, (workers, len(ds._sources))
+        ds.close()
+        src.close()

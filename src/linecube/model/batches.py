@@ -101,7 +101,7 @@ class CubeBatches(keras.utils.PyDataset):
         return max(1, int(self._steps) - int(self.step0 or 0) + 1)  # one spare batch: Keras never starts a new iterator
 
     def _assemble(self, samples, epoch: int) -> dict:
-        src = getattr(self._local, "self._source", None)
+        src = getattr(self._local, "source", None)
         if src is None:
             with self._lock:
                 src = self._source if not self._sources else self._source.clone()
