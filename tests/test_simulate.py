@@ -179,6 +179,45 @@ def test_noise_free_cube_is_the_noisy_cube_without_its_noise(lines):
     assert np.all(clean["flux"][~good.any(axis=0)[None].repeat(len(good), 0)] == 0)
 
 
+def test_stars_rotate_with_the_disc(lines):
+    """The stellar absorption moves with the stars: with no gas, H-alpha's absorption
+    minimum on either side of the major axis lies at +-v_star (the rotation curve
+    at that radius, ``STELLAR_ROTATION`` of the gas disc's), and at rest when the
+    stars do not rotate; every wavelength grid gets the same values."""
+    import copy
+
+    from linecube.io.manga import C_KMS
+    from linecube.simulate.galaxy import STELLAR_ROTATION
+    from linecube.simulate.render import render_model, stellar_velocity
+
+    g = copy.deepcopy(next(g for g in plan_survey(20, seed=4, anomaly_fraction=0.0) if g.incl_deg > 45))
+    assert g.star_vmax_kms == pytest.approx(STELLAR_ROTATION * g.components[0].vmax_kms)
+    for c in g.components:
+        c.hbeta_peak = 0.0
+    g.balmer_abs_ew = 5.0
+    lam0 = 6564.61 * (1 + g.z)
+    wave = np.linspace(lam0 - 40, lam0 + 40, 1601)
+    pa = np.deg2rad(g.pa_deg)
+    r = 3.0  # arcsec along the major axis, both sides
+    dx = np.array([[r * np.cos(pa), -r * np.cos(pa)]])
+    dy = np.array([[r * np.sin(pa), -r * np.sin(pa)]])
+    v = stellar_velocity(g, dx, dy)[0]
+    assert v[0] == pytest.approx(-v[1]) and abs(v[0]) > 20
+
+    def minimum(flux):  # wavelength of the absorption's minimum, each spaxel
+        return wave[np.argmin(flux[:, 0], axis=0)]
+
+    flux, _ = render_model(g, wave, dx, dy, lines)
+    got = (minimum(flux) / lam0 - 1) * C_KMS  # 0.05 A steps: 2.3 km/s; the continuum's slope moves both alike
+    assert got[0] - got[1] == pytest.approx(v[0] - v[1], abs=5.0)
+    still = copy.deepcopy(g)
+    still.star_vmax_kms = 0.0
+    rest = (minimum(render_model(still, wave, dx, dy, lines)[0]) / lam0 - 1) * C_KMS
+    assert rest[0] == rest[1] and abs(rest[0]) < 10 and got.mean() == pytest.approx(rest[0], abs=5.0)
+    part = slice(500, 900)  # a window of the grid renders the same values
+    np.testing.assert_array_equal(render_model(g, wave[part], dx, dy, lines)[0], flux[part])
+
+
 def test_worker_pool_not_forked_from_tensorflow(tmp_path):
     """A process that has run TensorFlow starts the simulator's workers from a
     forkserver (a child forked from TF's thread pools can die: BrokenProcessPool in

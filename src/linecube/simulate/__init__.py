@@ -18,7 +18,8 @@ the simulated noise and halve the files: the bundled sample's 100 LOGCUBEs take 
 Galaxy model (defaults from ``docs/astro-facts.md``): an exponential disc of
 ionised gas on a tanh rotation curve, optionally a nuclear component with AGN /
 LINER line ratios, Case-B Balmer ratios with dust, fixed atomic doublet ratios, a
-stellar continuum with a 4000 A break and Balmer absorption, all convolved with a
+stellar continuum with a 4000 A break and Balmer and metal absorption whose stars
+rotate with the disc (``STELLAR_ROTATION`` of the gas's amplitude), all convolved with a
 2.5" FWHM PSF, observed on the DRP log-lambda grid at redshift z. Noise: sky
 (blue end and sky lines noisier) plus a Poisson-like term, IVAR = 1/sigma^2.
 

@@ -85,6 +85,9 @@ SIGMA_INST_KMS = 70.0  #: instrumental dispersion (R ~ 2000)
 
 
 PSF_FWHM_ARCSEC = 2.5
+#: the stars' rotation amplitude over the gas disc's: stars rotate, slower than the
+#: cold gas by asymmetric drift (their velocity dispersion supports part of them)
+STELLAR_ROTATION = 0.8
 
 
 @dataclass
@@ -133,6 +136,8 @@ class GalaxyParams:
     av: float
     sky_sigma: float  #: sky noise per spaxel at 5500 A (flux units)
     gain: float  #: Poisson-like term: var += model / gain
+    #: projected rotation amplitude of the stars (km/s; :data:`STELLAR_ROTATION` of the gas disc's)
+    star_vmax_kms: float = 0.0
     components: list[Component] = field(default_factory=list)
     star: dict | None = None  #: foreground star (x0, y0 arcsec, amplitude)
     agn: dict = field(default_factory=dict)
@@ -241,6 +246,7 @@ def draw_galaxy(
         gain=rng.uniform(20, 60),
         components=comps,
         seed=seed,
+        star_vmax_kms=float(STELLAR_ROTATION * vmax),
     )
     if cls == "quiescent":
         g.d4000 = float(rng.uniform(0.4, 0.6))

@@ -20,24 +20,76 @@ def _psf_smooth(img: np.ndarray) -> np.ndarray:
     return gaussian_filter(img, PSF_FWHM_ARCSEC / 2.3548 / SPAXEL_ARCSEC, mode="constant")
 
 
+#: the stellar continuum's absorption features: (rest wavelength A, sigma A, EW of
+#: (g) -> A); the Balmer series, Ca II K, Mg b and Na D
+def _absorption_lines(g: GalaxyParams) -> tuple[tuple[float, float, float], ...]:
+    return (
+        (6564.61, 9.0, g.balmer_abs_ew),
+        (4862.68, 9.0, g.balmer_abs_ew),
+        (4341.68, 8.0, g.balmer_abs_ew),
+        (4102.89, 8.0, g.balmer_abs_ew),
+        (3971.2, 7.0, g.balmer_abs_ew),
+        (3890.2, 6.0, g.balmer_abs_ew * 0.8),
+        (3934.8, 5.0, 3.0 * g.d4000 + 0.5),
+        (5175.0, 10.0, 4.0 * g.d4000),
+        (5894.0, 6.0, 3.0 * g.d4000),
+    )
+
+
+#: the 4000 A break: centre and width (A) of its logistic step
+BREAK_A, BREAK_WIDTH_A = 4000.0, 25.0
+
+
+def _break(rest: np.ndarray, g: GalaxyParams) -> np.ndarray:
+    return 1.0 - g.d4000 / (1.0 + np.exp((rest - BREAK_A) / BREAK_WIDTH_A))
+
+
+def _absorption(rest: np.ndarray, lam: float, sig: float, ew: float) -> np.ndarray:
+    return 1.0 - ew / (np.sqrt(2 * np.pi) * sig) * np.exp(-0.5 * ((rest - lam) / sig) ** 2)
+
+
+def _stellar_features(rest: np.ndarray, g: GalaxyParams) -> np.ndarray:
+    """The continuum's 4000 A break and absorption lines, a factor of the same shape
+    as ``rest`` (rest-frame wavelengths, A, any shape)."""
+    s = _break(rest, g)
+    for lam, sig, ew in _absorption_lines(g):
+        s = s * _absorption(rest, lam, sig, ew)
+    return s
+
+
 def continuum_shape(rest: np.ndarray, g: GalaxyParams) -> np.ndarray:
     """Stellar continuum at rest wavelengths (A), 1 at 5500 A: a power law with a
     4000 A break and Balmer / Ca II H&K / Mg b / Na D absorption."""
-    s = (rest / 5500.0) ** g.cont_slope
-    s = s * (1.0 - g.d4000 / (1.0 + np.exp((rest - 4000.0) / 25.0)))
-    for lam, ew, sig in (
-        (6564.61, g.balmer_abs_ew, 9.0),
-        (4862.68, g.balmer_abs_ew, 9.0),
-        (4341.68, g.balmer_abs_ew, 8.0),
-        (4102.89, g.balmer_abs_ew, 8.0),
-        (3971.2, g.balmer_abs_ew, 7.0),
-        (3890.2, g.balmer_abs_ew * 0.8, 6.0),
-        (3934.8, 3.0 * g.d4000 + 0.5, 5.0),
-        (5175.0, 4.0 * g.d4000, 10.0),
-        (5894.0, 3.0 * g.d4000, 6.0),
-    ):
-        s = s * (1.0 - ew / (np.sqrt(2 * np.pi) * sig) * np.exp(-0.5 * ((rest - lam) / sig) ** 2))
-    return s
+    return (rest / 5500.0) ** g.cont_slope * _stellar_features(rest, g)
+
+
+def stellar_velocity(g: GalaxyParams, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Line-of-sight velocity of the stars (km/s) at sky offsets (arcsec), (ny, nx):
+    the galaxy's disc geometry and rotation curve at the projected amplitude
+    ``g.star_vmax_kms`` (stars rotate, slower than the gas by asymmetric drift)."""
+    r, cos_phi = _disc_geometry(dx, dy, g.incl_deg, g.pa_deg)
+    return g.star_vmax_kms * np.tanh(r / g.r_turn_arcsec) * cos_phi
+
+
+def _rotate_features(flux: np.ndarray, rest: np.ndarray, g: GalaxyParams, v: np.ndarray) -> None:
+    """Move the stellar features of ``flux`` (n_wave, ny, nx; the continuum made
+    with the features at rest) to each spaxel's stellar velocity ``v`` (km/s, (ny,
+    nx)), in place, one feature at a time (the factors multiply). Only wavelengths
+    within reach of a feature (6 sigma of a line, 10 widths of the break, plus the
+    largest shift) are recomputed: beyond them a factor is 1, or the break's
+    saturated value, to 1e-4 of itself, so every wavelength grid gets the same values."""
+    vmax = float(np.max(np.abs(v))) if v.size else 0.0
+    if vmax <= 0:
+        return
+    reach = rest * vmax / C_KMS
+    stretch = 1.0 / (1.0 + v[None] / C_KMS)  # (1, ny, nx): the stars' rest wavelength over the galaxy's
+    parts = [(BREAK_A, 10 * BREAK_WIDTH_A, lambda r: _break(r, g))]
+    parts += [(lam, 6 * sig, lambda r, a=(lam, sig, ew): _absorption(r, *a)) for lam, sig, ew in _absorption_lines(g)]
+    for centre, half, factor in parts:
+        idx = np.nonzero(np.abs(rest - centre) < half + reach)[0]
+        if idx.size:
+            r0 = rest[idx]
+            flux[idx] *= (factor(r0[:, None, None] * stretch) / factor(r0)[:, None, None]).astype(np.float32)
 
 
 def _component_maps(c: Component, g: GalaxyParams, dx: np.ndarray, dy: np.ndarray):
@@ -75,6 +127,7 @@ def render_model(
     cont_map = _psf_smooth(np.exp(-r_c / g.cont_scale_arcsec) * g.cont_peak)
     cont = continuum_shape(rest, g) * 10 ** (-0.4 * g.av * 0.5 * (rest / 5500.0) ** -0.7)
     flux = cont.astype(np.float32)[:, None, None] * cont_map.astype(np.float32)[None]
+    _rotate_features(flux, rest, g, stellar_velocity(g, dx, dy))
     balmer = np.array([n in ("Halpha", "Hbeta", "Hgamma", "Hdelta") for n in lines.names])
     for c in g.components:
         sb, v, sig = _component_maps(c, g, dx, dy)
