@@ -15,8 +15,10 @@ For each survey style (``default``, ``alt``: see benchmarks/science.py) and seed
    ``neighbors`` (the space ``linecube neighbors`` searches by default); and the
    baselines on the same galaxies: PCA of the flux-normalised cubes at the
    latent's dimension (fitted on the training survey), the hand-made features
-   (``galaxy_features``, robustly standardised), a Gaussian random projection
-   of the flux-normalised cubes to the latent's dimension;
+   (``galaxy_features``, robustly standardised), the summary head's targets and
+   their nuclear ratios alone, two hand numbers of H-alpha's velocity field
+   (``halpha_kinematics``), a Gaussian random projection of the flux-normalised
+   cubes to the latent's dimension;
 4. probes (linecube.analysis.probes): distance-weighted kNN (k = 10) and linear
    (ridge / logistic), 5-fold cross-validated on the held-out galaxies: balanced
    accuracy of the excitation class, R^2 of every continuous parameter;
@@ -76,7 +78,7 @@ INVARIANCE_OPS = {
     "noise": {"noise": True},
 }
 SPACES = ("latent", "latent_whitened_pca", "umap", "neighbors")
-BASELINES = ("pixels_pca", "features", "random_projection", "summary_targets", "nuclear_ratios")
+BASELINES = ("pixels_pca", "features", "random_projection", "summary_targets", "nuclear_ratios", "halpha_kinematics")
 
 
 def build_sets(tmp: Path, style: str, seed: int, n_train: int, n_eval: int, threads: int):
@@ -176,7 +178,9 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     Beside pixels-PCA, the features and a random projection: the summary head's own
     targets (``summary_targets``: :func:`linecube.model.summaries.cube_summaries` of each cube,
     robustly standardised on the training survey) and their nuclear line ratios alone
-    (``nuclear_ratios``): what the latent is trained to predict, probed the same way."""
+    (``nuclear_ratios``): what the latent is trained to predict, probed the same way;
+    and two hand numbers of H-alpha's velocity field (``halpha_kinematics``:
+    :func:`halpha_kinematics`), the kinematic baseline."""
     import h5py
     import numpy as np
 
@@ -222,8 +226,13 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
         return np.nan_to_num(np.clip(sz(summ(flux, mask)), -50, 50), nan=0.0)
 
     tg = targets(fe, me)
+    kin_z = RobustZ.fit(halpha_kinematics(read_rows(train_h5, np.arange(min(n_tr, 400)))[0], n_lines, window_bins, ha))
+
+    def kin(flux):
+        return np.nan_to_num(np.clip(kin_z(halpha_kinematics(flux, n_lines, window_bins, ha)), -50, 50), nan=0.0)
+
     spaces = {"pixels_pca": px, "random_projection": scaled(fe, me) @ rp, "features": feats(fe, ivar_ev, me),
-              "summary_targets": tg, "nuclear_ratios": tg[:, nuc]}  # fmt: skip
+              "summary_targets": tg, "nuclear_ratios": tg[:, nuc], "halpha_kinematics": kin(fe)}  # fmt: skip
     cp = {
         "pixels_pca": {op: pca.transform(scaled(f, m)) for op, (f, _iv, m) in cps.items()},
         "random_projection": {op: scaled(f, m) @ rp for op, (f, _iv, m) in cps.items()},
@@ -231,7 +240,33 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
         "summary_targets": {op: targets(f, m) for op, (f, _iv, m) in cps.items()},
     }
     cp["nuclear_ratios"] = {op: v[:, nuc] for op, v in cp["summary_targets"].items()}
+    cp["halpha_kinematics"] = {op: kin(f) for op, (f, _iv, _m) in cps.items()}
     return spaces, cp, pca
+
+
+def halpha_kinematics(flux, n_lines: int, window_bins: int, ha: int, bright: float = 0.1):
+    """Two hand numbers of the velocity field, (N, 2), from H-alpha's window of cubes
+    (N, T, H, W) in the wavelength layout: over the brighter spaxels (continuum-
+    subtracted window flux >= ``bright`` times the 99th percentile spaxel's), the
+    flux-weighted spread of the per-spaxel centroid and its 10-90 percentile range
+    (bins). The kinematic baseline of the representation probes; the continuum is
+    the mean of the window's two outermost bins per side."""
+    import numpy as np
+
+    f = flux.reshape(len(flux), n_lines, window_bins, *flux.shape[2:])[:, ha].astype(np.float64)
+    cont = (f[:, :2].sum(1) + f[:, -2:].sum(1)) / 4.0
+    f = np.clip(f - cont[:, None], 0.0, None)
+    s = f.sum(1)
+    c = (f * np.arange(window_bins)[None, :, None, None]).sum(1) / np.maximum(s, 1e-12)
+    out = np.zeros((len(flux), 2))
+    for i in range(len(flux)):
+        keep = s[i] >= bright * np.percentile(s[i], 99)
+        if keep.sum() >= 3 and s[i][keep].sum() > 0:
+            w, cc = s[i][keep], c[i][keep]
+            mu = np.average(cc, weights=w)
+            lo, hi = np.percentile(cc, [10, 90])
+            out[i] = np.sqrt(np.average((cc - mu) ** 2, weights=w)), hi - lo
+    return out
 
 
 def invariance(space, copies_of) -> dict:
@@ -248,12 +283,21 @@ def invariance(space, copies_of) -> dict:
     return out
 
 
-def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int) -> dict:
-    from linecube.analysis.probes import probe_space
+def probe_all(spaces: dict, cps: dict, truth: dict, params, seed: int, emitting=None) -> dict:
+    """Every probe of every space; with ``emitting`` (a boolean row mask) also
+    v sin i over those galaxies alone (``vsini_kms_emitting``): the gas's velocity
+    field is readable only where H-alpha is detected."""
+    import numpy as np
+
+    from linecube.analysis.probes import knn_probe, linear_probe, probe_space
 
     out = {}
     for name, x in spaces.items():
         r = probe_space(x, truth, parameters=params, seed=seed)
+        if emitting is not None and "vsini_kms" in truth and emitting.sum() >= 20:
+            y = np.asarray(truth["vsini_kms"], float)[emitting]
+            r["knn"]["vsini_kms_emitting"] = knn_probe(x[emitting], y, classify=False, seed=seed)
+            r["linear"]["vsini_kms_emitting"] = linear_probe(x[emitting], y, classify=False, seed=seed)
         if name in cps:
             r["invariance_detail"] = invariance(x, cps[name])
             r["invariance"] = r["invariance_detail"]["all"]["below_1"]
@@ -392,8 +436,18 @@ def train_and_measure(
     if not full:  # a curve point: the latent and its baseline only
         base = {"pixels_pca": base["pixels_pca"]}
     t0 = time.perf_counter()
-    out["spaces"] = probe_all(spaces, cp, truth, params, seed)
-    out["baselines"] = probe_all(base, bcp, truth, params, seed)
+    if "emitting" not in cache:  # H-alpha detected (S/N >= QUIET_HA_SNR), the scores' quiet / emitting split
+        from linecube.analysis.features import FEATURE_NAMES, galaxy_features
+        from linecube.analysis.ranks import QUIET_HA_SNR
+        from linecube.data.dataset import read_rows
+
+        fl, iv, mk = read_rows(eval_h5, np.arange(n_ev))
+        snr = galaxy_features(fl, iv, mk, names, layout.window_bins, with_snr=True)[1][:, FEATURE_NAMES.index("nii_ha")]
+        cache["emitting"] = snr >= QUIET_HA_SNR
+        out["emitting_share"] = float(cache["emitting"].mean())
+    em = cache["emitting"]
+    out["spaces"] = probe_all(spaces, cp, truth, params, seed, em)
+    out["baselines"] = probe_all(base, bcp, truth, params, seed, em)
     if full:
         from linecube.analysis.probes import oracle_spaces
 
@@ -439,6 +493,7 @@ TARGET_ROWS = [
     ("class kNN, neighbors space", lambda r: r["spaces"]["neighbors"]["knn"]["class"], lambda r: r["baselines"]["pixels_pca"]["knn"]["class"], ">= pixels-PCA"),
     ("purity, neighbors space", lambda r: r["spaces"]["neighbors"]["purity"], lambda r: r["baselines"]["pixels_pca"]["purity"], ">= pixels-PCA"),
     ("v sin i kNN R^2, latent", lambda r: r["spaces"]["latent"]["knn"]["vsini_kms"], lambda r: max(0.5, r["baselines"]["pixels_pca"]["knn"]["vsini_kms"]), ">= 0.5 and pixels-PCA"),
+    ("v sin i kNN R^2, latent, H-alpha detected", lambda r: r["spaces"]["latent"]["knn"].get("vsini_kms_emitting", float("nan")), lambda r: r["baselines"].get("halpha_kinematics", {}).get("knn", {}).get("vsini_kms_emitting", float("nan")), ">= the H-alpha kinematics baseline"),
     ("invariance < 1, latent", lambda r: r["spaces"]["latent"]["invariance"], lambda r: 0.9, ">= 0.90"),
     ("test Eq. 1 / median", lambda r: -r["reconstruction"]["loss_ratio"], lambda r: -r["reconstruction"]["pca_loss_ratio"], "<= PCA's"),
     ("learned fraction", lambda r: r["reconstruction"]["learned_fraction"], lambda r: 0.5, ">= 0.5"),
@@ -448,6 +503,8 @@ TARGET_ROWS = [
 def tables(res: dict, title: str) -> str:
     spaces, base = res["spaces"], res["baselines"]
     cols = ["class", *[p for p in res["params"]]]
+    if "vsini_kms_emitting" in spaces["latent"]["knn"]:
+        cols.append("vsini_kms_emitting")
     short = {c: c.replace("_kms", "").replace("log_", "").replace("_arcsec", "")[:8] for c in cols}
     lines = [f"\n{title}", "kNN probe (k = 10; class: balanced accuracy, others R^2), purity, invariance (share < 1)"]
     lines.append(f"{'space':<28}" + "".join(f"{short[c]:>9}" for c in cols) + f"{'purity':>8}{'agn':>6}{'inv':>6}")

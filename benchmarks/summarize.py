@@ -87,11 +87,15 @@ def science_section(s: dict, name: str) -> list[str]:
 def representation_section(r: dict, name: str) -> list[str]:
     sp, base = r["spaces"], r["baselines"]
     cols = [c for c in ("latent", "neighbors") if c in sp] + [
-        c for c in ("pixels_pca", "features", "summary_targets", "nuclear_ratios", "random_projection") if c in base
+        c
+        for c in ("pixels_pca", "features", "summary_targets", "nuclear_ratios", "halpha_kinematics", "random_projection")
+        if c in base
     ]
     allsp = {**sp, **base}
     params = ["class"] + [
-        p for p in ("vsini_kms", "gas_sigma_kms", "log_n2ha", "log_o3hb", "disc_scale_arcsec") if p in sp["latent"]["knn"]
+        p
+        for p in ("vsini_kms", "vsini_kms_emitting", "gas_sigma_kms", "log_n2ha", "log_o3hb", "disc_scale_arcsec")
+        if p in sp["latent"]["knn"]
     ]
     out = [
         f"## Representation: {name}",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +61,9 @@ def test_representation_benchmark_interface(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(out.read_text())
     assert set(res["spaces"]) == {"latent", "latent_whitened_pca", "umap", "neighbors"}
-    assert set(res["baselines"]) == {"pixels_pca", "features", "random_projection", "summary_targets", "nuclear_ratios"}
+    assert set(res["baselines"]) == {"pixels_pca", "features", "random_projection", "summary_targets", "nuclear_ratios",
+                                     "halpha_kinematics"}  # fmt: skip
+    assert 0 <= res["surveys"]["default"]["emitting_share"] <= 1
     for space in [*res["spaces"].values(), *res["baselines"].values()]:
         assert {"knn", "linear", "purity", "invariance"} <= set(space)
         assert {"class", "vsini_kms", "log_n2ha", "incl_deg"} <= set(space["knn"])
@@ -89,3 +92,27 @@ def test_results_page_and_readme_block_are_generated_from_the_kept_json():
 
     p = subprocess.run([sys.executable, "benchmarks/summarize.py", "--check"], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_halpha_kinematics_reads_the_velocity_field():
+    """The kinematic baseline's two numbers grow with the velocity field's amplitude and
+    ignore a uniform shift and a brightness scale: a Gaussian H-alpha line whose centre
+    moves linearly across the image (wavelength layout, 3 lines x 10 bins)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from representation import halpha_kinematics
+
+    yy, xx = np.mgrid[:16, :16]
+    disc = np.exp(-np.hypot(yy - 7.5, xx - 7.5) / 4.0)
+
+    def cube(amp, shift=0.0, scale=1.0):
+        k = np.arange(10)[:, None, None]
+        centre = 4.5 + shift + amp * (xx - 7.5) / 7.5
+        line = scale * disc * np.exp(-0.5 * ((k - centre) / 1.0) ** 2) + 0.1
+        c = np.full((30, 16, 16), 0.1)
+        c[10:20] = line
+        return c[None].astype(np.float32)
+
+    small, big = halpha_kinematics(cube(0.5), 3, 10, 1)[0], halpha_kinematics(cube(1.5), 3, 10, 1)[0]
+    assert np.all(big > 2 * small) and np.all(small > 0)
+    np.testing.assert_allclose(halpha_kinematics(cube(1.0, shift=0.5, scale=3.0), 3, 10, 1)[0],
+                               halpha_kinematics(cube(1.0), 3, 10, 1)[0], rtol=0.1)  # fmt: skip
