@@ -49,8 +49,8 @@ Printed as tables (with the issue's targets) and written as JSON:
 "surveys": {STYLE: {... per seed ...}}}``; top-level numbers are the mean over
 styles and seeds.
 
-    python benchmarks/representation.py --out rep.json [--quick] [--kind ae|vae] [--config X.yaml]
-        [--seeds 3] [--first-seed 0] [--styles default,alt] [--train 1000] [--eval 300] [--curve 100,300]
+    python benchmarks/representation.py --out rep.json [--quick] [--seed-set dev|confirm] [--kind ae|vae]
+        [--config X.yaml] [--seeds 3] [--first-seed N] [--styles default,alt] [--train 1000] [--eval 300] [--curve 100,300]
 
 ``--quick`` (one seed of each style, 300 training and 150 held-out galaxies,
 no curve) takes ~10 minutes on 2 CPU cores; the full run ~60-70. On a GPU: raise
@@ -569,10 +569,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one seed per style, smaller surveys, no learning curve (~10 min)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per style (default 3; --quick 1)")
     ap.add_argument(
+        "--seed-set",
+        choices=("dev", "confirm"),
+        default="dev",
+        help="dev: seeds 0.. (defaults are chosen here); confirm: seeds 500.. (reported; nothing chosen on them)",
+    )
+    ap.add_argument(
         "--first-seed",
         type=int,
-        default=0,
-        help="run seeds first-seed .. first-seed + seeds - 1 (to add seeds to an earlier run); the curve runs on the first",
+        default=None,
+        help="run seeds first-seed .. first-seed + seeds - 1 (default: the seed set's first; to add seeds to an earlier "
+        "run); the curve runs on the first",
     )
     ap.add_argument("--styles", default="default,alt")
     ap.add_argument("--kind", default="ae", choices=["ae", "vae"])
@@ -586,6 +593,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="JSON file to write")
     args = ap.parse_args()
     args.seeds = args.seeds or (1 if args.quick else 3)
+    if args.first_seed is None:
+        from science import CONFIRM_OFFSET
+
+        args.first_seed = CONFIRM_OFFSET if args.seed_set == "confirm" else 0
     args.train = args.train or (300 if args.quick else 1000)
     args.eval = args.eval or (150 if args.quick else 300)
     if args.curve is None:
@@ -641,6 +652,7 @@ def main() -> None:
         "n_train": args.train,
         "n_eval": args.eval,
         "seeds_per_style": args.seeds,
+        "seed_set": args.seed_set,
         "seeds": list(range(args.first_seed, args.first_seed + args.seeds)),
         "knn_k": 10,
         "spaces": top["spaces"],

@@ -362,6 +362,29 @@ def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
     assert float(back.compute_loss(x, None, back(x, training=False), training=False)) == pytest.approx(want, rel=1e-4)
 
 
+def test_summary_kinematic_weight_counts_the_velocity_columns_more(tmp_path):
+    """``summary_kinematic_weight`` k adds k x the kinematic columns' mean squared error:
+    an error in the centroid spread costs (1/F + k/3) of its square, one in a line
+    ratio 1/F as before; the setting is stored with the model."""
+    from linecube.model.summaries import KINEMATIC_SUMMARIES, SUMMARY_TAIL, n_summaries, summary_loss
+
+    f = n_summaries(19, 3.0)
+    t = np.random.default_rng(1).standard_normal((8, f)).astype(np.float32)
+    t = (t - t.mean(0)) / (t.std(0) + 1e-3)
+    spread = f - len(SUMMARY_TAIL) + SUMMARY_TAIL.index(KINEMATIC_SUMMARIES[0])
+    for col, kin in ((spread, True), (0, False)):
+        pred = t.copy()
+        pred[:, col] += 2.0
+        base = 4.0 / f
+        assert float(np.asarray(summary_loss(pred, t))) == pytest.approx(base, rel=1e-4)
+        want = base + (5.0 * 4.0 / len(KINEMATIC_SUMMARIES) if kin else 0.0)
+        assert float(np.asarray(summary_loss(pred, t, 5.0))) == pytest.approx(want, rel=1e-4)
+    cfg = ModelConfig.from_config({**TINY, "summary_weight": 0.5, "summary_kinematic_weight": 5.0}, crop=8)
+    m = build_model(cfg, "ae", ref_line=15)
+    m.save(tmp_path / "m.keras")
+    assert load_model(tmp_path / "m.keras").loss_settings.summary_kinematic_weight == 5.0
+
+
 def test_the_summary_heads_line_ratios_agree_with_the_features(tmp_path):
     """The summary head's targets (Keras, :func:`cube_summaries`) and the feature
     baseline (numpy, :func:`galaxy_features`) compute the same whole-image line ratios,

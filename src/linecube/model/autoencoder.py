@@ -156,7 +156,7 @@ class CubeAutoencoder(keras.Model):
         if self.summary_tracker is not None:
             n_lines, bins, ref = ls.summary_shape
             target = cube_summaries(cube, n_lines, bins, ref, ls.summary_nucleus_radius)
-            sl = summary_loss(self.summary_head(code[:, : self.latent_dim]), target)
+            sl = summary_loss(self.summary_head(code[:, : self.latent_dim]), target, ls.summary_kinematic_weight)
             total = total + ls.summary_weight * sl * ops.stop_gradient(rec)
             self.summary_tracker.update_state(sl)
         if self.cons_tracker is not None:
@@ -216,6 +216,7 @@ def build_model(
         summary_weight=cfg.summary_weight,
         summary_shape=(cfg.n_lines, cfg.window_bins, load_lines().halpha if ref_line is None else int(ref_line)),
         summary_nucleus_radius=cfg.summary_nucleus_radius,
+        summary_kinematic_weight=cfg.summary_kinematic_weight,
     )
     model = CubeAutoencoder(enc, dec, variational=variational, loss=loss, seed=seed, latent_dim=cfg.latent_dim, name=kind)
     model(np.zeros((1, *cfg.input_shape), dtype="float32"))

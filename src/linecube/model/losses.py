@@ -37,7 +37,8 @@ class LossSettings:
     VICReg term's fraction of Eq. 1; line_weights: Eq. 1's weight per emission line
     (:func:`line_weights`; None: all 1); moment_weight and moment_shape (n_lines,
     window bins): the kinematic term; summary_weight, summary_shape (n_lines, window
-    bins, reference line index) and summary_nucleus_radius (spaxels): the summary head."""
+    bins, reference line index), summary_nucleus_radius (spaxels) and
+    summary_kinematic_weight (the kinematic columns' extra weight): the summary head."""
 
     beta: float = 1.0
     loss_mask: bool = False
@@ -49,6 +50,7 @@ class LossSettings:
     summary_weight: float = 0.0
     summary_shape: tuple[int, int, int] | None = None
     summary_nucleus_radius: float = 0.0
+    summary_kinematic_weight: float = 0.0
 
     def __post_init__(self):
         norm = {
@@ -62,6 +64,7 @@ class LossSettings:
             "summary_weight": float(self.summary_weight),
             "summary_shape": tuple(int(v) for v in self.summary_shape) if self.summary_shape else None,
             "summary_nucleus_radius": float(self.summary_nucleus_radius),
+            "summary_kinematic_weight": float(self.summary_kinematic_weight),
         }
         for k, v in norm.items():
             object.__setattr__(self, k, v)

@@ -43,6 +43,7 @@ class ModelConfig:
     moment_weight: float
     summary_weight: float
     summary_nucleus_radius: float
+    summary_kinematic_weight: float
     n_lines: int
     window_bins: int
     crop: int
@@ -101,6 +102,7 @@ class ModelConfig:
             moment_weight=float(m["moment_weight"]),
             summary_weight=float(m["summary_weight"]),
             summary_nucleus_radius=float(m["summary_nucleus_radius"]),
+            summary_kinematic_weight=float(m["summary_kinematic_weight"]),
             n_lines=int(n_lines),
             window_bins=int(window_bins),
             crop=int(crop),

@@ -106,11 +106,23 @@ def cube_summaries(x, n_lines: int, bins: int, ref_line: int, nucleus_radius: fl
     return ops.concatenate([ratios, nuc_ratios, tail], axis=1)
 
 
-def summary_loss(pred, target):
+#: the kinematic columns of :data:`SUMMARY_TAIL`: the velocity field's amplitude and the line widths
+KINEMATIC_SUMMARIES = ("ref_centroid_spread", "ref_width_integrated", "ref_width_spaxel")
+
+
+def summary_loss(pred, target, kinematic_weight: float = 0.0):
     """Mean squared error of the summary head's prediction (B, F) against the
-    batch-standardised summaries (B, F) (no gradient through the targets); 0 for
+    batch-standardised summaries (B, F) (no gradient through the targets), plus
+    ``kinematic_weight`` times that of the :data:`KINEMATIC_SUMMARIES` columns alone
+    (3 of F ~ 42: without it the velocity field is a small share of the term); 0 for
     batches of fewer than four galaxies."""
     t = ops.stop_gradient(ops.cast(target, "float32"))
     t = (t - ops.mean(t, axis=0, keepdims=True)) / (ops.std(t, axis=0, keepdims=True) + 1e-3)
     n = ops.cast(ops.shape(t)[0], "float32")
-    return ops.where(n >= 4.0, ops.mean(ops.square(ops.cast(pred, "float32") - t)), 0.0)
+    se = ops.square(ops.cast(pred, "float32") - t)
+    loss = ops.mean(se)
+    if kinematic_weight > 0:
+        f = int(ops.shape(se)[1])
+        cols = [f - len(SUMMARY_TAIL) + SUMMARY_TAIL.index(c) for c in KINEMATIC_SUMMARIES]
+        loss = loss + float(kinematic_weight) * ops.mean(ops.take(se, cols, axis=1))
+    return ops.where(n >= 4.0, loss, 0.0)
