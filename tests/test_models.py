@@ -379,10 +379,34 @@ def test_summary_kinematic_weight_counts_the_velocity_columns_more(tmp_path):
         assert float(np.asarray(summary_loss(pred, t))) == pytest.approx(base, rel=1e-4)
         want = base + (5.0 * 4.0 / len(KINEMATIC_SUMMARIES) if kin else 0.0)
         assert float(np.asarray(summary_loss(pred, t, 5.0))) == pytest.approx(want, rel=1e-4)
+    # weighted by galaxy: a galaxy of weight 0 adds nothing to the kinematic term
+    pred = t.copy()
+    pred[:4, spread] += 2.0
+    gw = np.r_[np.zeros(4), np.ones(4)].astype(np.float32)
+    assert float(np.asarray(summary_loss(pred, t, 5.0, gw))) == pytest.approx(2.0 / f, rel=1e-4)
     cfg = ModelConfig.from_config({**TINY, "summary_weight": 0.5, "summary_kinematic_weight": 5.0}, crop=8)
     m = build_model(cfg, "ae", ref_line=15)
     m.save(tmp_path / "m.keras")
     assert load_model(tmp_path / "m.keras").loss_settings.summary_kinematic_weight == 5.0
+
+
+def test_line_dominance_is_zero_for_a_quiet_galaxy_and_grows_with_the_line():
+    """The kinematic term's galaxy weight: 0 for a continuum with noise or absorption,
+    near 1 for a line that dominates its window (lines layout, 3 lines x 10 bins)."""
+    from linecube.model.summaries import line_dominance
+
+    rng = np.random.default_rng(0)
+    k = np.arange(10)
+    line = np.exp(-0.5 * ((k - 4.5) / 1.0) ** 2)
+
+    def cube(amp, absorb=0.0):
+        spec = 1.0 + amp * line - absorb * np.exp(-0.5 * ((k - 4.5) / 3.0) ** 2)
+        x = np.ones((1, 3, 8, 8, 10), np.float32)
+        x[0, 1] = spec[None, None] + 0.05 * rng.standard_normal((8, 8, 10))
+        return x
+
+    w = [float(np.asarray(line_dominance(cube(a, b), 3, 10, 1))[0]) for a, b in ((0, 0), (0, 0.3), (1, 0), (20, 0))]
+    assert w[0] < 0.02 and w[1] == 0.0 and 0.1 < w[2] < w[3] <= 1.0
 
 
 def test_the_summary_heads_line_ratios_agree_with_the_features(tmp_path):

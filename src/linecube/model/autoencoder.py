@@ -22,7 +22,7 @@ from linecube.model.architectures import build_decoder, build_encoder
 from linecube.model.layers import Sampling
 from linecube.model.losses import LossSettings, consistency, eq1_loss, kl_divergence, moment_per_galaxy, per_replica
 from linecube.model.spec import ModelConfig
-from linecube.model.summaries import cube_summaries, n_summaries, summary_loss
+from linecube.model.summaries import cube_summaries, line_dominance, n_summaries, summary_loss
 
 # The model
 
@@ -156,7 +156,8 @@ class CubeAutoencoder(keras.Model):
         if self.summary_tracker is not None:
             n_lines, bins, ref = ls.summary_shape
             target = cube_summaries(cube, n_lines, bins, ref, ls.summary_nucleus_radius)
-            sl = summary_loss(self.summary_head(code[:, : self.latent_dim]), target, ls.summary_kinematic_weight)
+            gw = line_dominance(cube, n_lines, bins, ref) if ls.summary_kinematic_weight > 0 else None
+            sl = summary_loss(self.summary_head(code[:, : self.latent_dim]), target, ls.summary_kinematic_weight, gw)
             total = total + ls.summary_weight * sl * ops.stop_gradient(rec)
             self.summary_tracker.update_state(sl)
         if self.cons_tracker is not None:

@@ -110,12 +110,25 @@ def cube_summaries(x, n_lines: int, bins: int, ref_line: int, nucleus_radius: fl
 KINEMATIC_SUMMARIES = ("ref_centroid_spread", "ref_width_integrated", "ref_width_spaxel")
 
 
-def summary_loss(pred, target, kinematic_weight: float = 0.0):
+def line_dominance(x, n_lines: int, bins: int, ref_line: int):
+    """How much of the reference line's window is line, (B,) in [0, 1]: its
+    continuum-subtracted flux (signed, so that the noise cancels; 0 when negative)
+    over its total |flux|, summed over the image (either layout, model units). Near
+    0 for a quiet galaxy, whose centroids are the noise's; the weight of each galaxy
+    in the summary head's kinematic term."""
+    f = _windows(x, n_lines, bins)[:, ref_line]  # (B, K, H, W)
+    cont = (f[:, 0] + f[:, 1] + f[:, bins - 2] + f[:, bins - 1]) / 4.0
+    line = ops.sum(f - cont[:, None], axis=(1, 2, 3))
+    return ops.clip(line / ops.maximum(ops.sum(ops.abs(f), axis=(1, 2, 3)), 1e-6), 0.0, 1.0)
+
+
+def summary_loss(pred, target, kinematic_weight: float = 0.0, galaxy_weight=None):
     """Mean squared error of the summary head's prediction (B, F) against the
     batch-standardised summaries (B, F) (no gradient through the targets), plus
     ``kinematic_weight`` times that of the :data:`KINEMATIC_SUMMARIES` columns alone
-    (3 of F ~ 42: without it the velocity field is a small share of the term); 0 for
-    batches of fewer than four galaxies."""
+    (3 of F ~ 42: without it the velocity field is a small share of the term),
+    averaged over galaxies with ``galaxy_weight`` (B,) (:func:`line_dominance`: a
+    quiet galaxy's velocity field is noise); 0 for batches of fewer than four galaxies."""
     t = ops.stop_gradient(ops.cast(target, "float32"))
     t = (t - ops.mean(t, axis=0, keepdims=True)) / (ops.std(t, axis=0, keepdims=True) + 1e-3)
     n = ops.cast(ops.shape(t)[0], "float32")
@@ -124,5 +137,10 @@ def summary_loss(pred, target, kinematic_weight: float = 0.0):
     if kinematic_weight > 0:
         f = int(ops.shape(se)[1])
         cols = [f - len(SUMMARY_TAIL) + SUMMARY_TAIL.index(c) for c in KINEMATIC_SUMMARIES]
-        loss = loss + float(kinematic_weight) * ops.mean(ops.take(se, cols, axis=1))
+        kin = ops.mean(ops.take(se, cols, axis=1), axis=1)  # (B,)
+        if galaxy_weight is None:
+            loss = loss + float(kinematic_weight) * ops.mean(kin)
+        else:
+            gw = ops.stop_gradient(ops.cast(galaxy_weight, "float32"))
+            loss = loss + float(kinematic_weight) * ops.sum(gw * kin) / ops.maximum(ops.sum(gw), 1e-6)
     return ops.where(n >= 4.0, loss, 0.0)
