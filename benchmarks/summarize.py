@@ -170,11 +170,13 @@ def build() -> tuple[str, str]:
         if "paired" in d and "scores" in d:
             page += science_section(d, f.stem)
             if f.stem == "science-confirm":
-                readme = readme_rows(d, ceil)
+                readme = readme_rows(d, ceil) + readme
         elif "per_kind" in d:
             page += ceiling_section(d, f.stem)
         elif "spaces" in d:
             page += representation_section(d, f.stem)
+            if f.stem == "representation-confirm":
+                readme += representation_rows(d)
     return "\n".join(page).rstrip() + "\n", "\n".join(readme)
 
 
@@ -203,6 +205,21 @@ def readme_rows(s: dict, ceil: dict | None = None) -> list[str]:
             f"| held-out kinds: ceiling of any residual score (a perfect model of each normal galaxy) | "
             f"{_f(m.get('auc_held_out'))} | perfect model {h['oracle_chi2']:.3f} | knowing the anomaly: {h['matched']:.3f} |",
         )
+    return rows
+
+
+def representation_rows(r: dict) -> list[str]:
+    """The README's rows of the latent against its strongest baseline: the class from
+    its neighbours, and v sin i from them over the galaxies whose H-alpha is detected."""
+    lat, base = r["spaces"]["latent"]["knn"], r["baselines"]
+    rows = []
+    for label, key in (("excitation class from the latent's 10 neighbours, balanced accuracy", "class"),
+                       ("v sin i from the latent's 10 neighbours, H-alpha detected, R^2", "vsini_kms_emitting")):  # fmt: skip
+        got = {n: b["knn"].get(key) for n, b in base.items() if b["knn"].get(key) is not None}
+        if lat.get(key) is None or not got:
+            continue
+        best = max(got, key=got.get)
+        rows.append(f"| {label} | latent {lat[key]:.3f} | {best} {got[best]:.3f} | one run per style: no interval |")
     return rows
 
 
