@@ -20,9 +20,9 @@ def _psf_smooth(img: np.ndarray) -> np.ndarray:
     return gaussian_filter(img, PSF_FWHM_ARCSEC / 2.3548 / SPAXEL_ARCSEC, mode="constant")
 
 
-#: the stellar continuum's absorption features: (rest wavelength A, sigma A, EW of
-#: (g) -> A); the Balmer series, Ca II K, Mg b and Na D
 def _absorption_lines(g: GalaxyParams) -> tuple[tuple[float, float, float], ...]:
+    """The stellar continuum's absorption features of galaxy ``g``: (rest wavelength A,
+    Gaussian sigma A, equivalent width A) of the Balmer series, Ca II K, Mg b and Na D."""
     return (
         (6564.61, 9.0, g.balmer_abs_ew),
         (4862.68, 9.0, g.balmer_abs_ew),
