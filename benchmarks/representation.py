@@ -173,7 +173,8 @@ def spaces_of(args, cfg, rec, train_h5: Path, eval_h5: Path, cps: dict, seed: in
 
 def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names, window_bins: int, seed: int,
                  nucleus_radius: float = 3.0):  # fmt: skip
-    """(baseline spaces {name: (N, d)}, their copies, PCA object) on the held-out galaxies.
+    """(baseline spaces {name: (N, d)}, their copies, PCA object, H-alpha detected
+    (N,) bool: S/N >= QUIET_HA_SNR, the scores' quiet / emitting split) on the held-out galaxies.
 
     Beside pixels-PCA, the features and a random projection: the summary head's own
     targets (``summary_targets``: :func:`linecube.model.summaries.cube_summaries` of each cube,
@@ -185,7 +186,8 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     import numpy as np
 
     from linecube.analysis.diagnostics import fit_pixel_pca, pixel_pca_scores
-    from linecube.analysis.features import galaxy_features
+    from linecube.analysis.features import FEATURE_NAMES, galaxy_features
+    from linecube.analysis.ranks import QUIET_HA_SNR
     from linecube.analysis.residual import RobustZ
     from linecube.data.dataset import read_rows
 
@@ -201,37 +203,40 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
 
     rp = np.random.default_rng([seed, 5]).standard_normal((pca.components_.shape[1], k)).astype(np.float32) / np.sqrt(k)
     fe, ivar_ev, me = read_rows(eval_h5, np.arange(n_ev))
-    ftr, ivtr, mtr = read_rows(train_h5, np.arange(min(n_tr, 400)))
+    ftr, ivtr, mtr = read_rows(train_h5, np.arange(min(n_tr, 400)))  # fits each baseline's standardisation
     rz = RobustZ.fit(galaxy_features(ftr, ivtr, mtr, names, window_bins))
-    del ftr, ivtr, mtr
 
     def feats(flux, ivar, mask):
         return np.nan_to_num(np.clip(rz(galaxy_features(flux, ivar, mask, names, window_bins)), -50, 50), nan=0.0)
 
+    fe_raw, fe_snr = galaxy_features(fe, ivar_ev, me, names, window_bins, with_snr=True)
+    emitting = fe_snr[:, FEATURE_NAMES.index("nii_ha")] >= QUIET_HA_SNR  # a ratio to H-alpha: H-alpha's S/N
+
+    from linecube.io.formats import halpha_index
     from linecube.model.summaries import cube_summaries
 
-    n_lines, ha = len(names), list(names).index("Halpha")
+    n_lines, ha = len(names), halpha_index(names)
     radius = float(nucleus_radius) if nucleus_radius and nucleus_radius > 0 else 3.0
 
     def summ(flux, mask):
         x = scaler.forward(flux, scaler.galaxy_scale(flux, mask)).astype(np.float32)
         return np.asarray(cube_summaries(x, n_lines, window_bins, ha, radius), dtype=np.float64)
 
-    ftr, _iv, mtr = read_rows(train_h5, np.arange(min(n_tr, 400)))
     sz = RobustZ.fit(summ(ftr, mtr))
-    del ftr, mtr
+    kin_z = RobustZ.fit(halpha_kinematics(ftr, n_lines, window_bins, ha))
+    del ftr, ivtr, mtr
     nuc = slice(n_lines - 1, 2 * (n_lines - 1))
 
     def targets(flux, mask):
         return np.nan_to_num(np.clip(sz(summ(flux, mask)), -50, 50), nan=0.0)
 
     tg = targets(fe, me)
-    kin_z = RobustZ.fit(halpha_kinematics(read_rows(train_h5, np.arange(min(n_tr, 400)))[0], n_lines, window_bins, ha))
 
     def kin(flux):
         return np.nan_to_num(np.clip(kin_z(halpha_kinematics(flux, n_lines, window_bins, ha)), -50, 50), nan=0.0)
 
-    spaces = {"pixels_pca": px, "random_projection": scaled(fe, me) @ rp, "features": feats(fe, ivar_ev, me),
+    spaces = {"pixels_pca": px, "random_projection": scaled(fe, me) @ rp,
+              "features": np.nan_to_num(np.clip(rz(fe_raw), -50, 50), nan=0.0),
               "summary_targets": tg, "nuclear_ratios": tg[:, nuc], "halpha_kinematics": kin(fe)}  # fmt: skip
     cp = {
         "pixels_pca": {op: pca.transform(scaled(f, m)) for op, (f, _iv, m) in cps.items()},
@@ -241,7 +246,7 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     }
     cp["nuclear_ratios"] = {op: v[:, nuc] for op, v in cp["summary_targets"].items()}
     cp["halpha_kinematics"] = {op: kin(f) for op, (f, _iv, _m) in cps.items()}
-    return spaces, cp, pca
+    return spaces, cp, pca, emitting
 
 
 def halpha_kinematics(flux, n_lines: int, window_bins: int, ha: int, bright: float = 0.1):
@@ -253,7 +258,9 @@ def halpha_kinematics(flux, n_lines: int, window_bins: int, ha: int, bright: flo
     the mean of the window's two outermost bins per side."""
     import numpy as np
 
-    f = flux.reshape(len(flux), n_lines, window_bins, *flux.shape[2:])[:, ha].astype(np.float64)
+    from linecube.io.formats import line_windows
+
+    f = line_windows(flux, n_lines, window_bins)[:, ha].astype(np.float64)
     cont = (f[:, :2].sum(1) + f[:, -2:].sum(1)) / 4.0
     f = np.clip(f - cont[:, None], 0.0, None)
     s = f.sum(1)
@@ -425,10 +432,11 @@ def train_and_measure(
     k = rec.model.latent_dim
     t0 = time.perf_counter()
     if "baselines" not in cache:
-        base, bcp, pca = baselines_of(train_h5, eval_h5, cps, rec.scaler, k, names, layout.window_bins, seed,
+        base, bcp, pca, emitting = baselines_of(train_h5, eval_h5, cps, rec.scaler, k, names, layout.window_bins, seed,
                                       cfg["model"].get("summary_nucleus_radius", 3.0))  # fmt: skip
-        cache["baselines"] = (base, bcp, pca_loss_ratio(pca, eval_h5, np.arange(n_ev), rec.scaler, med_model))
-    base, bcp, out["reconstruction"]["pca_loss_ratio"] = cache["baselines"]
+        cache["baselines"] = (base, bcp, pca_loss_ratio(pca, eval_h5, np.arange(n_ev), rec.scaler, med_model), emitting)
+        out["emitting_share"] = float(emitting.mean())
+    base, bcp, out["reconstruction"]["pca_loss_ratio"], em = cache["baselines"]
     phases["baselines"] = time.perf_counter() - t0
     tt = pd.read_csv(eval_h5.parent / "truth.csv", dtype={"plateifu": str}).set_index("plateifu").loc[eval_ids]
     truth = {c: tt[c].to_numpy() for c in tt.columns}
@@ -436,16 +444,6 @@ def train_and_measure(
     if not full:  # a curve point: the latent and its baseline only
         base = {"pixels_pca": base["pixels_pca"]}
     t0 = time.perf_counter()
-    if "emitting" not in cache:  # H-alpha detected (S/N >= QUIET_HA_SNR), the scores' quiet / emitting split
-        from linecube.analysis.features import FEATURE_NAMES, galaxy_features
-        from linecube.analysis.ranks import QUIET_HA_SNR
-        from linecube.data.dataset import read_rows
-
-        fl, iv, mk = read_rows(eval_h5, np.arange(n_ev))
-        snr = galaxy_features(fl, iv, mk, names, layout.window_bins, with_snr=True)[1][:, FEATURE_NAMES.index("nii_ha")]
-        cache["emitting"] = snr >= QUIET_HA_SNR
-        out["emitting_share"] = float(cache["emitting"].mean())
-    em = cache["emitting"]
     out["spaces"] = probe_all(spaces, cp, truth, params, seed, em)
     out["baselines"] = probe_all(base, bcp, truth, params, seed, em)
     if full:
