@@ -21,6 +21,12 @@ def _windows(x, n_lines: int, bins: int):
     return ops.reshape(x, (-1, n_lines, bins, h, w))  # wavelength layout: (B, L * bins, H, W, 1)
 
 
+def _edge_continuum(f, bins: int):
+    """Each window's continuum, (B, L, H, W), of windows (B, L, bins, H, W): the mean of
+    its two outermost bins per side."""
+    return (f[:, :, 0] + f[:, :, 1] + f[:, :, bins - 2] + f[:, :, bins - 1]) / 4.0
+
+
 def _weighted_mean(v, wgt, axes):
     return ops.sum(v * wgt, axis=axes) / ops.maximum(ops.sum(wgt, axis=axes), 1e-12)
 
@@ -61,8 +67,7 @@ def cube_summaries(x, n_lines: int, bins: int, ref_line: int, nucleus_radius: fl
     are unchanged by the training augmentation's flips and rotations; all but the
     concentration also by its shifts (up to the crop's edge)."""
     f = _windows(x, n_lines, bins)  # (B, L, K, H, W)
-    cont = (f[:, :, 0] + f[:, :, 1] + f[:, :, bins - 2] + f[:, :, bins - 1]) / 4.0
-    f = f - cont[:, :, None]
+    f = f - _edge_continuum(f, bins)[:, :, None]
     keep = [i for i in range(n_lines) if i != ref_line]
 
     def line_ratios(flux):  # (B, L) -> (B, L - 1): asinh(10 F_line / F_ref)
@@ -116,8 +121,8 @@ def line_dominance(x, n_lines: int, bins: int, ref_line: int):
     over its total |flux|, summed over the image (either layout, model units). Near
     0 for a quiet galaxy, whose centroids are the noise's; the weight of each galaxy
     in the summary head's kinematic term."""
-    f = _windows(x, n_lines, bins)[:, ref_line]  # (B, K, H, W)
-    cont = (f[:, 0] + f[:, 1] + f[:, bins - 2] + f[:, bins - 1]) / 4.0
+    w = _windows(x, n_lines, bins)
+    f, cont = w[:, ref_line], _edge_continuum(w, bins)[:, ref_line]  # (B, K, H, W), (B, H, W)
     line = ops.sum(f - cont[:, None], axis=(1, 2, 3))
     return ops.clip(line / ops.maximum(ops.sum(ops.abs(f), axis=(1, 2, 3)), 1e-6), 0.0, 1.0)
 
