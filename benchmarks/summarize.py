@@ -86,11 +86,8 @@ def science_section(s: dict, name: str) -> list[str]:
 
 def representation_section(r: dict, name: str) -> list[str]:
     sp, base = r["spaces"], r["baselines"]
-    cols = [c for c in ("latent", "neighbors") if c in sp] + [
-        c
-        for c in ("pixels_pca", "features", "summary_targets", "nuclear_ratios", "halpha_kinematics", "random_projection")
-        if c in base
-    ]
+    # the baselines in the benchmark's own order (its JSON's), the trivial random projection last
+    cols = [c for c in ("latent", "neighbors") if c in sp] + sorted(base, key=lambda c: c == "random_projection")
     allsp = {**sp, **base}
     params = ["class"] + [
         p

@@ -92,6 +92,38 @@ def test_encoder_layernorm_option():
     assert np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.95
 
 
+def test_spatial_moments_read_a_velocity_fields_amplitude_at_any_position_angle(tmp_path):
+    from linecube.model.layers import SpatialMoments
+
+    yy, xx = np.mgrid[-7.5:8, -7.5:8]
+    inside = np.hypot(yy, xx) < 7
+
+    def field(v, pa):  # a channel that reads the local line-of-sight velocity of a rotating disc
+        m = np.zeros((1, 1, 16, 16, 2), np.float32)
+        m[0, 0, ..., 0] = v * np.tanh((xx * np.cos(pa) + yy * np.sin(pa)) / 3.0) * inside
+        m[0, 0, ..., 1] = inside
+        return m
+
+    lay = SpatialMoments()
+    a = np.asarray(lay(field(100.0, 0.3)))
+    assert a.shape == (1, 4)  # per step and channel: mean, then std
+    for pa in (1.1, 2.0, 4.0):  # the standard deviation is the amplitude's, not the angle's
+        assert np.allclose(np.asarray(lay(field(100.0, pa))), a, rtol=0.05, atol=1.0)
+    assert np.asarray(lay(field(200.0, 0.3)))[0, 2] == pytest.approx(2 * a[0, 2], rel=1e-3)
+    x = field(100.0, 0.3)
+    for turned in (np.rot90(x, 1, axes=(2, 3)), x[:, :, ::-1]):  # the augmentation's turns and flips
+        assert np.allclose(np.asarray(lay(np.ascontiguousarray(turned))), a, rtol=1e-5, atol=1e-4)
+    # the encoder reads them with ``encoder_moments``; the option survives save / load
+    m = build_model(cfg_of(**TINY, encoder_moments=True), "ae")
+    assert "stem_moments" in [ly.name for ly in m.encoder.layers]
+    assert "stem_moments" not in [ly.name for ly in build_model(cfg_of(**TINY), "ae").encoder.layers]
+    cube = np.random.default_rng(2).random((2, *m.encoder.input_shape[1:]), dtype=np.float32)
+    m.save(tmp_path / "m.keras")
+    assert np.allclose(np.asarray(load_model(tmp_path / "m.keras").encode(cube)), np.asarray(m.encode(cube)), atol=1e-6)
+    with pytest.raises(ValueError, match="encoder_moments needs model.architecture: bottleneck"):
+        cfg_of(**TINY_STACK, encoder_moments=True)
+
+
 def test_consistency_term():
     from linecube.model.losses import consistency
 

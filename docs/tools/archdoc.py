@@ -33,7 +33,15 @@ def render() -> str:
         "The encoder folds 2x2 spaxels into channels and a strided convolution per step",
         "(GELU) halves the image again; ConvLSTM2D layers (tanh) run over the steps at 1/4",
         "of the crop and the last returns its final state; Dense gives the code",
-        "(latent_dim physical + pose_dim pose dimensions). The decoder repeats the code's",
+        "(latent_dim physical + pose_dim pose dimensions)"
+        + (
+            " from that state and, `encoder_moments`, each stem channel's mean and standard deviation over the"
+            " image per step (`stem_moments`: unchanged by turns and flips, so a channel that reads the local"
+            " velocity gives the velocity field's amplitude at any position angle)."
+            if defaults["encoder_moments"]
+            else "."
+        ),
+        "The decoder repeats the code's",
         "map over the steps with a one-hot step code, runs ConvLSTM2D layers at 1/4 of the",
         "crop, a transposed convolution, a linear convolution (zero-initialised) and",
         "depth-to-space, and adds a learned mean cube (initialised to the training median).",

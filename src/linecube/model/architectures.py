@@ -21,15 +21,18 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from linecube.model.layers import DepthToSpace, MeanCube, RepeatTime, SoftClip, SpaceToDepth
+from linecube.model.layers import DepthToSpace, MeanCube, RepeatTime, SoftClip, SpaceToDepth, SpatialMoments
 from linecube.model.spec import ModelConfig
 
 # Builders
 
 
-def _code_layers(x, cfg: ModelConfig, variational: bool):
-    """The encoder's head: Dense to the code (AE) or to mu and a soft-clipped log-variance (VAE)."""
+def _code_layers(x, cfg: ModelConfig, variational: bool, moments=None):
+    """The encoder's head: Dense to the code (AE) or to mu and a soft-clipped log-variance
+    (VAE), from the flattened final state and, when given, the stem's spatial moments."""
     x = layers.Flatten(name="flatten")(x)
+    if moments is not None:
+        x = layers.Concatenate(name="with_moments")([x, moments])
     if variational:
         mu = layers.Dense(cfg.code_dim, name="z_mean")(x)
         logvar = SoftClip(10.0, name="z_log_var")(layers.Dense(cfg.code_dim, name="z_log_var_raw")(x))
@@ -54,6 +57,7 @@ def build_encoder(cfg: ModelConfig, variational: bool, name: str = "encoder") ->
         x = layers.TimeDistributed(
             layers.Conv2D(cfg.stem_filters, cfg.kernel, strides=2, padding="same", activation="gelu"), name="stem"
         )(x)
+        moments = SpatialMoments(name="stem_moments")(x) if cfg.encoder_moments else None
         for i, f in enumerate(cfg.filters):
             last = i == len(cfg.filters) - 1
             x = layers.ConvLSTM2D(
@@ -61,7 +65,7 @@ def build_encoder(cfg: ModelConfig, variational: bool, name: str = "encoder") ->
             )(x)
             if cfg.encoder_layernorm:
                 x = layers.LayerNormalization(name=f"layernorm_{i + 1}")(x)
-        return keras.Model(inp, _code_layers(x, cfg, variational), name=name)
+        return keras.Model(inp, _code_layers(x, cfg, variational, moments), name=name)
     for i, (f, s) in enumerate(zip(cfg.filters, cfg.strides)):
         last = i == len(cfg.filters) - 1
         x = layers.ConvLSTM2D(

@@ -89,6 +89,26 @@ class DepthToSpace(_Blocks):
 
 
 @keras.saving.register_keras_serializable(package="linecube")
+class SpatialMoments(layers.Layer):
+    """(B, T, h, w, C) -> (B, T * 2C): each channel's mean and standard deviation over
+    the image, per step. Unchanged by the augmentation's flips and 90-degree turns; a
+    channel that reads the local line-of-sight velocity gives, in its standard
+    deviation, the velocity field's amplitude whatever its position angle (a linear
+    read-out of the map cannot: it gives (v cos PA, v sin PA))."""
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        mean = ops.mean(x, axis=(2, 3))
+        std = ops.sqrt(ops.mean(ops.square(x - mean[:, :, None, None]), axis=(2, 3)) + 1e-6)
+        t, c = x.shape[1], x.shape[-1]
+        return ops.reshape(ops.concatenate([mean, std], axis=-1), (-1, t * 2 * c))
+
+    def compute_output_shape(self, input_shape):
+        n, t, _h, _w, c = input_shape
+        return (n, t * 2 * c)
+
+
+@keras.saving.register_keras_serializable(package="linecube")
 class MeanCube(layers.Layer):
     """x + m: a learned cube (T, H, W, C) added to the decoder's output, set to the
     training galaxies' median (in the model's units) before training starts."""

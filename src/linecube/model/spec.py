@@ -36,6 +36,7 @@ class ModelConfig:
     loss_weighting: str
     loss_sys_floor: float
     encoder_layernorm: bool
+    encoder_moments: bool
     kl_free_bits: float
     consistency_weight: float
     mean_cube: bool
@@ -79,6 +80,9 @@ class ModelConfig:
         for key in ("layout", "architecture"):  # the schema's enums (a library call skips the workflow's validation)
             if m[key] not in (allowed := schema_enum("model", key)):
                 raise ValueError(f"model.{key} must be one of {allowed}, got {m[key]!r}")
+        moments = bool(m["encoder_moments"]) and m["architecture"] == "bottleneck"  # the stem's: stack has none
+        if model.get("encoder_moments") and not moments:
+            raise ValueError("model.encoder_moments needs model.architecture: bottleneck (the moments are the stem's)")
         if m["architecture"] == "stack" and len(strides) != len(filters):
             raise ValueError(f"model.strides has {len(strides)} entries but model.filters has {len(filters)}")
         return cls(
@@ -95,6 +99,7 @@ class ModelConfig:
             loss_weighting=str(m["loss_weighting"]),
             loss_sys_floor=float(m["loss_sys_floor"]),
             encoder_layernorm=bool(m["encoder_layernorm"]),
+            encoder_moments=moments,
             kl_free_bits=float(m["kl_free_bits"]),
             consistency_weight=float(m["consistency_weight"]),
             mean_cube=bool(m["mean_cube"]),
