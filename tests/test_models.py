@@ -116,7 +116,8 @@ def test_spatial_moments_read_a_velocity_fields_amplitude_at_any_position_angle(
     # the encoder reads them with ``encoder_moments``; the option survives save / load
     m = build_model(cfg_of(**TINY, encoder_moments=True), "ae")
     assert "stem_moments" in [ly.name for ly in m.encoder.layers]
-    assert "stem_moments" not in [ly.name for ly in build_model(cfg_of(**TINY), "ae").encoder.layers]
+    assert "stem_moments" not in [ly.name for ly in build_model(cfg_of(**TINY, encoder_moments=False), "ae").encoder.layers]
+    assert cfg_of(**TINY).encoder_moments and not cfg_of(**TINY_STACK).encoder_moments  # stack ignores the default
     cube = np.random.default_rng(2).random((2, *m.encoder.input_shape[1:]), dtype=np.float32)
     m.save(tmp_path / "m.keras")
     assert np.allclose(np.asarray(load_model(tmp_path / "m.keras").encode(cube)), np.asarray(m.encode(cube)), atol=1e-6)
@@ -375,7 +376,9 @@ def test_a_model_file_from_before_the_nuclear_ratios_loads_as_it_was_trained():
 def test_summary_head_in_the_loss_and_survives_save_load(tmp_path):
     from linecube.model.summaries import cube_summaries, summary_loss
 
-    cfg = ModelConfig.from_config({**TINY, "summary_weight": 0.5, "consistency_weight": 0.0}, crop=8)
+    cfg = ModelConfig.from_config(  # the kinematic columns' extra weight: its own test, below
+        {**TINY, "summary_weight": 0.5, "consistency_weight": 0.0, "summary_kinematic_weight": 0.0}, crop=8
+    )
     m = build_model(cfg, "ae", ref_line=15)
     x = np.random.default_rng(0).random((6, *cfg.input_shape), dtype=np.float32)
     out = m(x, training=False)
