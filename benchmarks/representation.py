@@ -206,8 +206,11 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     ftr, ivtr, mtr = read_rows(train_h5, np.arange(min(n_tr, 400)))  # fits each baseline's standardisation
     rz = RobustZ.fit(galaxy_features(ftr, ivtr, mtr, names, window_bins))
 
+    def clipped(z, v):  # a robust z, clipped at +-50, NaN as 0
+        return np.nan_to_num(np.clip(z(v), -50, 50), nan=0.0)
+
     def feats(flux, ivar, mask):
-        return np.nan_to_num(np.clip(rz(galaxy_features(flux, ivar, mask, names, window_bins)), -50, 50), nan=0.0)
+        return clipped(rz, galaxy_features(flux, ivar, mask, names, window_bins))
 
     fe_raw, fe_snr = galaxy_features(fe, ivar_ev, me, names, window_bins, with_snr=True)
     emitting = fe_snr[:, FEATURE_NAMES.index("nii_ha")] >= QUIET_HA_SNR  # a ratio to H-alpha: H-alpha's S/N
@@ -228,15 +231,15 @@ def baselines_of(train_h5: Path, eval_h5: Path, cps: dict, scaler, k: int, names
     nuc = slice(n_lines - 1, 2 * (n_lines - 1))
 
     def targets(flux, mask):
-        return np.nan_to_num(np.clip(sz(summ(flux, mask)), -50, 50), nan=0.0)
+        return clipped(sz, summ(flux, mask))
 
     tg = targets(fe, me)
 
     def kin(flux):
-        return np.nan_to_num(np.clip(kin_z(halpha_kinematics(flux, n_lines, window_bins, ha)), -50, 50), nan=0.0)
+        return clipped(kin_z, halpha_kinematics(flux, n_lines, window_bins, ha))
 
     spaces = {"pixels_pca": px, "random_projection": scaled(fe, me) @ rp,
-              "features": np.nan_to_num(np.clip(rz(fe_raw), -50, 50), nan=0.0),
+              "features": clipped(rz, fe_raw),
               "summary_targets": tg, "nuclear_ratios": tg[:, nuc], "halpha_kinematics": kin(fe)}  # fmt: skip
     cp = {
         "pixels_pca": {op: pca.transform(scaled(f, m)) for op, (f, _iv, m) in cps.items()},
